@@ -1,0 +1,202 @@
+//! [`Client`]: the handle plain async code uses instead of actor messages.
+
+use std::sync::Arc;
+
+use actix::{Addr, MailboxError};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::connection::{RpcConnection, SharedMetrics, Stats};
+use crate::error::Error;
+use crate::message::{Call, Close, Notify};
+use crate::protocol::Params;
+
+/// A cheap, cloneable handle to one [`RpcConnection`].
+///
+/// Every clone talks to the same connection; the connection closes when
+/// [`close`](Client::close) is called or when the server goes away. Mailbox
+/// failures (the actor has stopped) become [`Error::NotConnected`], so every
+/// method returns this crate's [`Error`] alone.
+///
+/// # Examples
+///
+/// ```no_run
+/// use jsonrpc_websocket::{params, Error, RpcConnection};
+/// use serde_json::{json, Value};
+///
+/// #[actix::main]
+/// async fn main() -> Result<(), Error> {
+///     let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
+///     let sum: i64 = client.call("math.add", params![2, 3]).await?;              // positional
+///     let user: Value = client.call("users.get", json!({"name": "ann"})).await?; // named
+///     client.notify("log.write", params!["hello"]).await?;                       // no reply
+///     let users = client.namespace("app.users");
+///     let all: Vec<Value> = users.call("getUsers", params![]).await?;           // app.users.getUsers
+///     client.close().await;
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    addr: Addr<RpcConnection>,
+    metrics: Arc<SharedMetrics>,
+}
+
+impl Client {
+    pub(crate) fn new(addr: Addr<RpcConnection>, metrics: Arc<SharedMetrics>) -> Self {
+        Client { addr, metrics }
+    }
+
+    /// The connection actor's address, for sending it messages directly.
+    pub fn addr(&self) -> &Addr<RpcConnection> {
+        &self.addr
+    }
+
+    /// Calls `method` and decodes its result as `T` (use
+    /// [`serde_json::Value`] to take any result).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Client, Error};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let sum: i64 = client.call("math.add", params![2, 3]).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`Call`]: [`Error::Rpc`], [`Error::Timeout`],
+    /// [`Error::Closed`], [`Error::Disconnected`], [`Error::Decode`], …
+    pub async fn call<T>(&self, method: impl Into<String>, params: impl Into<Params>) -> Result<T, Error>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.send(Call::new(method, params).typed()).await
+    }
+
+    /// Sends a prepared [`Call`], e.g. one with its own timeout.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use jsonrpc_websocket::{params, Call, Client, Error};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let report: String = client
+    ///     .send(Call::new("report.build", params![]).timeout(Duration::from_secs(120)).typed())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<T>(&self, call: Call<T>) -> Result<T, Error>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let method = call.method.clone();
+        self.addr
+            .send(call)
+            .await
+            .map_err(|err| not_connected(err, method))?
+    }
+
+    /// Sends a notification: no id, no reply. Completes once the frame is
+    /// queued for writing, in order.
+    pub async fn notify(&self, method: impl Into<String>, params: impl Into<Params>) -> Result<(), Error> {
+        let notify = Notify::new(method, params);
+        let method = notify.method.clone();
+        self.addr
+            .send(notify)
+            .await
+            .map_err(|err| not_connected(err, method))?
+    }
+
+    /// A view of the methods under `prefix`: `client.namespace("app.users")
+    /// .call("getUsers", ..)` calls `app.users.getUsers`.
+    pub fn namespace(&self, prefix: impl Into<String>) -> Namespace {
+        Namespace {
+            client: self.clone(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Closes the connection (see [`Close`]) and waits until it is closed.
+    /// Pending calls fail with [`Error::Closed`]. Closing twice is harmless.
+    pub async fn close(&self) {
+        // An actor that has already stopped is as closed as it gets.
+        let _ = self.addr.send(Close::new()).await;
+    }
+
+    /// The connection's counters, readable even after it has stopped.
+    pub fn stats(&self) -> Stats {
+        self.metrics.snapshot()
+    }
+
+    /// Whether the connection actor is still running.
+    pub fn is_connected(&self) -> bool {
+        self.addr.connected()
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("connected", &self.is_connected())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn not_connected(_: MailboxError, method: String) -> Error {
+    Error::NotConnected { method }
+}
+
+/// The methods under one dotted prefix, as in the Python library's
+/// `server.app.users.getUsers()`. Made by [`Client::namespace`].
+///
+/// # Examples
+///
+/// ```
+/// # use jsonrpc_websocket::{params, Client, Error};
+/// # async fn demo(client: Client) -> Result<(), Error> {
+/// let admin = client.namespace("app").namespace("users.admin");
+/// assert_eq!(admin.prefix(), "app.users.admin");
+/// let n: u64 = admin.call("count", params![]).await?; // app.users.admin.count
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    client: Client,
+    prefix: String,
+}
+
+impl Namespace {
+    /// The dotted prefix, without a trailing dot.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn qualify(&self, method: &str) -> String {
+        format!("{}.{}", self.prefix, method)
+    }
+
+    /// Calls `prefix.method`; see [`Client::call`].
+    pub async fn call<T>(&self, method: &str, params: impl Into<Params>) -> Result<T, Error>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        self.client.call(self.qualify(method), params).await
+    }
+
+    /// Calls `prefix.method` and returns the result as a [`Value`].
+    pub async fn call_value(&self, method: &str, params: impl Into<Params>) -> Result<Value, Error> {
+        self.call(method, params).await
+    }
+
+    /// Notifies `prefix.method`; see [`Client::notify`].
+    pub async fn notify(&self, method: &str, params: impl Into<Params>) -> Result<(), Error> {
+        self.client.notify(self.qualify(method), params).await
+    }
+
+    /// A nested namespace: `prefix.sub`.
+    pub fn namespace(&self, sub: &str) -> Namespace {
+        self.client.namespace(self.qualify(sub))
+    }
+}

@@ -1,0 +1,302 @@
+//! Websocket frames in and out.
+//!
+//! Inbound, [`FrameAssembler`] joins continuation frames into whole messages
+//! and enforces the size limit on each frame *header*, before the payload is
+//! buffered: awc's own codec only notices an oversized frame after it has
+//! read all of it. Outbound, [`OutboundCodec`] writes masked client frames.
+
+use std::io;
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{CloseReason, OpCode, Parser, ProtocolError};
+use bytes::{Bytes, BytesMut};
+
+/// One thing the peer sent that the connection must act on.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Frame {
+    /// A whole text or binary message (both carry UTF-8 JSON).
+    Message(Bytes),
+    /// A ping to answer with a pong carrying the same payload.
+    Ping(Bytes),
+    /// A pong (an answer to our heartbeat).
+    Pong(Bytes),
+    /// The peer's close frame (`None`: no status code given).
+    Close(Option<CloseReason>),
+}
+
+/// Why the inbound stream cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("message of at least {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: u64, limit: usize },
+    #[error("websocket protocol violation: {0}")]
+    Protocol(String),
+    #[error("websocket read failed")]
+    Io(#[from] io::Error),
+}
+
+impl From<ProtocolError> for FrameError {
+    fn from(err: ProtocolError) -> Self {
+        match err {
+            ProtocolError::Io(err) => FrameError::Io(err),
+            other => FrameError::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// Decodes server frames into [`Frame`]s, joining fragments.
+pub(crate) struct FrameAssembler {
+    limit: usize,
+    /// The message being reassembled from continuation frames.
+    partial: Option<BytesMut>,
+}
+
+impl FrameAssembler {
+    pub fn new(limit: usize) -> Self {
+        FrameAssembler {
+            limit,
+            partial: None,
+        }
+    }
+
+    /// Checks the announced payload length of the next frame, if its header
+    /// is complete, against what the current message may still grow by.
+    fn check_header(&self, src: &[u8]) -> Result<(), FrameError> {
+        let (Some(&first), Some(&second)) = (src.first(), src.get(1)) else {
+            return Ok(());
+        };
+        let opcode = first & 0x0F;
+        if !matches!(opcode, 0x0 | 0x1 | 0x2) {
+            return Ok(()); // control frames are capped at 125 bytes by the codec
+        }
+        let announced = match second & 0x7F {
+            126 => match src.get(2..4) {
+                Some(b) => u64::from(u16::from_be_bytes([b[0], b[1]])),
+                None => return Ok(()),
+            },
+            127 => match src.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                Some(b) => u64::from_be_bytes(b),
+                None => return Ok(()),
+            },
+            n => u64::from(n),
+        };
+        let so_far = self.partial.as_ref().map_or(0, |p| p.len() as u64);
+        let size = so_far.saturating_add(announced);
+        if size > self.limit as u64 {
+            return Err(FrameError::TooLarge {
+                size,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Decoder for FrameAssembler {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        loop {
+            self.check_header(src)?;
+            // `false`: we are the client, so server frames must be unmasked.
+            let Some((fin, opcode, payload)) = Parser::parse(src, false, self.limit)? else {
+                return Ok(None);
+            };
+            let payload = payload.unwrap_or_default();
+            match opcode {
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(FrameError::Protocol(
+                            "a new message began before the fragmented one ended".into(),
+                        ));
+                    }
+                    if fin {
+                        return Ok(Some(Frame::Message(payload.freeze())));
+                    }
+                    self.partial = Some(payload);
+                }
+                OpCode::Continue => {
+                    let Some(partial) = self.partial.as_mut() else {
+                        return Err(FrameError::Protocol(
+                            "continuation frame without a message to continue".into(),
+                        ));
+                    };
+                    partial.extend_from_slice(&payload);
+                    if fin {
+                        let whole = self.partial.take().unwrap_or_default();
+                        return Ok(Some(Frame::Message(whole.freeze())));
+                    }
+                }
+                OpCode::Ping => return Ok(Some(Frame::Ping(payload.freeze()))),
+                OpCode::Pong => return Ok(Some(Frame::Pong(payload.freeze()))),
+                OpCode::Close => {
+                    // A malformed close payload still means "closing"; keep no reason.
+                    let reason = Parser::try_parse_close_payload(&payload).unwrap_or(None);
+                    return Ok(Some(Frame::Close(reason)));
+                }
+                OpCode::Bad => return Err(FrameError::Protocol("bad opcode".into())),
+            }
+        }
+    }
+}
+
+/// What the connection writes.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A complete JSON-RPC message.
+    Text(String),
+    /// The answer to a ping.
+    Pong(Bytes),
+    /// A close frame.
+    Close(Option<CloseReason>),
+}
+
+/// Encodes client frames (masked, as RFC 6455 requires of clients).
+pub(crate) struct OutboundCodec;
+
+impl Encoder<Outbound> for OutboundCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), io::Error> {
+        match item {
+            Outbound::Text(text) => Parser::write_message(dst, text, OpCode::Text, true, true),
+            Outbound::Pong(payload) => Parser::write_message(dst, payload, OpCode::Pong, true, true),
+            Outbound::Close(reason) => Parser::write_close(dst, reason, true),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_http::ws::CloseCode;
+
+    /// An unmasked server frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 | opcode } else { opcode }];
+        match payload.len() {
+            n if n < 126 => out.push(n as u8),
+            n if n <= 0xFFFF => {
+                out.push(126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn decode_all(assembler: &mut FrameAssembler, bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
+        let mut src = BytesMut::from(bytes);
+        let mut frames = Vec::new();
+        while let Some(frame) = assembler.decode(&mut src)? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn fragments_are_joined_and_control_frames_pass_between_them() {
+        let mut bytes = frame(false, 0x1, b"{\"a\":");
+        bytes.extend(frame(true, 0x9, b"hi"));
+        bytes.extend(frame(false, 0x0, b"[1,"));
+        bytes.extend(frame(true, 0x0, b"2]}"));
+        bytes.extend(frame(true, 0x2, b"{}"));
+        let frames = decode_all(&mut FrameAssembler::new(1024), &bytes).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Ping(Bytes::from_static(b"hi")),
+                Frame::Message(Bytes::from_static(b"{\"a\":[1,2]}")),
+                Frame::Message(Bytes::from_static(b"{}")),
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_split_across_reads_wait_for_the_rest() {
+        let bytes = frame(true, 0x1, &[b'x'; 300]);
+        let mut assembler = FrameAssembler::new(1024);
+        let mut src = BytesMut::new();
+        for chunk in bytes.chunks(7) {
+            assert_eq!(assembler.decode(&mut src).unwrap(), None);
+            src.extend_from_slice(chunk);
+        }
+        let whole = assembler.decode(&mut src).unwrap().unwrap();
+        assert_eq!(whole, Frame::Message(Bytes::from(vec![b'x'; 300])));
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_from_its_header_alone() {
+        // Only the 10-byte header of a 1 GiB frame has arrived.
+        let header = &frame(true, 0x1, &[])[..1];
+        let mut bytes = header.to_vec();
+        bytes.push(127);
+        bytes.extend_from_slice(&(1u64 << 30).to_be_bytes());
+        let err = decode_all(&mut FrameAssembler::new(1 << 20), &bytes).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { size, limit } if size == 1 << 30 && limit == 1 << 20));
+    }
+
+    #[test]
+    fn fragments_may_not_add_up_past_the_limit() {
+        let mut bytes = frame(false, 0x1, &[b'a'; 60]);
+        bytes.extend(frame(false, 0x0, &[b'b'; 60]));
+        let err = decode_all(&mut FrameAssembler::new(100), &bytes).unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { size: 120, limit: 100 }));
+    }
+
+    #[test]
+    fn broken_sequences_are_protocol_errors() {
+        let lone_continuation = frame(true, 0x0, b"x");
+        assert!(matches!(
+            decode_all(&mut FrameAssembler::new(100), &lone_continuation),
+            Err(FrameError::Protocol(_))
+        ));
+        let mut interleaved = frame(false, 0x1, b"x");
+        interleaved.extend(frame(true, 0x1, b"y"));
+        assert!(matches!(
+            decode_all(&mut FrameAssembler::new(100), &interleaved),
+            Err(FrameError::Protocol(_))
+        ));
+        let masked = [0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1];
+        assert!(matches!(
+            decode_all(&mut FrameAssembler::new(100), &masked),
+            Err(FrameError::Protocol(_))
+        ));
+        let bad_opcode = frame(true, 0x3, b"");
+        assert!(decode_all(&mut FrameAssembler::new(100), &bad_opcode).is_err());
+    }
+
+    #[test]
+    fn close_frames_carry_code_and_reason() {
+        let mut payload = 4000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        let frames = decode_all(&mut FrameAssembler::new(100), &frame(true, 0x8, &payload)).unwrap();
+        assert_eq!(
+            frames,
+            vec![Frame::Close(Some(CloseReason {
+                code: CloseCode::Other(4000),
+                description: Some("bye".into())
+            }))]
+        );
+        let bad = decode_all(&mut FrameAssembler::new(100), &frame(true, 0x8, &[0x00])).unwrap();
+        assert_eq!(bad, vec![Frame::Close(None)]);
+    }
+
+    #[test]
+    fn outbound_frames_are_masked_text() {
+        let mut dst = BytesMut::new();
+        OutboundCodec
+            .encode(Outbound::Text("{}".into()), &mut dst)
+            .unwrap();
+        assert_eq!(dst[0], 0x81, "fin + text");
+        assert_eq!(dst[1], 0x80 | 2, "masked, 2 bytes");
+        let mask = [dst[2], dst[3], dst[4], dst[5]];
+        assert_eq!([dst[6] ^ mask[0], dst[7] ^ mask[1]], *b"{}");
+    }
+}

@@ -1,0 +1,530 @@
+//! The [`RpcConnection`] actor: one websocket, its pending calls and its
+//! lifecycle.
+
+mod builder;
+mod frames;
+mod metrics;
+mod pending;
+mod transport;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use actix_codec::Framed;
+use actix_http::ws::{CloseCode, CloseReason, Codec};
+use awc::BoxedSocket;
+use bytes::Bytes;
+use futures_channel::oneshot;
+use serde::de::DeserializeOwned;
+use tokio::io::WriteHalf;
+use tokio_util::codec::FramedRead;
+
+pub use builder::ConnectionBuilder;
+pub use metrics::Stats;
+
+pub(crate) use builder::Config;
+use frames::{Frame, FrameAssembler, FrameError, Outbound, OutboundCodec};
+use metrics::Metrics;
+use pending::{PendingCalls, Reply};
+
+use crate::client::Client;
+use crate::error::{CallInfo, Error};
+use crate::message::{Call, Close, GetStats, Notify};
+use crate::protocol::{self, ErrorObject, Id, Inbound, Message as RpcMessage};
+
+/// Write buffer bounds: beyond `HIGH` bytes queued the actor stops taking
+/// new messages until the socket drains below `LOW`. Both leave room for a
+/// full-size message so one large call never stalls the reading side.
+const WRITE_BUFFER_LOW: usize = 256 * 1024;
+
+/// The actor that owns one websocket connection to a JSON-RPC server.
+///
+/// Create it with [`RpcConnection::builder`]; talk to it with
+/// [`Call`], [`Notify`], [`Close`] and [`GetStats`] messages, or through the
+/// [`Client`] handle returned by [`connect`](ConnectionBuilder::connect).
+///
+/// # Actor lifecycle
+///
+/// ## Open
+/// Starts once the handshake has succeeded (there is no "connecting" actor:
+/// `connect()` fails instead). Calls are written as they arrive and wait in
+/// the pending table for their response or their deadline. Inbound
+/// responses complete their call; unknown ids and invalid messages are
+/// logged, counted and skipped; pings are answered.
+///
+/// ## Closing
+/// Entered on [`Close`]: our close frame is written, every pending call
+/// fails with [`Error::Closed`], new calls fail with [`Error::NotConnected`],
+/// and the actor waits up to the close timeout for the server's close frame.
+///
+/// ## Closed
+/// Entered when the server sends a close frame (calls fail with
+/// [`Error::Closed`] and its code and reason; the frame is echoed), when the
+/// socket drops (calls fail with [`Error::Disconnected`]), when a message
+/// exceeds the size limit (close code 1009; calls fail with
+/// [`Error::MessageTooLarge`]) or on a protocol violation (close code 1002).
+/// The actor flushes what it can and stops. Calls are never re-sent.
+///
+/// After the actor has stopped the pending table is empty: every call has
+/// ended with its result or an error.
+pub struct RpcConnection {
+    config: Config,
+    writer: FramedWrite<Outbound, WriteHalf<BoxedSocket>, OutboundCodec>,
+    pending: PendingCalls,
+    metrics: Arc<Metrics>,
+    next_id: u64,
+    state: State,
+    /// The deadline the expiry timer is armed for, and its handle.
+    timer: Option<(Instant, SpawnHandle)>,
+    /// Held by [`Close`] callers; dropped (waking them) when the actor stops.
+    close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// We sent a close frame and wait for the server's.
+    Closing,
+    /// The connection is over; the actor stops once the writer has flushed.
+    Closed,
+}
+
+impl RpcConnection {
+    /// Starts configuring a connection to `url` (`ws://` or `wss://`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{Error, RpcConnection};
+    /// # async fn demo() -> Result<(), Error> {
+    /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(url: impl Into<String>) -> ConnectionBuilder {
+        ConnectionBuilder::new(url.into())
+    }
+
+    fn start(framed: Framed<BoxedSocket, Codec>, config: Config) -> Client {
+        let parts = framed.into_parts();
+        let (read, write) = tokio::io::split(parts.io);
+        let mut reader = FramedRead::new(read, FrameAssembler::new(config.max_message_size));
+        // Bytes that arrived with the handshake response belong to the first frames.
+        reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::clone(&metrics);
+        let addr = RpcConnection::create(move |ctx| {
+            ctx.set_mailbox_capacity(1024);
+            ctx.add_stream(reader);
+            let mut writer = FramedWrite::new(write, OutboundCodec, ctx);
+            let high = config.max_message_size.saturating_mul(2).max(4 * WRITE_BUFFER_LOW);
+            writer.set_buffer_capacity(WRITE_BUFFER_LOW, high);
+            RpcConnection {
+                config,
+                writer,
+                pending: PendingCalls::default(),
+                metrics: shared,
+                next_id: 1,
+                state: State::Open,
+                timer: None,
+                close_waiters: Vec::new(),
+            }
+        });
+        Client::new(addr, metrics)
+    }
+
+    fn write(&mut self, item: Outbound) {
+        if let Outbound::Text(text) = &item {
+            Metrics::add(&self.metrics.bytes_sent, text.len() as u64);
+        }
+        self.writer.write(item);
+    }
+
+    /// Registers a call and writes its request. The pending entry exists
+    /// before the frame is written, so no response can overtake it.
+    fn start_call(
+        &mut self,
+        method: String,
+        params: &protocol::Params,
+        timeout: Option<Duration>,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
+        if self.state != State::Open {
+            return Err(Error::NotConnected { method });
+        }
+        let params = match params.wire() {
+            Ok(params) => params,
+            Err(reason) => {
+                return Err(Error::InvalidParams {
+                    method,
+                    reason: reason.to_owned(),
+                })
+            }
+        };
+        if self.pending.len() >= self.config.max_in_flight {
+            return Err(Error::Overloaded {
+                limit: self.config.max_in_flight,
+                method,
+            });
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = protocol::encode_request(Some(id), &method, params);
+        let call = CallInfo { method, id };
+        if text.len() > self.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                size: text.len() as u64,
+                limit: self.config.max_message_size,
+                inbound: false,
+                call: Some(call),
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let timeout = timeout.unwrap_or(self.config.request_timeout);
+        let now = Instant::now();
+        self.pending.insert(call, now, timeout, tx);
+        self.metrics.set_pending(self.pending.len());
+        self.arm_timer(now + timeout, ctx);
+        self.write(Outbound::Text(text));
+        Metrics::add(&self.metrics.calls_sent, 1);
+        Ok(rx)
+    }
+
+    /// Makes sure the expiry timer fires no later than `deadline`. One timer
+    /// serves all calls: with a common timeout, new deadlines are later than
+    /// the armed one and cost nothing.
+    fn arm_timer(&mut self, deadline: Instant, ctx: &mut Context<Self>) {
+        if let Some((armed, handle)) = self.timer {
+            if armed <= deadline {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = deadline.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.timer = None;
+            let (expired, next) = act.pending.expire(Instant::now());
+            if expired > 0 {
+                Metrics::add(&act.metrics.timeouts, expired as u64);
+                act.metrics.set_pending(act.pending.len());
+            }
+            if let Some(next) = next {
+                act.arm_timer(next, ctx);
+            }
+        });
+        self.timer = Some((deadline, handle));
+    }
+
+    fn on_message_bytes(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        Metrics::add(&self.metrics.bytes_received, bytes.len() as u64);
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            self.skip("message is not valid UTF-8");
+            return;
+        };
+        match protocol::parse(text) {
+            Inbound::Single(message) => {
+                if let Some(answer) = self.on_rpc_message(message) {
+                    self.write(Outbound::Text(answer));
+                }
+            }
+            Inbound::Batch(messages) => {
+                let answers: Vec<String> = messages
+                    .into_iter()
+                    .filter_map(|m| self.on_rpc_message(m))
+                    .collect();
+                if !answers.is_empty() {
+                    self.write(Outbound::Text(format!("[{}]", answers.join(","))));
+                }
+            }
+            Inbound::Garbage(reason) => self.skip(&reason),
+        }
+        let _ = ctx;
+    }
+
+    /// Handles one JSON-RPC object; returns the answer to send, if any.
+    fn on_rpc_message(&mut self, message: RpcMessage) -> Option<String> {
+        match message {
+            RpcMessage::Response(response) => {
+                let known = response
+                    .id
+                    .as_u64()
+                    .is_some_and(|id| self.pending.complete(id, response.outcome));
+                if known {
+                    Metrics::add(&self.metrics.responses, 1);
+                    self.metrics.set_pending(self.pending.len());
+                } else {
+                    Metrics::add(&self.metrics.unknown_ids, 1);
+                    log::warn!(
+                        "ignored a response with id {} that matches no pending call",
+                        response.id
+                    );
+                }
+                None
+            }
+            RpcMessage::InvalidResponse { id, reason } => {
+                let pending_id = id.as_ref().and_then(Id::as_u64);
+                let failed = pending_id.is_some_and(|id| {
+                    self.pending.fail(id, |call| Error::InvalidResponse {
+                        call,
+                        reason: reason.clone(),
+                    })
+                });
+                if failed {
+                    self.metrics.set_pending(self.pending.len());
+                }
+                self.skip(&format!("invalid response: {reason}"));
+                None
+            }
+            RpcMessage::Request(request) => {
+                Metrics::add(&self.metrics.server_requests, 1);
+                let error = ErrorObject::method_not_found(&request.method);
+                Some(protocol::encode_error_response(&request.id, &error))
+            }
+            RpcMessage::Notification(notification) => {
+                Metrics::add(&self.metrics.server_notifications, 1);
+                log::debug!("server notification '{}' has no subscriber", notification.method);
+                None
+            }
+            RpcMessage::InvalidRequest { id, reason } => {
+                self.skip(&format!("invalid request: {reason}"));
+                id.map(|id| {
+                    protocol::encode_error_response(&id, &ErrorObject::invalid_request(reason))
+                })
+            }
+        }
+    }
+
+    fn skip(&self, reason: &str) {
+        Metrics::add(&self.metrics.invalid_messages, 1);
+        log::warn!("skipped an invalid message from the server: {reason}");
+    }
+
+    /// Ends the connection: fails every pending call with `error`, writes a
+    /// close frame if there is one to write, and stops once it is flushed
+    /// (or after the close timeout, whichever comes first).
+    fn shut_down(&mut self, error: Error, close: Option<CloseReason>, ctx: &mut Context<Self>) {
+        if self.state == State::Closed {
+            return;
+        }
+        let failed = self.pending.fail_all(&error);
+        if failed > 0 {
+            log::debug!("{failed} pending call(s) failed: {error}");
+        }
+        self.metrics.set_pending(0);
+        if self.state == State::Open {
+            if let Some(reason) = close {
+                self.write(Outbound::Close(Some(reason)));
+            }
+        }
+        self.state = State::Closed;
+        // The writer stops the actor (WriteHandler::finished) once flushed.
+        self.writer.close();
+        ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
+    }
+
+    fn on_close_frame(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+        if self.state == State::Closing {
+            // The server answered our close frame: the closing handshake is done.
+            self.state = State::Closed;
+            self.writer.close();
+            return;
+        }
+        let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
+        let text = reason
+            .as_ref()
+            .and_then(|r| r.description.clone())
+            .unwrap_or_default();
+        log::debug!("server closed the connection (code {code}: {text})");
+        let echo = reason.map(|r| CloseReason::from(r.code));
+        let error = Error::Closed {
+            code,
+            reason: text,
+            call: None,
+        };
+        // RFC 6455 §5.5.1: answer a close frame with a close frame.
+        let echo = echo.or(Some(CloseReason::from(CloseCode::Normal)));
+        self.shut_down(error, echo, ctx);
+    }
+}
+
+impl Actor for RpcConnection {
+    type Context = Context<Self>;
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        // Whatever path led here, no call may be left waiting.
+        let error = Error::Disconnected {
+            call: None,
+            source: None,
+        };
+        self.pending.fail_all(&error);
+        self.metrics.set_pending(0);
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
+    fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
+        match item {
+            Ok(Frame::Message(bytes)) => self.on_message_bytes(bytes, ctx),
+            Ok(Frame::Ping(payload)) => self.write(Outbound::Pong(payload)),
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => self.on_close_frame(reason, ctx),
+            Err(FrameError::TooLarge { size, limit }) => {
+                log::warn!("closing: the server sent a message of at least {size} bytes (limit {limit})");
+                let error = Error::MessageTooLarge {
+                    size,
+                    limit,
+                    inbound: true,
+                    call: None,
+                };
+                let close = CloseReason {
+                    code: CloseCode::Size,
+                    description: Some(format!("message exceeds {limit} bytes")),
+                };
+                self.shut_down(error, Some(close), ctx);
+            }
+            Err(FrameError::Protocol(reason)) => {
+                log::warn!("closing: {reason}");
+                let close = CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(reason.clone()),
+                };
+                let error = Error::Disconnected {
+                    call: None,
+                    source: Some(reason.into()),
+                };
+                self.shut_down(error, Some(close), ctx);
+            }
+            Err(FrameError::Io(err)) => {
+                let error = Error::Disconnected {
+                    call: None,
+                    source: Some(Box::new(err)),
+                };
+                self.shut_down(error, None, ctx);
+                ctx.stop();
+            }
+        }
+    }
+
+    /// The socket reached EOF. After a closing handshake that is the normal
+    /// end; otherwise the peer vanished without a close frame.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if self.state == State::Open {
+            let error = Error::Disconnected {
+                call: None,
+                source: None,
+            };
+            self.shut_down(error, None, ctx);
+        }
+        ctx.stop();
+    }
+}
+
+impl WriteHandler<std::io::Error> for RpcConnection {
+    fn error(&mut self, err: std::io::Error, ctx: &mut Self::Context) -> Running {
+        let error = Error::Disconnected {
+            call: None,
+            source: Some(Box::new(err)),
+        };
+        self.shut_down(error, None, ctx);
+        Running::Stop
+    }
+}
+
+impl<T> Handler<Call<T>> for RpcConnection
+where
+    T: DeserializeOwned + 'static,
+{
+    type Result = ResponseFuture<Result<T, Error>>;
+
+    fn handle(&mut self, msg: Call<T>, ctx: &mut Self::Context) -> Self::Result {
+        let started = self.start_call(msg.method, &msg.params, msg.timeout, ctx);
+        Box::pin(async move {
+            let reply = started?.await.map_err(|_| Error::Disconnected {
+                call: None,
+                source: None,
+            })??;
+            decode(reply)
+        })
+    }
+}
+
+/// Decodes a raw result into the caller's type, on the caller's side.
+fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T, Error> {
+    serde_json::from_str(reply.result.get()).map_err(|source| Error::Decode {
+        call: reply.call,
+        target: std::any::type_name::<T>(),
+        source,
+    })
+}
+
+impl Handler<Notify> for RpcConnection {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> Self::Result {
+        let Notify { method, params } = msg;
+        if self.state != State::Open {
+            return Err(Error::NotConnected { method });
+        }
+        let params = params.wire().map_err(|reason| Error::InvalidParams {
+            method: method.clone(),
+            reason: reason.to_owned(),
+        })?;
+        let text = protocol::encode_request(None, &method, params);
+        if text.len() > self.config.max_message_size {
+            return Err(Error::MessageTooLarge {
+                size: text.len() as u64,
+                limit: self.config.max_message_size,
+                inbound: false,
+                call: None,
+            });
+        }
+        self.write(Outbound::Text(text));
+        Metrics::add(&self.metrics.notifications_sent, 1);
+        Ok(())
+    }
+}
+
+impl Handler<Close> for RpcConnection {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.close_waiters.push(tx);
+        if self.state == State::Open {
+            let error = Error::Closed {
+                code: msg.code,
+                reason: if msg.reason.is_empty() {
+                    "closed by the client".to_owned()
+                } else {
+                    msg.reason.clone()
+                },
+                call: None,
+            };
+            self.pending.fail_all(&error);
+            self.metrics.set_pending(0);
+            let reason = CloseReason {
+                code: CloseCode::from(msg.code),
+                description: (!msg.reason.is_empty()).then_some(msg.reason),
+            };
+            self.write(Outbound::Close(Some(reason)));
+            self.state = State::Closing;
+            ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
+        }
+        // Resolves when the actor stops and drops the sender.
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<GetStats> for RpcConnection {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.metrics.snapshot())
+    }
+}
+
+pub(crate) use metrics::Metrics as SharedMetrics;

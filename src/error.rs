@@ -1,0 +1,375 @@
+//! The one error type of this crate.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::ErrorObject;
+
+/// A boxed error kept as the `source()` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Which call an error is about: its method and the id it was sent with.
+///
+/// Displays as `'math.add' (id 3)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The full method name.
+    pub method: String,
+    /// The request id this connection gave the call.
+    pub id: u64,
+}
+
+impl fmt::Display for CallInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' (id {})", self.method, self.id)
+    }
+}
+
+/// " while waiting for 'm' (id 1)", or nothing.
+struct Waiting<'a>(&'a Option<CallInfo>);
+
+impl fmt::Display for Waiting<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(call) => write!(f, " while waiting for {call}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything that can go wrong with a connection or a call.
+///
+/// Messages are lowercase sentences that name the method and id of the call
+/// involved; the underlying cause, when there is one, is in
+/// [`source()`](std::error::Error::source), not repeated in the text.
+///
+/// # Examples
+///
+/// ```
+/// # use jsonrpc_websocket::{Client, Error};
+/// # async fn demo(client: Client) {
+/// match client.call::<i64>("math.div", jsonrpc_websocket::params![1, 0]).await {
+///     Ok(n) => println!("{n}"),
+///     Err(Error::Rpc { error, .. }) if error.code == -32000 => println!("refused: {}", error.message),
+///     Err(err) if err.is_timeout() => println!("too slow: {err}"),
+///     Err(err) => println!("failed: {err}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The builder was given something unusable (a bad URL or header).
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The socket could not be opened or failed while in use (DNS, TCP, TLS,
+    /// I/O). The awc or I/O error is the `source()`.
+    #[error("{context}")]
+    Transport {
+        /// What was being done, e.g. "could not connect to ws://…".
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The server answered the websocket handshake with an HTTP status other
+    /// than 101 (for example 401 when credentials are missing).
+    #[error("websocket handshake with {url} was rejected with HTTP status {status}")]
+    Handshake {
+        /// The URL that was connected to.
+        url: String,
+        /// The HTTP status code the server answered with.
+        status: u16,
+    },
+
+    /// The server answered the call with a JSON-RPC error object.
+    #[error("{call} failed on the server: {error}")]
+    Rpc {
+        /// The call that failed.
+        call: CallInfo,
+        /// The error object exactly as the server sent it.
+        error: Box<ErrorObject>,
+    },
+
+    /// No response arrived within the call's timeout; the call was forgotten.
+    #[error("timed out after {after:?} waiting for {call}")]
+    Timeout {
+        /// The call that timed out.
+        call: CallInfo,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
+    /// The connection was closed with a close frame (by the server, or by us
+    /// with [`Close`](crate::Close)) while the call was pending or before it
+    /// was sent.
+    #[error("connection closed (code {code}{}){}", close_reason(.reason), Waiting(.call))]
+    Closed {
+        /// The websocket close code (1000 normal, 1001 going away, 1009 too big…).
+        code: u16,
+        /// The reason text of the close frame (may be empty).
+        reason: String,
+        /// The call that was waiting, if any.
+        call: Option<CallInfo>,
+    },
+
+    /// The socket went away without a close frame (dropped TCP connection, or
+    /// a websocket protocol violation by the peer).
+    #[error("connection lost{}", Waiting(.call))]
+    Disconnected {
+        /// The call that was waiting, if any.
+        call: Option<CallInfo>,
+        /// What ended the connection, if known.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The connection has stopped; nothing can be sent on it any more.
+    #[error("not connected: the connection has stopped, so '{method}' was not sent")]
+    NotConnected {
+        /// The method that could not be sent.
+        method: String,
+    },
+
+    /// The server's reply to the call broke the JSON-RPC 2.0 rules (for
+    /// example it had both `result` and `error`).
+    #[error("invalid response to {call}: {reason}")]
+    InvalidResponse {
+        /// The call whose response was invalid.
+        call: CallInfo,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A message exceeded the configured size limit. For an inbound message
+    /// the connection is closed with code 1009 and every pending call fails
+    /// with this error; for an outbound one only that call fails.
+    #[error("{} of {size} bytes exceeds the limit of {limit} bytes{}",
+        if *.inbound { "message from the server" } else { "request" }, Waiting(.call))]
+    MessageTooLarge {
+        /// The size seen so far (inbound) or the request's size (outbound).
+        size: u64,
+        /// The configured limit.
+        limit: usize,
+        /// `true` when the server sent it, `false` for our own request.
+        inbound: bool,
+        /// The call concerned, if known.
+        call: Option<CallInfo>,
+    },
+
+    /// The call's params could not be serialized or had the wrong shape.
+    #[error("invalid params for '{method}': {reason}")]
+    InvalidParams {
+        /// The method the params were for.
+        method: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The result could not be decoded as the type the caller asked for.
+    #[error("could not decode the result of {call} as {target}")]
+    Decode {
+        /// The call whose result it was.
+        call: CallInfo,
+        /// The Rust type asked for.
+        target: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// Too many calls are in flight on this connection; the call was not sent.
+    #[error("too many calls in flight (limit {limit}), so '{method}' was not sent")]
+    Overloaded {
+        /// The configured limit of calls in flight.
+        limit: usize,
+        /// The method that was not sent.
+        method: String,
+    },
+}
+
+fn close_reason(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+impl Error {
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// Whether the connection is gone (closed, lost or stopped): the call may
+    /// or may not have reached the server.
+    pub fn is_disconnect(&self) -> bool {
+        matches!(
+            self,
+            Error::Closed { .. } | Error::Disconnected { .. } | Error::NotConnected { .. }
+        )
+    }
+
+    /// The server's error object, for [`Error::Rpc`].
+    pub fn rpc_error(&self) -> Option<&ErrorObject> {
+        match self {
+            Error::Rpc { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The websocket close code, for [`Error::Closed`].
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Error::Closed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a rejected handshake, for [`Error::Handshake`].
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Handshake { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The call this error is about, when there is one.
+    pub fn call(&self) -> Option<&CallInfo> {
+        match self {
+            Error::Rpc { call, .. }
+            | Error::Timeout { call, .. }
+            | Error::InvalidResponse { call, .. }
+            | Error::Decode { call, .. } => Some(call),
+            Error::Closed { call, .. }
+            | Error::Disconnected { call, .. }
+            | Error::MessageTooLarge { call, .. } => call.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The same connection-wide failure, told to one more waiting call.
+    /// Errors that cannot be shared (they own a source) become `Disconnected`
+    /// with the original text.
+    pub(crate) fn for_call(&self, call: CallInfo) -> Error {
+        match self {
+            Error::Closed { code, reason, .. } => Error::Closed {
+                code: *code,
+                reason: reason.clone(),
+                call: Some(call),
+            },
+            Error::MessageTooLarge {
+                size,
+                limit,
+                inbound,
+                ..
+            } => Error::MessageTooLarge {
+                size: *size,
+                limit: *limit,
+                inbound: *inbound,
+                call: Some(call),
+            },
+            other => Error::Disconnected {
+                call: Some(call),
+                source: Some(other.to_string().into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> CallInfo {
+        CallInfo {
+            method: "sleep".into(),
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn errors_are_send_sync_and_small() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert!(std::mem::size_of::<Error>() <= 72, "{}", std::mem::size_of::<Error>());
+    }
+
+    #[test]
+    fn messages_name_the_call_and_the_cause() {
+        let table = [
+            (
+                Error::Timeout {
+                    call: call(),
+                    after: Duration::from_secs(1),
+                },
+                "timed out after 1s waiting for 'sleep' (id 1)",
+            ),
+            (
+                Error::Closed {
+                    code: 4000,
+                    reason: "bye".into(),
+                    call: Some(call()),
+                },
+                "connection closed (code 4000: bye) while waiting for 'sleep' (id 1)",
+            ),
+            (
+                Error::Closed {
+                    code: 1000,
+                    reason: String::new(),
+                    call: None,
+                },
+                "connection closed (code 1000)",
+            ),
+            (
+                Error::Rpc {
+                    call: call(),
+                    error: Box::new(ErrorObject::new(-32000, "boom")),
+                },
+                "'sleep' (id 1) failed on the server: error -32000: boom",
+            ),
+            (
+                Error::MessageTooLarge {
+                    size: 20,
+                    limit: 10,
+                    inbound: true,
+                    call: Some(call()),
+                },
+                "message from the server of 20 bytes exceeds the limit of 10 bytes while waiting for 'sleep' (id 1)",
+            ),
+            (
+                Error::Disconnected {
+                    call: None,
+                    source: None,
+                },
+                "connection lost",
+            ),
+        ];
+        for (err, text) in table {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn shared_failures_keep_their_kind_per_call() {
+        let closed = Error::Closed {
+            code: 1011,
+            reason: "oops".into(),
+            call: None,
+        };
+        let err = closed.for_call(call());
+        assert!(matches!(err, Error::Closed { code: 1011, call: Some(_), .. }));
+        let lost = Error::Disconnected {
+            call: None,
+            source: None,
+        }
+        .for_call(call());
+        assert_eq!(lost.call(), Some(&call()));
+    }
+}

@@ -1,0 +1,71 @@
+//! A JSON-RPC 2.0 client over WebSocket for the actix ecosystem.
+//!
+//! One [`RpcConnection`] actor owns one websocket. Actors call remote
+//! methods with `addr.send(Call::new("foo.bar", params)).await`; plain async
+//! code uses the cloneable [`Client`] handle.
+//!
+//! # Connecting
+//!
+//! ```no_run
+//! use jsonrpc_websocket::{Error, RpcConnection};
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let client = RpcConnection::builder("ws://127.0.0.1:9090/rpc")
+//!     .basic_auth("ann", "s3cret")
+//!     .header("X-Trace", "on")
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Calling methods
+//!
+//! Positional params with [`params!`], named params with a JSON object, no
+//! params with `params![]`; the result decodes into any
+//! [`DeserializeOwned`](serde::de::DeserializeOwned) type:
+//!
+//! ```
+//! use jsonrpc_websocket::{params, Client, Error};
+//! use serde_json::{json, Value};
+//!
+//! # async fn demo(client: Client) -> Result<(), Error> {
+//! let sum: i64 = client.call("math.add", params![1, 2]).await?;
+//! let user: Value = client.call("users.find", json!({"name": "ann"})).await?;
+//! let echoed: Value = client.call("echo", params![json!({"foo": "bar"})]).await?; // [{"foo":"bar"}]
+//! let users: Vec<Value> = client.namespace("app.users").call("getUsers", params![]).await?;
+//! client.notify("log.write", params!["hello"]).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # From an actor
+//!
+//! ```
+//! use jsonrpc_websocket::{params, Call, RpcConnection};
+//!
+//! # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), Box<dyn std::error::Error>> {
+//! let sum: i64 = addr.send(Call::new("math.add", params![1, 2]).typed()).await??;
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! Every call ends: with its result, an [`Error::Rpc`] carrying the server's
+//! error object, [`Error::Timeout`], or [`Error::Closed`] /
+//! [`Error::Disconnected`] when the socket goes away first. See [`Error`].
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod client;
+mod connection;
+mod error;
+mod message;
+mod protocol;
+
+pub use client::{Client, Namespace};
+pub use connection::{ConnectionBuilder, RpcConnection, Stats};
+pub use error::{BoxError, CallInfo, Error};
+pub use message::{Call, Close, GetStats, Notify};
+pub use protocol::{codes, ErrorObject, Id, Params, ParamsBuilder};
+
+/// Re-exported so that users and macros name the same `serde_json`.
+pub use serde_json;

@@ -1,0 +1,328 @@
+//! Classification of one inbound text message. One `serde_json` pass reads
+//! the envelope, borrowing every member; only the members we keep are copied.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::{ErrorObject, Id};
+
+/// One inbound websocket message, classified.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A single JSON object.
+    Single(Message),
+    /// A JSON array: a batch of messages (responses to our batch, or requests
+    /// from the server).
+    Batch(Vec<Message>),
+    /// Not JSON-RPC at all: invalid JSON, a scalar, or an empty array. The
+    /// string says why.
+    Garbage(String),
+}
+
+/// One JSON-RPC object from the peer.
+#[derive(Debug)]
+pub enum Message {
+    /// The answer to one of our calls.
+    Response(Response),
+    /// A request from the server that expects an answer.
+    Request(Request),
+    /// A notification from the server; never answered.
+    Notification(Notification),
+    /// Has a `method` but is not a valid request. Answered with -32600 when
+    /// an id could be read.
+    InvalidRequest {
+        /// The id, if one could be read.
+        id: Option<Id>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Looks like a response but is not a valid one (both `result` and
+    /// `error`, wrong version, no id…). If the id names a pending call, that
+    /// call fails with this reason.
+    InvalidResponse {
+        /// The id, if one could be read.
+        id: Option<Id>,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A response: the id of the call it answers and its outcome. That a
+/// response has exactly one of `result` and `error` is expressed by the type.
+#[derive(Debug)]
+pub struct Response {
+    /// The id of the call this answers.
+    pub id: Id,
+    /// The raw `result` JSON, or the `error` object.
+    pub outcome: Result<Box<RawValue>, ErrorObject>,
+}
+
+/// A request sent to us by the server.
+#[derive(Debug)]
+pub struct Request {
+    /// Its id, echoed exactly in our answer.
+    pub id: Id,
+    /// The full method name.
+    pub method: String,
+    /// The raw `params` (an array or an object), if any.
+    pub params: Option<Box<RawValue>>,
+}
+
+/// A notification sent to us by the server.
+#[derive(Debug)]
+pub struct Notification {
+    /// The full method name.
+    pub method: String,
+    /// The raw `params` (an array or an object), if any.
+    pub params: Option<Box<RawValue>>,
+}
+
+/// Every member borrowed and optional, so that a wrongly typed member still
+/// lets us read the others (above all the id). `Some` means "present", even
+/// when the value is `null`.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
+}
+
+/// Classifies one inbound text message. Never fails: what cannot be read is
+/// [`Inbound::Garbage`] or an invalid [`Message`].
+pub(crate) fn parse(text: &str) -> Inbound {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => match serde_json::from_str::<Envelope<'_>>(text) {
+            Ok(envelope) => Inbound::Single(classify(envelope)),
+            Err(err) => Inbound::Garbage(format!("invalid JSON: {err}")),
+        },
+        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) if items.is_empty() => Inbound::Garbage("empty batch".into()),
+            Ok(items) => Inbound::Batch(items.into_iter().map(classify_item).collect()),
+            Err(err) => Inbound::Garbage(format!("invalid JSON: {err}")),
+        },
+        Some(_) => Inbound::Garbage("not a JSON object or array".into()),
+        None => Inbound::Garbage("empty message".into()),
+    }
+}
+
+fn classify_item(item: &RawValue) -> Message {
+    match serde_json::from_str::<Envelope<'_>>(item.get()) {
+        Ok(envelope) => classify(envelope),
+        Err(err) => Message::InvalidRequest {
+            id: None,
+            reason: format!("batch element is not a JSON-RPC object: {err}"),
+        },
+    }
+}
+
+fn classify(env: Envelope<'_>) -> Message {
+    let version_ok = env.jsonrpc.is_some_and(|v| v.get() == "\"2.0\"");
+    let id = match env.id.map(|raw| serde_json::from_str::<Id>(raw.get())) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            let reason = "id must be a number, a string or null".to_owned();
+            return match env.method {
+                Some(_) => Message::InvalidRequest { id: None, reason },
+                None => Message::InvalidResponse { id: None, reason },
+            };
+        }
+    };
+    // `"error": null` beside a result is JSON-RPC 1.0 style; tolerate it.
+    let error = env.error.filter(|e| e.get() != "null");
+
+    if let Some(method) = env.method {
+        let invalid = |reason: &str| Message::InvalidRequest {
+            id: id.clone(),
+            reason: reason.to_owned(),
+        };
+        let Ok(method) = serde_json::from_str::<String>(method.get()) else {
+            return invalid("method must be a string");
+        };
+        if !version_ok {
+            return invalid("jsonrpc must be \"2.0\"");
+        }
+        if env.result.is_some() || error.is_some() {
+            return invalid("a request cannot carry result or error");
+        }
+        let params = env.params.map(|p| p.to_owned());
+        if let Some(p) = &params {
+            if !matches!(p.get().as_bytes().first(), Some(b'[' | b'{')) {
+                return invalid("params must be an array or an object");
+            }
+        }
+        return match id {
+            Some(id) => Message::Request(Request { id, method, params }),
+            None => Message::Notification(Notification { method, params }),
+        };
+    }
+
+    let invalid = |reason: &str| Message::InvalidResponse {
+        id: id.clone(),
+        reason: reason.to_owned(),
+    };
+    let outcome = match (env.result, error) {
+        (Some(_), Some(_)) => return invalid("response has both result and error"),
+        (None, None) => return invalid("message has neither method, result nor error"),
+        (Some(result), None) => Ok(result.to_owned()),
+        (None, Some(error)) => match serde_json::from_str::<ErrorObject>(error.get()) {
+            Ok(error) => Err(error),
+            Err(err) => return invalid(&format!("error member is not a valid error object: {err}")),
+        },
+    };
+    if !version_ok {
+        return invalid("jsonrpc must be \"2.0\"");
+    }
+    match id {
+        Some(id) => Message::Response(Response { id, outcome }),
+        None => invalid("response has no id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-line summary of a classification, so tables stay readable.
+    fn summary(text: &str) -> String {
+        match parse(text) {
+            Inbound::Single(m) => one(&m),
+            Inbound::Batch(ms) => {
+                let parts: Vec<String> = ms.iter().map(one).collect();
+                format!("batch[{}]", parts.join(", "))
+            }
+            Inbound::Garbage(reason) => format!("garbage: {reason}"),
+        }
+    }
+
+    fn one(m: &Message) -> String {
+        match m {
+            Message::Response(Response { id, outcome: Ok(r) }) => format!("ok {id} {}", r.get()),
+            Message::Response(Response { id, outcome: Err(e) }) => format!("err {id} {e}"),
+            Message::Request(r) => format!(
+                "request {} {} {}",
+                r.id,
+                r.method,
+                r.params.as_ref().map_or("-", |p| p.get())
+            ),
+            Message::Notification(n) => format!(
+                "notification {} {}",
+                n.method,
+                n.params.as_ref().map_or("-", |p| p.get())
+            ),
+            Message::InvalidRequest { id, reason } => format!("invalid request {}: {reason}", show(id)),
+            Message::InvalidResponse { id, reason } => format!("invalid response {}: {reason}", show(id)),
+        }
+    }
+
+    fn show(id: &Option<Id>) -> String {
+        id.as_ref().map_or("-".into(), Id::to_string)
+    }
+
+    #[test]
+    fn valid_messages_are_classified() {
+        let table = [
+            (r#"{"jsonrpc":"2.0","id":1,"result":5}"#, "ok 1 5"),
+            (r#"{"jsonrpc":"2.0","id":1,"result":null}"#, "ok 1 null"),
+            (r#"{"id":2,"result":{"a":[1]},"jsonrpc":"2.0"}"#, r#"ok 2 {"a":[1]}"#),
+            (r#"  {"jsonrpc":"2.0","id":"x","result":"s"}"#, r#"ok "x" "s""#),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32000,"message":"boom","data":{"d":1}}}"#,
+                r#"err 3 error -32000: boom (data: {"d":1})"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"Parse error"}}"#,
+                "err null error -32700: Parse error",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"result":1,"error":null}"#,
+                "ok 4 1",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":9,"method":"a.b","params":[1,2]}"#,
+                "request 9 a.b [1,2]",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"k","method":"a","params":{"x":1}}"#,
+                r#"request "k" a {"x":1}"#,
+            ),
+            (r#"{"jsonrpc":"2.0","id":null,"method":"a"}"#, "request null a -"),
+            (r#"{"jsonrpc":"2.0","method":"tick","params":[1]}"#, "notification tick [1]"),
+            (r#"{"jsonrpc":"2.0","method":"tick"}"#, "notification tick -"),
+            (
+                r#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","method":"n"}]"#,
+                "batch[ok 1 1, notification n -]",
+            ),
+            (r#"{"jsonrpc":"2.0","id":1,"result":"\u00e9\n"}"#, r#"ok 1 "\u00e9\n""#),
+        ];
+        for (text, expected) in table {
+            assert_eq!(summary(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_messages_keep_their_id_and_say_why() {
+        let table = [
+            (r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{"code":1,"message":"m"}}"#,
+             "invalid response 1: response has both result and error"),
+            (r#"{"jsonrpc":"1.0","id":1,"result":1}"#,
+             "invalid response 1: jsonrpc must be \"2.0\""),
+            (r#"{"id":1,"result":1}"#, "invalid response 1: jsonrpc must be \"2.0\""),
+            (r#"{"jsonrpc":"2.0","result":1}"#, "invalid response -: response has no id"),
+            (r#"{"jsonrpc":"2.0","id":1}"#,
+             "invalid response 1: message has neither method, result nor error"),
+            (r#"{"jsonrpc":"2.0","id":[1],"result":1}"#,
+             "invalid response -: id must be a number, a string or null"),
+            (r#"{"jsonrpc":"2.0","id":1,"error":"bad"}"#,
+             "invalid response 1: error member is not a valid error object: invalid type: string \"bad\", expected struct ErrorObject at line 1 column 5"),
+            (r#"{"jsonrpc":"2.0","id":5,"method":7}"#,
+             "invalid request 5: method must be a string"),
+            (r#"{"jsonrpc":"2.0","id":5,"method":"m","params":3}"#,
+             "invalid request 5: params must be an array or an object"),
+            (r#"{"id":5,"method":"m"}"#, "invalid request 5: jsonrpc must be \"2.0\""),
+            (r#"{"jsonrpc":"2.0","id":5,"method":"m","result":1}"#,
+             "invalid request 5: a request cannot carry result or error"),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#,
+             "invalid request -: id must be a number, a string or null"),
+        ];
+        for (text, expected) in table {
+            assert_eq!(summary(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_reported_not_fatal() {
+        let table = [
+            ("", "garbage: empty message"),
+            ("   ", "garbage: empty message"),
+            ("hello", "garbage: not a JSON object or array"),
+            ("42", "garbage: not a JSON object or array"),
+            ("[]", "garbage: empty batch"),
+            ("{not json", "garbage: invalid JSON: key must be a string at line 1 column 2"),
+            (r#"{"id":1,"id":2}"#, "garbage: invalid JSON: duplicate field `id` at line 1 column 12"),
+            ("[1", "garbage: invalid JSON: EOF while parsing a list at line 1 column 2"),
+            (r#"{"jsonrpc":"2.0","id":1,"result":1} x"#,
+             "garbage: invalid JSON: trailing characters at line 1 column 37"),
+        ];
+        for (text, expected) in table {
+            assert_eq!(summary(text), expected, "{text:?}");
+        }
+        assert_eq!(
+            summary("[1, {\"jsonrpc\":\"2.0\",\"method\":\"n\"}]"),
+            "batch[invalid request -: batch element is not a JSON-RPC object: invalid type: integer `1`, expected struct Envelope at line 1 column 1, notification n -]"
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! JSON-RPC 2.0 wire types and codecs, with no I/O.
+//!
+//! Everything here turns text into values and values into text; the
+//! connection actor owns all sockets and timers. That keeps this module
+//! testable with plain tables of strings.
+
+mod encode;
+mod error_object;
+mod id;
+mod inbound;
+mod params;
+
+pub use error_object::ErrorObject;
+pub use id::Id;
+pub(crate) use inbound::{Inbound, Message};
+#[allow(unused_imports)] // used by the server-request registry
+pub(crate) use inbound::{Notification, Request, Response};
+pub use params::{Params, ParamsBuilder};
+
+pub(crate) use encode::{encode_error_response, encode_request, encode_result_response};
+pub(crate) use inbound::parse;
+
+/// Standard JSON-RPC 2.0 error codes.
+pub mod codes {
+    /// Invalid JSON was received.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// The JSON sent is not a valid request object.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// The method does not exist or is not available.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid method parameters.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// Internal JSON-RPC error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+}

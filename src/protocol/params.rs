@@ -1,0 +1,309 @@
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The `params` of a request or notification, serialized once when built.
+///
+/// JSON-RPC 2.0 allows three shapes, and each has a constructor:
+///
+/// | shape | on the wire | build it with |
+/// |---|---|---|
+/// | none | `params` omitted | [`Params::none`], `params![]` |
+/// | positional | `"params": [1, 2]` | `params![1, 2]`, [`Params::positional`] |
+/// | named | `"params": {"a": 1}` | [`Params::named`], `json!({"a": 1})` |
+///
+/// A single object passed *positionally* (Python's `server.foo({'foo': 'bar'})`)
+/// is `params![json!({"foo": "bar"})]`, which sends `[{"foo":"bar"}]`.
+///
+/// A value that cannot be serialized, or that has the wrong shape, is kept as
+/// an error and reported by the call that uses it, so building params never
+/// panics and never needs `?`.
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::{params, Params};
+/// use serde_json::json;
+///
+/// assert_eq!(params![1, "two"].to_json(), Some("[1,\"two\"]"));
+/// assert_eq!(Params::from(json!({"bar": 1})).to_json(), Some(r#"{"bar":1}"#));
+/// assert_eq!(params![json!({"foo": "bar"})].to_json(), Some(r#"[{"foo":"bar"}]"#));
+/// assert_eq!(Params::none().to_json(), None);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Params(Repr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    None,
+    /// JSON text of an array or an object (checked when built).
+    Json(Box<str>),
+    /// Why the params could not be built; reported by the call.
+    Invalid(Box<str>),
+}
+
+impl Params {
+    /// No params: the `params` member is left out.
+    pub fn none() -> Self {
+        Params(Repr::None)
+    }
+
+    /// Positional params from anything that serializes to a JSON array:
+    /// a `Vec`, a slice, a tuple.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::Params;
+    /// assert_eq!(Params::positional(&(1, "a")).to_json(), Some(r#"[1,"a"]"#));
+    /// assert!(Params::positional(&5).is_invalid());
+    /// ```
+    pub fn positional<T: Serialize + ?Sized>(args: &T) -> Self {
+        Self::shaped(args, b'[', "positional params must serialize to a JSON array")
+    }
+
+    /// Named params from anything that serializes to a JSON object: a struct,
+    /// a map.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::Params;
+    /// #[derive(serde::Serialize)]
+    /// struct Login<'a> { user: &'a str }
+    /// assert_eq!(Params::named(&Login { user: "ann" }).to_json(), Some(r#"{"user":"ann"}"#));
+    /// ```
+    pub fn named<T: Serialize + ?Sized>(args: &T) -> Self {
+        Self::shaped(args, b'{', "named params must serialize to a JSON object")
+    }
+
+    fn shaped<T: Serialize + ?Sized>(args: &T, open: u8, wrong_shape: &str) -> Self {
+        match serde_json::to_string(args) {
+            Ok(text) if text.as_bytes().first() == Some(&open) => {
+                Params(Repr::Json(text.into_boxed_str()))
+            }
+            Ok(text) => Params::invalid(format!("{wrong_shape}, got `{}`", preview(&text))),
+            Err(err) => Params::invalid(format!("params could not be serialized: {err}")),
+        }
+    }
+
+    fn invalid(reason: String) -> Self {
+        Params(Repr::Invalid(reason.into_boxed_str()))
+    }
+
+    /// The JSON text sent as `params`, or `None` when they are left out or
+    /// invalid.
+    pub fn to_json(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Json(text) => Some(text),
+            Repr::None | Repr::Invalid(_) => None,
+        }
+    }
+
+    /// Whether building these params failed (the call using them will fail
+    /// with [`Error::InvalidParams`](crate::Error::InvalidParams)).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.0, Repr::Invalid(_))
+    }
+
+    /// The params to send (`None` when left out), or why they cannot be sent.
+    pub(crate) fn wire(&self) -> Result<Option<&str>, &str> {
+        match &self.0 {
+            Repr::None => Ok(None),
+            Repr::Json(text) => Ok(Some(text)),
+            Repr::Invalid(reason) => Err(reason),
+        }
+    }
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::none()
+    }
+}
+
+/// `null` means no params, an array is positional, an object is named. Any
+/// other value is sent as a single positional argument (`5` becomes `[5]`),
+/// as the Python library does with `server.foo(5)`.
+impl From<Value> for Params {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => Params::none(),
+            Value::Array(_) | Value::Object(_) => Params(Repr::Json(value.to_string().into())),
+            scalar => Params::positional(&[scalar]),
+        }
+    }
+}
+
+impl From<Vec<Value>> for Params {
+    fn from(args: Vec<Value>) -> Self {
+        Params::positional(&args)
+    }
+}
+
+impl From<serde_json::Map<String, Value>> for Params {
+    fn from(args: serde_json::Map<String, Value>) -> Self {
+        Params::named(&args)
+    }
+}
+
+impl From<()> for Params {
+    fn from(_: ()) -> Self {
+        Params::none()
+    }
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::None => f.write_str("Params::none()"),
+            Repr::Json(text) => write!(f, "Params({})", preview(text)),
+            Repr::Invalid(reason) => write!(f, "Params::invalid({reason:?})"),
+        }
+    }
+}
+
+/// Builds positional params one argument at a time, for argument lists whose
+/// length is only known at run time. ([`params!`](crate::params) is shorter
+/// when the arguments are written out.)
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::ParamsBuilder;
+///
+/// let mut args = ParamsBuilder::new();
+/// for n in 1..=3 {
+///     args.push(&n);
+/// }
+/// assert_eq!(args.finish().to_json(), Some("[1,2,3]"));
+/// ```
+#[derive(Debug, Default)]
+pub struct ParamsBuilder {
+    text: Vec<u8>,
+    error: Option<String>,
+}
+
+impl ParamsBuilder {
+    /// An empty argument list.
+    pub fn new() -> Self {
+        ParamsBuilder::default()
+    }
+
+    /// Appends one argument. A serialization failure is kept and reported by
+    /// the call that uses the params.
+    pub fn push<T: Serialize + ?Sized>(&mut self, arg: &T) -> &mut Self {
+        if self.error.is_some() {
+            return self;
+        }
+        self.text.push(if self.text.is_empty() { b'[' } else { b',' });
+        if let Err(err) = serde_json::to_writer(&mut self.text, arg) {
+            self.error = Some(format!("argument {} could not be serialized: {err}", self.len()));
+        }
+        self
+    }
+
+    fn len(&self) -> usize {
+        // Commas separate arguments; counting them is only used for messages.
+        self.text.iter().filter(|&&b| b == b',').count()
+    }
+
+    /// The finished positional params (`[]` if nothing was pushed).
+    pub fn finish(mut self) -> Params {
+        if let Some(err) = self.error {
+            return Params::invalid(err);
+        }
+        if self.text.is_empty() {
+            self.text.push(b'[');
+        }
+        self.text.push(b']');
+        match String::from_utf8(self.text) {
+            Ok(text) => Params(Repr::Json(text.into_boxed_str())),
+            // serde_json only writes UTF-8; this arm exists so that no panic is possible.
+            Err(err) => Params::invalid(format!("params are not UTF-8: {err}")),
+        }
+    }
+}
+
+/// Builds positional [`Params`] from a list of serializable expressions.
+///
+/// `params![]` leaves `params` out of the request; `params![a, b]` sends
+/// `[a, b]`. Up to 16 arguments (serde's tuple limit); for longer or dynamic
+/// lists use [`ParamsBuilder`].
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::params;
+/// use serde_json::json;
+///
+/// let p = params![1, "two", vec![3, 4], json!({"five": 5})];
+/// assert_eq!(p.to_json(), Some(r#"[1,"two",[3,4],{"five":5}]"#));
+/// ```
+#[macro_export]
+macro_rules! params {
+    () => {
+        $crate::Params::none()
+    };
+    ($($arg:expr),+ $(,)?) => {
+        $crate::Params::positional(&( $( &$arg, )+ ))
+    };
+}
+
+/// The start of a JSON text, for error messages about it.
+fn preview(text: &str) -> &str {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shapes_are_sent_as_built() {
+        let table: Vec<(Params, Option<&str>)> = vec![
+            (Params::none(), None),
+            (params![], None),
+            (params![1, 2], Some("[1,2]")),
+            (params![json!({"foo": "bar"})], Some(r#"[{"foo":"bar"}]"#)),
+            (Params::from(json!({"bar": 1, "baz": 2})), Some(r#"{"bar":1,"baz":2}"#)),
+            (Params::from(json!([])), Some("[]")),
+            (Params::from(json!({})), Some("{}")),
+            (Params::from(json!(null)), None),
+            (Params::from(json!(5)), Some("[5]")),
+            (Params::from(json!("s")), Some(r#"["s"]"#)),
+            (Params::positional(&Vec::<u8>::new()), Some("[]")),
+            (ParamsBuilder::new().finish(), Some("[]")),
+        ];
+        for (params, expected) in table {
+            assert_eq!(params.to_json(), expected, "{params:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_are_kept_as_errors() {
+        let not_array = Params::positional(&json!({"a": 1}));
+        assert!(not_array.wire().unwrap_err().contains("JSON array"));
+        let not_object = Params::named(&[1, 2]);
+        assert!(not_object.wire().unwrap_err().contains("JSON object"));
+        let mut bad_key = std::collections::HashMap::new();
+        bad_key.insert((1, 2), 3);
+        assert!(Params::named(&bad_key).is_invalid());
+        let mut builder = ParamsBuilder::new();
+        builder.push(&1).push(&bad_key).push(&3);
+        let err = builder.finish();
+        assert!(err.wire().unwrap_err().contains("argument 1"), "{err:?}");
+    }
+
+    #[test]
+    fn preview_cuts_on_char_boundaries() {
+        let long = "é".repeat(100);
+        assert!(preview(&long).len() <= 64);
+    }
+}

@@ -1,0 +1,158 @@
+//! In-process fake peers shared by the integration tests.
+//!
+//! * [`TestServer`]: an actix-web + actix-ws JSON-RPC peer whose answers are scripted by a
+//!   handler returning [`Action`]s ([`standard`] covers the common methods).
+//! * [`RawServer`]: a hand-rolled websocket peer on a bare tokio `TcpListener`, for hostile
+//!   byte-level tests.
+//!
+//! Every server binds `127.0.0.1:0`, runs on its own thread with its own runtime and shuts down
+//! (bounded) when dropped. Include with `mod support;` from an integration test file.
+#![allow(dead_code, unused_imports)]
+
+pub mod raw;
+pub mod server;
+
+use std::any::Any;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use raw::{RawConn, RawFrame, RawServer};
+pub use serde_json::{json, Value};
+pub use server::{error_response, response, standard, Action, TestServer, TestServerBuilder};
+
+/// How long `Drop` of a server waits for its thread to finish before giving up (and leaking it).
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server constructor waits for its thread to report readiness.
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A mutex-protected state plus both a condvar (for blocking waits from plain threads) and a
+/// tokio `Notify` (for async waits from inside a runtime) that fire on every change.
+pub(crate) struct Watched<T> {
+    state: Mutex<T>,
+    cond: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl<T> Watched<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Watched {
+            state: Mutex::new(value),
+            cond: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Locks the state (ignoring poisoning: a panic elsewhere is reported separately).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mutates the state and wakes every waiter.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let r = f(&mut self.lock());
+        self.cond.notify_all();
+        self.notify.notify_waiters();
+        r
+    }
+
+    /// Blocks the current thread until `check` returns `Some`, or `timeout` elapses (`None`).
+    pub(crate) fn wait_blocking<R>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&T) -> Option<R>,
+    ) -> Option<R> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock();
+        loop {
+            if let Some(r) = check(&guard) {
+                return Some(r);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            guard = self
+                .cond
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits asynchronously (must run inside a tokio/actix runtime with timers) until `check`
+    /// returns `Some`, or `timeout` elapses (`None`).
+    pub(crate) async fn wait_async<R>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&T) -> Option<R>,
+    ) -> Option<R> {
+        let wait = async {
+            loop {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(r) = check(&self.lock()) {
+                    return r;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+}
+
+/// Best-effort text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// Joins a server thread whose completion is signalled by `done` being disconnected (the thread
+/// holds the sender and drops it when it ends, even by panic). Bounded by [`SHUTDOWN_TIMEOUT`];
+/// re-raises the thread's panic unless the current thread is already panicking.
+pub(crate) fn join_bounded(
+    what: &str,
+    thread: std::thread::JoinHandle<()>,
+    done: std::sync::mpsc::Receiver<()>,
+) {
+    match done.recv_timeout(SHUTDOWN_TIMEOUT) {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!(
+                "warning: {what} thread did not stop within {SHUTDOWN_TIMEOUT:?}; leaking it"
+            );
+        }
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(payload) = thread.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(payload);
+                } else {
+                    eprintln!(
+                        "{what} thread panicked: {}",
+                        panic_message(payload.as_ref())
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Panics (unless already panicking) if any panic was recorded inside a server task.
+pub(crate) fn reraise_recorded(what: &str, panics: Vec<String>) {
+    if panics.is_empty() {
+        return;
+    }
+    let msg = format!(
+        "{what}: {} panic(s) inside the server: {panics:?}",
+        panics.len()
+    );
+    if std::thread::panicking() {
+        eprintln!("{msg}");
+    } else {
+        panic!("{msg}");
+    }
+}
