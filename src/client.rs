@@ -68,7 +68,11 @@ impl Client {
     ///
     /// As for [`Call`]: [`Error::Rpc`], [`Error::Timeout`],
     /// [`Error::Closed`], [`Error::Disconnected`], [`Error::Decode`], …
-    pub async fn call<T>(&self, method: impl Into<String>, params: impl Into<Params>) -> Result<T, Error>
+    pub async fn call<T>(
+        &self,
+        method: impl Into<String>,
+        params: impl Into<Params>,
+    ) -> Result<T, Error>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -99,7 +103,11 @@ impl Client {
 
     /// Sends a notification: no id, no reply. Completes once the frame is
     /// queued for writing, in order.
-    pub async fn notify(&self, method: impl Into<String>, params: impl Into<Params>) -> Result<(), Error> {
+    pub async fn notify(
+        &self,
+        method: impl Into<String>,
+        params: impl Into<Params>,
+    ) -> Result<(), Error> {
         let notify = Notify::new(method, params);
         let method = notify.method.clone();
         self.addr
@@ -186,7 +194,11 @@ impl Namespace {
     }
 
     /// Calls `prefix.method` and returns the result as a [`Value`].
-    pub async fn call_value(&self, method: &str, params: impl Into<Params>) -> Result<Value, Error> {
+    pub async fn call_value(
+        &self,
+        method: &str,
+        params: impl Into<Params>,
+    ) -> Result<Value, Error> {
         self.call(method, params).await
     }
 

@@ -275,13 +275,45 @@ impl Error {
                 inbound: *inbound,
                 call: Some(call),
             },
+            Error::Disconnected { source, .. } => Error::Disconnected {
+                call: Some(call),
+                source: source
+                    .as_deref()
+                    .map(|s| Box::new(Cause::of(s)) as BoxError),
+            },
             other => Error::Disconnected {
                 call: Some(call),
-                source: Some(other.to_string().into()),
+                source: Some(Box::new(Cause::of(other))),
             },
         }
     }
 }
+
+/// A connection-wide cause, copied to each call it failed: the text of the
+/// original error and of its sources, since errors cannot be cloned.
+#[derive(Debug)]
+struct Cause(String);
+
+impl Cause {
+    fn of(err: &(dyn std::error::Error + 'static)) -> Cause {
+        let mut text = err.to_string();
+        let mut next = err.source();
+        while let Some(err) = next {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            next = err.source();
+        }
+        Cause(text)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Cause {}
 
 #[cfg(test)]
 mod tests {
@@ -298,7 +330,11 @@ mod tests {
     fn errors_are_send_sync_and_small() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Error>();
-        assert!(std::mem::size_of::<Error>() <= 72, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 72,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]
@@ -364,7 +400,14 @@ mod tests {
             call: None,
         };
         let err = closed.for_call(call());
-        assert!(matches!(err, Error::Closed { code: 1011, call: Some(_), .. }));
+        assert!(matches!(
+            err,
+            Error::Closed {
+                code: 1011,
+                call: Some(_),
+                ..
+            }
+        ));
         let lost = Error::Disconnected {
             call: None,
             source: None,

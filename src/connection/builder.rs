@@ -243,7 +243,11 @@ fn check_url(url: &str) -> Result<(), String> {
     let uri = Uri::try_from(url).map_err(|err| err.to_string())?;
     match uri.scheme_str() {
         Some("ws" | "wss" | "http" | "https") => {}
-        Some(other) => return Err(format!("unsupported scheme {other:?} (use ws:// or wss://)")),
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme {other:?} (use ws:// or wss://)"
+            ))
+        }
         None => return Err("missing scheme (use ws:// or wss://)".into()),
     }
     if uri.host().is_none() {
@@ -272,7 +276,9 @@ mod tests {
             };
             assert!(reason.contains(why), "{url}: {reason}");
         }
-        assert!(ConnectionBuilder::new("ws://127.0.0.1:1/x".into()).invalid.is_none());
+        assert!(ConnectionBuilder::new("ws://127.0.0.1:1/x".into())
+            .invalid
+            .is_none());
     }
 
     #[test]

@@ -161,7 +161,9 @@ impl Encoder<Outbound> for OutboundCodec {
     fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), io::Error> {
         match item {
             Outbound::Text(text) => Parser::write_message(dst, text, OpCode::Text, true, true),
-            Outbound::Pong(payload) => Parser::write_message(dst, payload, OpCode::Pong, true, true),
+            Outbound::Pong(payload) => {
+                Parser::write_message(dst, payload, OpCode::Pong, true, true)
+            }
             Outbound::Close(reason) => Parser::write_close(dst, reason, true),
         }
         Ok(())
@@ -239,7 +241,9 @@ mod tests {
         bytes.push(127);
         bytes.extend_from_slice(&(1u64 << 30).to_be_bytes());
         let err = decode_all(&mut FrameAssembler::new(1 << 20), &bytes).unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { size, limit } if size == 1 << 30 && limit == 1 << 20));
+        assert!(
+            matches!(err, FrameError::TooLarge { size, limit } if size == 1 << 30 && limit == 1 << 20)
+        );
     }
 
     #[test]
@@ -247,7 +251,13 @@ mod tests {
         let mut bytes = frame(false, 0x1, &[b'a'; 60]);
         bytes.extend(frame(false, 0x0, &[b'b'; 60]));
         let err = decode_all(&mut FrameAssembler::new(100), &bytes).unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { size: 120, limit: 100 }));
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                size: 120,
+                limit: 100
+            }
+        ));
     }
 
     #[test]
@@ -276,7 +286,8 @@ mod tests {
     fn close_frames_carry_code_and_reason() {
         let mut payload = 4000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
-        let frames = decode_all(&mut FrameAssembler::new(100), &frame(true, 0x8, &payload)).unwrap();
+        let frames =
+            decode_all(&mut FrameAssembler::new(100), &frame(true, 0x8, &payload)).unwrap();
         assert_eq!(
             frames,
             vec![Frame::Close(Some(CloseReason {

@@ -18,7 +18,7 @@ use awc::BoxedSocket;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncReadExt, WriteHalf};
 use tokio_util::codec::FramedRead;
 
 pub use builder::ConnectionBuilder;
@@ -109,16 +109,25 @@ impl RpcConnection {
     fn start(framed: Framed<BoxedSocket, Codec>, config: Config) -> Client {
         let parts = framed.into_parts();
         let (read, write) = tokio::io::split(parts.io);
-        let mut reader = FramedRead::new(read, FrameAssembler::new(config.max_message_size));
-        // Bytes that arrived with the handshake response belong to the first frames.
-        reader.read_buffer_mut().extend_from_slice(&parts.read_buf);
+        // Bytes that arrived with the handshake response are the first frames.
+        // They go in front of the socket (not into the decoder's buffer, which
+        // is only decoded after the next read: a server that speaks first and
+        // then waits would never be heard).
+        let early = std::io::Cursor::new(parts.read_buf.freeze());
+        let reader = FramedRead::new(
+            early.chain(read),
+            FrameAssembler::new(config.max_message_size),
+        );
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::clone(&metrics);
         let addr = RpcConnection::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
             ctx.add_stream(reader);
             let mut writer = FramedWrite::new(write, OutboundCodec, ctx);
-            let high = config.max_message_size.saturating_mul(2).max(4 * WRITE_BUFFER_LOW);
+            let high = config
+                .max_message_size
+                .saturating_mul(2)
+                .max(4 * WRITE_BUFFER_LOW);
             writer.set_buffer_capacity(WRITE_BUFFER_LOW, high);
             RpcConnection {
                 config,
@@ -283,7 +292,10 @@ impl RpcConnection {
             }
             RpcMessage::Notification(notification) => {
                 Metrics::add(&self.metrics.server_notifications, 1);
-                log::debug!("server notification '{}' has no subscriber", notification.method);
+                log::debug!(
+                    "server notification '{}' has no subscriber",
+                    notification.method
+                );
                 None
             }
             RpcMessage::InvalidRequest { id, reason } => {
@@ -325,9 +337,9 @@ impl RpcConnection {
 
     fn on_close_frame(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
         if self.state == State::Closing {
-            // The server answered our close frame: the closing handshake is done.
-            self.state = State::Closed;
-            self.writer.close();
+            // The server answered our close frame, which was therefore written:
+            // the closing handshake is done.
+            ctx.stop();
             return;
         }
         let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
@@ -371,7 +383,9 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => self.on_close_frame(reason, ctx),
             Err(FrameError::TooLarge { size, limit }) => {
-                log::warn!("closing: the server sent a message of at least {size} bytes (limit {limit})");
+                log::warn!(
+                    "closing: the server sent a message of at least {size} bytes (limit {limit})"
+                );
                 let error = Error::MessageTooLarge {
                     size,
                     limit,
@@ -410,14 +424,20 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
     /// The socket reached EOF. After a closing handshake that is the normal
     /// end; otherwise the peer vanished without a close frame.
     fn finished(&mut self, ctx: &mut Self::Context) {
-        if self.state == State::Open {
-            let error = Error::Disconnected {
-                call: None,
-                source: None,
-            };
-            self.shut_down(error, None, ctx);
+        match self.state {
+            State::Open => {
+                let error = Error::Disconnected {
+                    call: None,
+                    source: None,
+                };
+                self.shut_down(error, None, ctx);
+                ctx.stop();
+            }
+            State::Closing => ctx.stop(),
+            // Already shutting down: let the writer flush our close frame
+            // (bounded by the close timeout) rather than drop it.
+            State::Closed => {}
         }
-        ctx.stop();
     }
 }
 

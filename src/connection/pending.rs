@@ -67,7 +67,13 @@ impl PendingCalls {
     }
 
     /// Registers a call that must end by `now + timeout`.
-    pub fn insert(&mut self, call: CallInfo, now: Instant, timeout: Duration, responder: Responder) {
+    pub fn insert(
+        &mut self,
+        call: CallInfo,
+        now: Instant,
+        timeout: Duration,
+        responder: Responder,
+    ) {
         let entry = Entry {
             deadline: now + timeout,
             timeout,
@@ -79,7 +85,10 @@ impl PendingCalls {
 
     /// Delivers the server's answer. Returns `false` for an id nobody waits for.
     pub fn complete(&mut self, id: u64, outcome: Result<Box<RawValue>, ErrorObject>) -> bool {
-        let Some(Entry { call, responder, .. }) = self.entries.remove(&id) else {
+        let Some(Entry {
+            call, responder, ..
+        }) = self.entries.remove(&id)
+        else {
             return false;
         };
         let message = match outcome {
@@ -96,7 +105,10 @@ impl PendingCalls {
 
     /// Fails one call with an error built from its [`CallInfo`].
     pub fn fail(&mut self, id: u64, error: impl FnOnce(CallInfo) -> Error) -> bool {
-        let Some(Entry { call, responder, .. }) = self.entries.remove(&id) else {
+        let Some(Entry {
+            call, responder, ..
+        }) = self.entries.remove(&id)
+        else {
             return false;
         };
         let _ = responder.send(Err(error(call)));
@@ -163,7 +175,10 @@ mod tests {
         table.insert(call(2), now, Duration::from_secs(1), tx2);
         assert!(table.complete(2, Ok(raw("\"two\""))));
         assert!(table.complete(1, Err(ErrorObject::new(-1, "no"))));
-        assert!(!table.complete(1, Ok(raw("1"))), "a second answer is unknown");
+        assert!(
+            !table.complete(1, Ok(raw("1"))),
+            "a second answer is unknown"
+        );
         assert!(table.is_empty());
         let two = rx2.try_recv().unwrap().unwrap().unwrap();
         assert_eq!((two.call.id, two.result.get()), (2, "\"two\""));
@@ -179,11 +194,17 @@ mod tests {
         let (tx_long, mut rx_long) = oneshot::channel();
         table.insert(call(1), now, Duration::from_millis(10), tx_short);
         table.insert(call(2), now, Duration::from_secs(5), tx_long);
-        assert_eq!(table.expire(now), (0, Some(now + Duration::from_millis(10))));
+        assert_eq!(
+            table.expire(now),
+            (0, Some(now + Duration::from_millis(10)))
+        );
         let (n, next) = table.expire(now + Duration::from_millis(10));
         assert_eq!((n, next), (1, Some(now + Duration::from_secs(5))));
         let err = rx_short.try_recv().unwrap().unwrap().unwrap_err();
-        assert_eq!(err.to_string(), "timed out after 10ms waiting for 'm1' (id 1)");
+        assert_eq!(
+            err.to_string(),
+            "timed out after 10ms waiting for 'm1' (id 1)"
+        );
         assert!(rx_long.try_recv().unwrap().is_none());
         assert_eq!(table.len(), 1);
     }

@@ -9,9 +9,9 @@ use actix_codec::Framed;
 use actix_http::ws::Codec;
 use actix_service::ServiceExt;
 use actix_tls::connect::{Connection, Connector as TcpConnector, Resolver};
+use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::http::Uri;
 use awc::ws::WebsocketsRequest;
-use awc::error::{ConnectError, SendRequestError, WsClientError};
 use awc::BoxedSocket;
 
 use crate::error::{BoxError, Error};
@@ -19,13 +19,13 @@ use crate::error::{BoxError, Error};
 /// awc's stock connector leaves Nagle's algorithm on, which delays small
 /// frames while others are unacknowledged; JSON-RPC is all small frames.
 pub(crate) fn default_client(connect_timeout: Duration) -> awc::Client {
-    let tcp = TcpConnector::new(Resolver::default())
-        .service()
-        .map(|conn: Connection<Uri, tokio::net::TcpStream>| {
+    let tcp = TcpConnector::new(Resolver::default()).service().map(
+        |conn: Connection<Uri, tokio::net::TcpStream>| {
             // NOTE: failing to set the option only costs latency; keep the connection.
             let _ = conn.io_ref().set_nodelay(true);
             conn
-        });
+        },
+    );
     let connector = awc::Connector::new()
         .connector(tcp)
         .timeout(connect_timeout);

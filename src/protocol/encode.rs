@@ -86,7 +86,10 @@ mod tests {
             encode_request(Some(7), "foo.bar", Some("[1,2]")),
             r#"{"jsonrpc":"2.0","id":7,"method":"foo.bar","params":[1,2]}"#
         );
-        assert_eq!(encode_request(None, "n", None), r#"{"jsonrpc":"2.0","method":"n"}"#);
+        assert_eq!(
+            encode_request(None, "n", None),
+            r#"{"jsonrpc":"2.0","method":"n"}"#
+        );
         assert_eq!(
             encode_request(Some(1), "we\"ird\n", None),
             r#"{"jsonrpc":"2.0","id":1,"method":"we\"ird\n"}"#
@@ -187,6 +190,8 @@ mod tests {
     #[test]
     fn notification_parses_back() {
         let text = encode_request(None, "tick", Some(r#"{"n":1}"#));
-        assert!(matches!(parse(&text), Inbound::Single(Message::Notification(n)) if n.method == "tick"));
+        assert!(
+            matches!(parse(&text), Inbound::Single(Message::Notification(n)) if n.method == "tick")
+        );
     }
 }

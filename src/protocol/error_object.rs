@@ -25,7 +25,11 @@ pub struct ErrorObject {
     pub message: String,
     /// Optional extra information, kept as the raw JSON the peer sent
     /// (`"data": null` is kept as `Some(null)`).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub data: Option<Box<RawValue>>,
 }
 
@@ -54,7 +58,10 @@ impl ErrorObject {
 
     /// -32601: the method does not exist; the message names it.
     pub fn method_not_found(method: &str) -> Self {
-        ErrorObject::new(codes::METHOD_NOT_FOUND, format!("method not found: {method}"))
+        ErrorObject::new(
+            codes::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+        )
     }
 
     /// -32602: the parameters do not fit the method.

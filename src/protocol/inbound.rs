@@ -180,7 +180,9 @@ fn classify(env: Envelope<'_>) -> Message {
         (Some(result), None) => Ok(result.to_owned()),
         (None, Some(error)) => match serde_json::from_str::<ErrorObject>(error.get()) {
             Ok(error) => Err(error),
-            Err(err) => return invalid(&format!("error member is not a valid error object: {err}")),
+            Err(err) => {
+                return invalid(&format!("error member is not a valid error object: {err}"))
+            }
         },
     };
     if !version_ok {
@@ -211,7 +213,10 @@ mod tests {
     fn one(m: &Message) -> String {
         match m {
             Message::Response(Response { id, outcome: Ok(r) }) => format!("ok {id} {}", r.get()),
-            Message::Response(Response { id, outcome: Err(e) }) => format!("err {id} {e}"),
+            Message::Response(Response {
+                id,
+                outcome: Err(e),
+            }) => format!("err {id} {e}"),
             Message::Request(r) => format!(
                 "request {} {} {}",
                 r.id,
@@ -223,8 +228,12 @@ mod tests {
                 n.method,
                 n.params.as_ref().map_or("-", |p| p.get())
             ),
-            Message::InvalidRequest { id, reason } => format!("invalid request {}: {reason}", show(id)),
-            Message::InvalidResponse { id, reason } => format!("invalid response {}: {reason}", show(id)),
+            Message::InvalidRequest { id, reason } => {
+                format!("invalid request {}: {reason}", show(id))
+            }
+            Message::InvalidResponse { id, reason } => {
+                format!("invalid response {}: {reason}", show(id))
+            }
         }
     }
 
@@ -237,8 +246,14 @@ mod tests {
         let table = [
             (r#"{"jsonrpc":"2.0","id":1,"result":5}"#, "ok 1 5"),
             (r#"{"jsonrpc":"2.0","id":1,"result":null}"#, "ok 1 null"),
-            (r#"{"id":2,"result":{"a":[1]},"jsonrpc":"2.0"}"#, r#"ok 2 {"a":[1]}"#),
-            (r#"  {"jsonrpc":"2.0","id":"x","result":"s"}"#, r#"ok "x" "s""#),
+            (
+                r#"{"id":2,"result":{"a":[1]},"jsonrpc":"2.0"}"#,
+                r#"ok 2 {"a":[1]}"#,
+            ),
+            (
+                r#"  {"jsonrpc":"2.0","id":"x","result":"s"}"#,
+                r#"ok "x" "s""#,
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32000,"message":"boom","data":{"d":1}}}"#,
                 r#"err 3 error -32000: boom (data: {"d":1})"#,
@@ -259,14 +274,26 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":"k","method":"a","params":{"x":1}}"#,
                 r#"request "k" a {"x":1}"#,
             ),
-            (r#"{"jsonrpc":"2.0","id":null,"method":"a"}"#, "request null a -"),
-            (r#"{"jsonrpc":"2.0","method":"tick","params":[1]}"#, "notification tick [1]"),
-            (r#"{"jsonrpc":"2.0","method":"tick"}"#, "notification tick -"),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"a"}"#,
+                "request null a -",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tick","params":[1]}"#,
+                "notification tick [1]",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","method":"tick"}"#,
+                "notification tick -",
+            ),
             (
                 r#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","method":"n"}]"#,
                 "batch[ok 1 1, notification n -]",
             ),
-            (r#"{"jsonrpc":"2.0","id":1,"result":"\u00e9\n"}"#, r#"ok 1 "\u00e9\n""#),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":"\u00e9\n"}"#,
+                r#"ok 1 "\u00e9\n""#,
+            ),
         ];
         for (text, expected) in table {
             assert_eq!(summary(text), expected, "{text}");
@@ -311,11 +338,22 @@ mod tests {
             ("hello", "garbage: not a JSON object or array"),
             ("42", "garbage: not a JSON object or array"),
             ("[]", "garbage: empty batch"),
-            ("{not json", "garbage: invalid JSON: key must be a string at line 1 column 2"),
-            (r#"{"id":1,"id":2}"#, "garbage: invalid JSON: duplicate field `id` at line 1 column 12"),
-            ("[1", "garbage: invalid JSON: EOF while parsing a list at line 1 column 2"),
-            (r#"{"jsonrpc":"2.0","id":1,"result":1} x"#,
-             "garbage: invalid JSON: trailing characters at line 1 column 37"),
+            (
+                "{not json",
+                "garbage: invalid JSON: key must be a string at line 1 column 2",
+            ),
+            (
+                r#"{"id":1,"id":2}"#,
+                "garbage: invalid JSON: duplicate field `id` at line 1 column 12",
+            ),
+            (
+                "[1",
+                "garbage: invalid JSON: EOF while parsing a list at line 1 column 2",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"result":1} x"#,
+                "garbage: invalid JSON: trailing characters at line 1 column 37",
+            ),
         ];
         for (text, expected) in table {
             assert_eq!(summary(text), expected, "{text:?}");

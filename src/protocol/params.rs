@@ -58,7 +58,11 @@ impl Params {
     /// assert!(Params::positional(&5).is_invalid());
     /// ```
     pub fn positional<T: Serialize + ?Sized>(args: &T) -> Self {
-        Self::shaped(args, b'[', "positional params must serialize to a JSON array")
+        Self::shaped(
+            args,
+            b'[',
+            "positional params must serialize to a JSON array",
+        )
     }
 
     /// Named params from anything that serializes to a JSON object: a struct,
@@ -193,9 +197,13 @@ impl ParamsBuilder {
         if self.error.is_some() {
             return self;
         }
-        self.text.push(if self.text.is_empty() { b'[' } else { b',' });
+        self.text
+            .push(if self.text.is_empty() { b'[' } else { b',' });
         if let Err(err) = serde_json::to_writer(&mut self.text, arg) {
-            self.error = Some(format!("argument {} could not be serialized: {err}", self.len()));
+            self.error = Some(format!(
+                "argument {} could not be serialized: {err}",
+                self.len()
+            ));
         }
         self
     }
@@ -272,7 +280,10 @@ mod tests {
             (params![], None),
             (params![1, 2], Some("[1,2]")),
             (params![json!({"foo": "bar"})], Some(r#"[{"foo":"bar"}]"#)),
-            (Params::from(json!({"bar": 1, "baz": 2})), Some(r#"{"bar":1,"baz":2}"#)),
+            (
+                Params::from(json!({"bar": 1, "baz": 2})),
+                Some(r#"{"bar":1,"baz":2}"#),
+            ),
             (Params::from(json!([])), Some("[]")),
             (Params::from(json!({})), Some("{}")),
             (Params::from(json!(null)), None),

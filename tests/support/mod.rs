@@ -156,3 +156,45 @@ pub(crate) fn reraise_recorded(what: &str, panics: Vec<String>) {
         panic!("{msg}");
     }
 }
+
+// ---- client-side helpers shared by the integration tests -------------------
+
+use jsonrpc_websocket::{Client, RpcConnection};
+
+/// Every await in a test is bounded by this.
+pub const BOUND: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, panicking with `what` if it takes longer than [`BOUND`].
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(BOUND, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
+    }
+}
+
+/// Connects with default settings.
+pub async fn connect(url: &str) -> Client {
+    within("connect", RpcConnection::builder(url).connect())
+        .await
+        .unwrap_or_else(|err| panic!("connect to {url}: {err}"))
+}
+
+/// The pending-call table must be empty after every test.
+pub fn assert_no_pending(client: &Client) {
+    let stats = client.stats();
+    assert_eq!(
+        stats.pending, 0,
+        "calls left in the pending table: {stats:?}"
+    );
+}
+
+/// The `source()` chain of an error, outermost first (the error itself included).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(err) = next {
+        out.push(err.to_string());
+        next = err.source();
+    }
+    out
+}

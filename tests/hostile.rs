@@ -1,0 +1,419 @@
+//! Misbehaving servers: silence, drops, close frames, garbage, unknown ids,
+//! fragments, binary frames, oversized messages and protocol violations.
+//! Every call must end, and the pending table must end empty.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use jsonrpc_websocket::{params, Call, Error, RpcConnection};
+use support::raw::{OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
+use support::{
+    assert_no_pending, connect, json, response, standard, within, RawConn, RawServer, TestServer,
+    Value,
+};
+
+#[actix_rt::test]
+async fn a_call_to_a_silent_server_times_out() {
+    let server = TestServer::start(standard);
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .request_timeout(Duration::from_millis(200))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let err = within("call", client.call::<Value>("silent", params![]))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "timed out after 200ms waiting for 'silent' (id 1)"
+    );
+    // A per-call timeout overrides the default; the connection still works.
+    let err = within(
+        "call",
+        client.send(Call::new("silent", params![]).timeout(Duration::from_millis(50))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(50)),
+        "{err:?}"
+    );
+    let sum: i64 = within("call", client.call("add", params![1, 1]))
+        .await
+        .unwrap();
+    assert_eq!(sum, 2);
+    assert_eq!(client.stats().timeouts, 2);
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_late_answer_after_a_timeout_is_an_unknown_id_and_harmless() {
+    let server = TestServer::start(standard);
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .request_timeout(Duration::from_millis(50))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let err = within("call", client.call::<Value>("sleep", params![200]))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    // The late reply arrives while this slower call waits.
+    let v: String = within(
+        "call",
+        client.send(
+            Call::new("sleep", params![300])
+                .timeout(Duration::from_secs(5))
+                .typed(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, "slept");
+    assert_eq!(client.stats().unknown_ids, 1);
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_dropped_socket_fails_the_call_within_a_second() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let started = Instant::now();
+    let err = within("call", client.call::<Value>("drop", params![]))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, Error::Disconnected { call: Some(ref c), .. } if c.method == "drop"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "connection lost while waiting for 'drop' (id 1)"
+    );
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn every_pending_call_fails_when_the_socket_drops() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let waiting: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            actix_rt::spawn(async move { client.call::<Value>("silent", params![]).await })
+        })
+        .collect();
+    server.wait_received_async(50, support::BOUND).await;
+    assert_eq!(client.stats().pending, 50);
+    server.broadcast(support::Action::Drop);
+    for call in waiting {
+        let err = within("call", call).await.unwrap().unwrap_err();
+        assert!(err.is_disconnect(), "{err:?}");
+    }
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_close_frame_mid_call_gives_its_code_and_reason() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let err = within(
+        "call",
+        client.call::<Value>("close", json!({"code": 4001, "reason": "maintenance"})),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Closed { code: 4001, ref reason, call: Some(_) } if reason == "maintenance"),
+        "{err:?}"
+    );
+    assert_eq!(err.close_code(), Some(4001));
+    assert_eq!(
+        err.to_string(),
+        "connection closed (code 4001: maintenance) while waiting for 'close' (id 1)"
+    );
+    let after = within("call", client.call::<Value>("echo", params![]))
+        .await
+        .unwrap_err();
+    assert!(after.is_disconnect(), "{after:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn the_servers_close_frame_is_echoed() {
+    // Regression: the close frame arrives in the same read as the handshake
+    // response, and nothing follows until we answer. Those early bytes used
+    // to sit undecoded until the next read.
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        conn.send_close(4002, "bye").await;
+        // The client must answer with its own close frame, echoing the code.
+        let frame = conn.read_frame().await.expect("a close frame back");
+        assert_eq!(frame.close_code().map(|c| c.0), Some(4002));
+    });
+    let client = connect(&server.url()).await;
+    within("actor stop", async {
+        while client.is_connected() {
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn garbage_and_unknown_ids_are_skipped_and_the_connection_keeps_working() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let v: Value = within("call", client.call("garbage_then_echo", params![7]))
+        .await
+        .unwrap();
+    assert_eq!(v, json!([7]));
+    for text in [
+        "{not json",
+        "[]",
+        "42",
+        "\"str\"",
+        r#"{"jsonrpc":"2.0","id":"x","result":1}"#,
+        r#"{"jsonrpc":"2.0","id":null,"result":1}"#,
+    ] {
+        server.push_text(text);
+    }
+    let v: Value = within("call", client.call("echo", params![8]))
+        .await
+        .unwrap();
+    assert_eq!(v, json!([8]));
+    let stats = client.stats();
+    assert!(stats.unknown_ids >= 3, "{stats:?}");
+    assert!(stats.invalid_messages >= 4, "{stats:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn an_invalid_response_fails_only_its_call() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        while let Some(request) = conn.read_json().await {
+            let id = &request["id"];
+            match request["method"].as_str() {
+                Some("both") => {
+                    conn.send_json(&json!({"jsonrpc": "2.0", "id": id, "result": 1, "error": {"code": 1, "message": "m"}}))
+                        .await
+                }
+                Some("old") => conn.send_json(&json!({"id": id, "result": 1})).await,
+                _ => conn.send_json(&response(id, json!("fine"))).await,
+            }
+        }
+    });
+    let client = connect(&server.url()).await;
+    let err = within("call", client.call::<Value>("both", params![]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid response to 'both' (id 1): response has both result and error"
+    );
+    let err = within("call", client.call::<Value>("old", params![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
+    let ok: String = within("call", client.call("ok", params![])).await.unwrap();
+    assert_eq!(ok, "fine");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn fragmented_and_binary_replies_work() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let long = "x".repeat(100);
+    let v: Value = within("call", client.call("fragmented", params![long.clone(), 2]))
+        .await
+        .unwrap();
+    assert_eq!(v, json!([long, 2]));
+    let v: Value = within("call", client.call("binary", json!({"b": true})))
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"b": true}));
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn control_frames_between_fragments_are_handled_and_pings_answered() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let request = conn.read_json().await.expect("a request");
+        let text = response(&request["id"], json!("joined")).to_string();
+        let (a, b) = text.split_at(10);
+        conn.send_frame(false, OP_BINARY, a.as_bytes()).await;
+        conn.send_frame(true, OP_PING, b"are you there").await;
+        conn.send_frame(false, OP_CONTINUATION, &b.as_bytes()[..3])
+            .await;
+        conn.send_frame(true, OP_CONTINUATION, &b.as_bytes()[3..])
+            .await;
+        let pong = conn.read_frame().await.expect("a pong");
+        assert_eq!(
+            (pong.opcode, pong.payload.as_slice()),
+            (OP_PONG, &b"are you there"[..])
+        );
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let v: String = within("call", client.call("x", params![])).await.unwrap();
+    assert_eq!(v, "joined");
+    client.close().await;
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_reply_over_the_size_limit_fails_without_being_buffered() {
+    // The server announces a 1 GiB frame and sends only its header: a client
+    // that waited for the payload would hang until the timeout.
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let _ = conn.read_json().await;
+        conn.send_raw(&RawConn::frame_header(true, OP_TEXT, 1 << 30))
+            .await;
+        let close = conn.read_frame().await.expect("a close frame");
+        assert_eq!(close.close_code().map(|c| c.0), Some(1009));
+    });
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .max_message_size(1 << 20)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let err = within("call", client.call::<Value>("big", params![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { size, limit, inbound: true, call: Some(_) } if size == 1 << 30 && limit == 1 << 20),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("exceeds the limit of 1048576 bytes"),
+        "{err}"
+    );
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_real_oversized_reply_closes_with_1009_and_a_smaller_one_passes() {
+    let server = TestServer::start(standard);
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .max_message_size(64 * 1024)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let fits: String = within("call", client.call("big", params![60_000]))
+        .await
+        .unwrap();
+    assert_eq!(fits.len(), 60_000);
+    let err = within("call", client.call::<Value>("big", params![100_000]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { inbound: true, .. }),
+        "{err:?}"
+    );
+    let closes = server.wait_client_closes_async(1, support::BOUND).await;
+    assert_eq!(closes[0].as_ref().map(|c| c.0), Some(1009));
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn an_oversized_request_fails_alone() {
+    let server = TestServer::start(standard);
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .max_message_size(1024)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let err = within(
+        "call",
+        client.call::<Value>("echo", params!["y".repeat(2000)]),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { inbound: false, .. }),
+        "{err:?}"
+    );
+    let ok: Value = within("call", client.call("echo", params![1]))
+        .await
+        .unwrap();
+    assert_eq!(ok, json!([1]));
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_protocol_violation_ends_the_connection_with_a_clear_error() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let _ = conn.read_json().await;
+        // A masked frame from a server is forbidden (RFC 6455 §5.1).
+        conn.send_raw(&[0x81, 0x82, 1, 2, 3, 4, b'{' ^ 1, b'}' ^ 2])
+            .await;
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let err = within("call", client.call::<Value>("x", params![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Disconnected { .. }), "{err:?}");
+    let causes = support::chain(&err);
+    assert!(causes.iter().any(|c| c.contains("masked")), "{causes:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_socket_cut_mid_frame_fails_the_call() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let _ = conn.read_json().await;
+        conn.send_raw(&RawConn::frame_header(true, OP_TEXT, 100))
+            .await;
+        conn.send_raw(b"{\"jsonrpc\":").await;
+        // Dropping the connection here cuts the frame in half.
+    });
+    let client = connect(&server.url()).await;
+    let err = within("call", client.call::<Value>("x", params![]))
+        .await
+        .unwrap_err();
+    assert!(err.is_disconnect(), "{err:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn invalid_utf8_is_skipped() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let request = conn.read_json().await.expect("a request");
+        conn.send_frame(true, OP_TEXT, &[0xff, 0xfe, b'{', b'}'])
+            .await;
+        conn.send_json(&response(&request["id"], json!("after")))
+            .await;
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let v: String = within("call", client.call("x", params![])).await.unwrap();
+    assert_eq!(v, "after");
+    assert_eq!(client.stats().invalid_messages, 1);
+    client.close().await;
+    assert_no_pending(&client);
+}
