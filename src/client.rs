@@ -2,14 +2,20 @@
 
 use std::sync::Arc;
 
-use actix::{Addr, MailboxError};
+use std::future::Future;
+
+use actix::{Addr, MailboxError, Recipient};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::connection::{RpcConnection, SharedMetrics, Stats};
 use crate::error::Error;
-use crate::message::{Call, Close, Notify};
-use crate::protocol::Params;
+use crate::message::{
+    Call, Close, Notify, RegisterHandler, RegisterListener, ServerNotification, ServerRequest,
+    UnregisterHandler, UnregisterListeners,
+};
+use crate::protocol::{ErrorObject, Params};
+use crate::registry::Route;
 
 /// A cheap, cloneable handle to one [`RpcConnection`].
 ///
@@ -130,6 +136,86 @@ impl Client {
     pub async fn close(&self) {
         // An actor that has already stopped is as closed as it gets.
         let _ = self.addr.send(Close::new()).await;
+    }
+
+    /// Answers the server's requests matching `route` with this actor,
+    /// replacing any handler at the same route (see [`RegisterHandler`]).
+    pub async fn register(
+        &self,
+        route: impl Into<Route>,
+        recipient: Recipient<ServerRequest>,
+    ) -> Result<(), Error> {
+        self.deliver(RegisterHandler::actor(route, recipient), "register")
+            .await
+    }
+
+    /// Answers the server's requests matching `route` with a closure: the
+    /// equivalent of the Python library's `server.ns.method = fn`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{Client, Error, ErrorObject};
+    /// # use serde_json::{json, Value};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// client
+    ///     .register_fn("namespace.client_method", |params: Value| async move {
+    ///         Ok::<_, ErrorObject>(json!({"you sent": params}))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn register_fn<F, Fut>(&self, route: impl Into<Route>, f: F) -> Result<(), Error>
+    where
+        F: Fn(Value) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+    {
+        self.deliver(RegisterHandler::func(route, f), "register_fn")
+            .await
+    }
+
+    /// Removes the handler registered at exactly `route`.
+    pub async fn unregister(&self, route: impl Into<Route>) -> Result<(), Error> {
+        self.deliver(UnregisterHandler(route.into()), "unregister")
+            .await
+    }
+
+    /// Sends the server's notifications matching `route` to this actor, in
+    /// addition to any other listener.
+    pub async fn listen(
+        &self,
+        route: impl Into<Route>,
+        recipient: Recipient<ServerNotification>,
+    ) -> Result<(), Error> {
+        self.deliver(RegisterListener::actor(route, recipient), "listen")
+            .await
+    }
+
+    /// Passes the server's notifications matching `route` to a closure, in
+    /// addition to any other listener.
+    pub async fn on_notification<F>(&self, route: impl Into<Route>, f: F) -> Result<(), Error>
+    where
+        F: Fn(ServerNotification) + Send + 'static,
+    {
+        self.deliver(RegisterListener::func(route, f), "on_notification")
+            .await
+    }
+
+    /// Removes every listener registered at exactly `route`.
+    pub async fn unlisten(&self, route: impl Into<Route>) -> Result<(), Error> {
+        self.deliver(UnregisterListeners(route.into()), "unlisten")
+            .await
+    }
+
+    async fn deliver<M>(&self, message: M, what: &str) -> Result<(), Error>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        RpcConnection: actix::Handler<M>,
+    {
+        self.addr
+            .send(message)
+            .await
+            .map_err(|err| not_connected(err, what.to_owned()))
     }
 
     /// The connection's counters, readable even after it has stopped.

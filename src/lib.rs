@@ -60,12 +60,17 @@ mod connection;
 mod error;
 mod message;
 mod protocol;
+mod registry;
 
 pub use client::{Client, Namespace};
 pub use connection::{ConnectionBuilder, RpcConnection, Stats};
 pub use error::{BoxError, CallInfo, Error};
-pub use message::{Call, Close, GetStats, Notify};
+pub use message::{
+    Call, Close, GetStats, Notify, RegisterHandler, RegisterListener, ServerNotification,
+    ServerRequest, UnregisterHandler, UnregisterListeners,
+};
 pub use protocol::{codes, ErrorObject, Id, Params, ParamsBuilder};
+pub use registry::Route;
 
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;

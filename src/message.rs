@@ -3,15 +3,17 @@
 //! Actors talk to the connection with `addr.send(..)`; plain async code uses
 //! the [`Client`](crate::Client) handle, which sends the same messages.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use actix::Message;
+use actix::{Message, Recipient};
 use serde_json::Value;
 
-use crate::connection::Stats;
+use crate::connection::{Listener, RequestHandler, Stats};
 use crate::error::Error;
-use crate::protocol::Params;
+use crate::protocol::{ErrorObject, Id, Params};
+use crate::registry::Route;
 
 /// Calls a remote method and waits for its result.
 ///
@@ -193,4 +195,195 @@ pub struct GetStats;
 
 impl Message for GetStats {
     type Result = Stats;
+}
+
+/// A request the server sent us, delivered to the handler registered for its
+/// method (see [`RegisterHandler`]). The handler's answer goes back to the
+/// server as the response, with the server's id.
+///
+/// # Examples
+///
+/// A handler actor:
+///
+/// ```
+/// use actix::prelude::*;
+/// use jsonrpc_websocket::{ErrorObject, ServerRequest};
+/// use serde_json::{json, Value};
+///
+/// struct Greeter;
+/// impl Actor for Greeter {
+///     type Context = Context<Self>;
+/// }
+/// impl Handler<ServerRequest> for Greeter {
+///     type Result = Result<Value, ErrorObject>;
+///     fn handle(&mut self, req: ServerRequest, _: &mut Context<Self>) -> Self::Result {
+///         let (name,): (String,) = req.params_as()?;
+///         Ok(json!(format!("hello {name}, from {}", req.method)))
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerRequest {
+    /// The full method name (also when the handler serves a whole namespace).
+    pub method: String,
+    /// The params; `Value::Null` when the request had none.
+    pub params: Value,
+    /// The server's id, echoed exactly in the response.
+    pub id: Id,
+}
+
+impl ServerRequest {
+    /// The params decoded as `T`; on failure an -32602 error object ready to
+    /// return from the handler.
+    pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorObject> {
+        T::deserialize(&self.params).map_err(ErrorObject::invalid_params)
+    }
+}
+
+impl Message for ServerRequest {
+    type Result = Result<Value, ErrorObject>;
+}
+
+/// A notification the server sent us, delivered to every listener whose
+/// route matches its method (see [`RegisterListener`]). Never answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerNotification {
+    /// The full method name.
+    pub method: String,
+    /// The params; `Value::Null` when the notification had none.
+    pub params: Value,
+}
+
+impl Message for ServerNotification {
+    type Result = ();
+}
+
+/// Registers the handler for server requests at a [`Route`], replacing any
+/// handler at the same route. Exact names win over namespaces, longer
+/// namespaces over shorter ones, and `"*"` catches the rest; a request
+/// nobody handles is answered with -32601.
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::{ErrorObject, RegisterHandler, RpcConnection};
+/// use serde_json::{json, Value};
+///
+/// # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), actix::MailboxError> {
+/// addr.send(RegisterHandler::func("ui.confirm", |params: Value| async move {
+///     Ok::<_, ErrorObject>(json!(true))
+/// }))
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub struct RegisterHandler {
+    pub(crate) route: Route,
+    pub(crate) handler: RequestHandler,
+}
+
+impl RegisterHandler {
+    /// Requests matching `route` go to this actor.
+    pub fn actor(route: impl Into<Route>, recipient: Recipient<ServerRequest>) -> Self {
+        RegisterHandler {
+            route: route.into(),
+            handler: RequestHandler::Actor(recipient),
+        }
+    }
+
+    /// Requests matching `route` are answered by this closure, given the
+    /// params (`Value::Null` when there are none). The future runs on the
+    /// connection's thread, concurrently with everything else.
+    pub fn func<F, Fut>(route: impl Into<Route>, f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+    {
+        RegisterHandler {
+            route: route.into(),
+            handler: RequestHandler::func(f),
+        }
+    }
+}
+
+impl std::fmt::Debug for RegisterHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterHandler")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Message for RegisterHandler {
+    type Result = ();
+}
+
+/// Removes the request handler registered at exactly this route.
+#[derive(Debug, Clone)]
+pub struct UnregisterHandler(pub Route);
+
+impl Message for UnregisterHandler {
+    type Result = ();
+}
+
+/// Adds a listener for server notifications at a [`Route`]. Several
+/// listeners may share a route; a notification goes to every listener of
+/// every route that matches it.
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::{RegisterListener, RpcConnection, ServerNotification};
+///
+/// # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), actix::MailboxError> {
+/// addr.send(RegisterListener::func("market.", |n: ServerNotification| {
+///     println!("{}: {}", n.method, n.params);
+/// }))
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub struct RegisterListener {
+    pub(crate) route: Route,
+    pub(crate) listener: Listener,
+}
+
+impl RegisterListener {
+    /// Notifications matching `route` are sent to this actor.
+    pub fn actor(route: impl Into<Route>, recipient: Recipient<ServerNotification>) -> Self {
+        RegisterListener {
+            route: route.into(),
+            listener: Listener::Actor(recipient),
+        }
+    }
+
+    /// Notifications matching `route` are passed to this closure, on the
+    /// connection's thread (keep it quick, or hand the work off).
+    pub fn func<F>(route: impl Into<Route>, f: F) -> Self
+    where
+        F: Fn(ServerNotification) + Send + 'static,
+    {
+        RegisterListener {
+            route: route.into(),
+            listener: Listener::Func(Box::new(f)),
+        }
+    }
+}
+
+impl std::fmt::Debug for RegisterListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterListener")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Message for RegisterListener {
+    type Result = ();
+}
+
+/// Removes every notification listener registered at exactly this route.
+#[derive(Debug, Clone)]
+pub struct UnregisterListeners(pub Route);
+
+impl Message for UnregisterListeners {
+    type Result = ();
 }

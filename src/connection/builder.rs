@@ -6,9 +6,17 @@ use std::time::Duration;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
 
-use super::transport;
+use std::future::Future;
+
+use actix::Recipient;
+use serde_json::Value;
+
+use super::{transport, Routes};
 use crate::client::Client;
 use crate::error::Error;
+use crate::message::{RegisterHandler, RegisterListener, ServerNotification, ServerRequest};
+use crate::protocol::ErrorObject;
+use crate::registry::Route;
 
 /// Settings of one connection. `Default` is the only place defaults live.
 #[derive(Debug, Clone)]
@@ -66,6 +74,7 @@ pub struct ConnectionBuilder {
     headers: Vec<(HeaderName, HeaderValue)>,
     auth: Option<Auth>,
     client: Option<awc::Client>,
+    routes: Routes,
     invalid: Option<Error>,
 }
 
@@ -80,6 +89,7 @@ impl ConnectionBuilder {
             headers: Vec::new(),
             auth: None,
             client: None,
+            routes: Routes::default(),
             invalid,
         }
     }
@@ -186,6 +196,60 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Answers the server's requests matching `route` with this actor (see
+    /// [`RegisterHandler`] for the routing rules). Registered before the
+    /// first frame is read, so no early request is missed. Default: none;
+    /// unhandled requests get -32601.
+    pub fn register(
+        mut self,
+        route: impl Into<Route>,
+        recipient: Recipient<ServerRequest>,
+    ) -> Self {
+        let message = RegisterHandler::actor(route, recipient);
+        self.routes.handlers.insert(message.route, message.handler);
+        self
+    }
+
+    /// Answers the server's requests matching `route` with a closure: the
+    /// equivalent of the Python library's `server.ns.method = fn`.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{ErrorObject, RpcConnection};
+    /// # use serde_json::{json, Value};
+    /// let builder = RpcConnection::builder("ws://127.0.0.1:9090")
+    ///     .register_fn("client.ping", |_params: Value| async { Ok::<_, ErrorObject>(json!("pong")) });
+    /// ```
+    pub fn register_fn<F, Fut>(mut self, route: impl Into<Route>, f: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+    {
+        let message = RegisterHandler::func(route, f);
+        self.routes.handlers.insert(message.route, message.handler);
+        self
+    }
+
+    /// Sends the server's notifications matching `route` to this actor (see
+    /// [`RegisterListener`]). Default: none.
+    pub fn listen(
+        mut self,
+        route: impl Into<Route>,
+        recipient: Recipient<ServerNotification>,
+    ) -> Self {
+        self.routes
+            .add_listener(RegisterListener::actor(route, recipient));
+        self
+    }
+
+    /// Passes the server's notifications matching `route` to a closure.
+    pub fn on_notification<F>(mut self, route: impl Into<Route>, f: F) -> Self
+    where
+        F: Fn(ServerNotification) + Send + 'static,
+    {
+        self.routes.add_listener(RegisterListener::func(route, f));
+        self
+    }
+
     /// Opens the websocket and starts the [`RpcConnection`](crate::RpcConnection)
     /// actor on the current actix arbiter. Returns only once the handshake has
     /// succeeded.
@@ -219,7 +283,11 @@ impl ConnectionBuilder {
             None => request,
         };
         let framed = transport::handshake(request, &self.url, self.config.connect_timeout).await?;
-        Ok(super::RpcConnection::start(framed, self.config))
+        Ok(super::RpcConnection::start(
+            framed,
+            self.config,
+            self.routes,
+        ))
     }
 }
 

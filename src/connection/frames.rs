@@ -66,7 +66,7 @@ impl FrameAssembler {
             return Ok(());
         };
         let opcode = first & 0x0F;
-        if !matches!(opcode, 0x0 | 0x1 | 0x2) {
+        if opcode > 0x2 {
             return Ok(()); // control frames are capped at 125 bytes by the codec
         }
         let announced = match second & 0x7F {

@@ -2,6 +2,7 @@
 //! lifecycle.
 
 mod builder;
+mod dispatch;
 mod frames;
 mod metrics;
 mod pending;
@@ -25,6 +26,8 @@ pub use builder::ConnectionBuilder;
 pub use metrics::Stats;
 
 pub(crate) use builder::Config;
+use dispatch::Answer;
+pub(crate) use dispatch::{Listener, RequestHandler, Routes};
 use frames::{Frame, FrameAssembler, FrameError, Outbound, OutboundCodec};
 use metrics::Metrics;
 use pending::{PendingCalls, Reply};
@@ -78,6 +81,8 @@ pub struct RpcConnection {
     state: State,
     /// The deadline the expiry timer is armed for, and its handle.
     timer: Option<(Instant, SpawnHandle)>,
+    /// Handlers and listeners for what the server sends us.
+    routes: Routes,
     /// Held by [`Close`] callers; dropped (waking them) when the actor stops.
     close_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -106,7 +111,7 @@ impl RpcConnection {
         ConnectionBuilder::new(url.into())
     }
 
-    fn start(framed: Framed<BoxedSocket, Codec>, config: Config) -> Client {
+    fn start(framed: Framed<BoxedSocket, Codec>, config: Config, routes: Routes) -> Client {
         let parts = framed.into_parts();
         let (read, write) = tokio::io::split(parts.io);
         // Bytes that arrived with the handshake response are the first frames.
@@ -137,6 +142,7 @@ impl RpcConnection {
                 next_id: 1,
                 state: State::Open,
                 timer: None,
+                routes,
                 close_waiters: Vec::new(),
             }
         });
@@ -233,26 +239,22 @@ impl RpcConnection {
         };
         match protocol::parse(text) {
             Inbound::Single(message) => {
-                if let Some(answer) = self.on_rpc_message(message) {
-                    self.write(Outbound::Text(answer));
-                }
+                let answers = self.on_rpc_message(message).into_iter().collect();
+                self.send_answers(answers, false, ctx);
             }
             Inbound::Batch(messages) => {
-                let answers: Vec<String> = messages
+                let answers = messages
                     .into_iter()
                     .filter_map(|m| self.on_rpc_message(m))
                     .collect();
-                if !answers.is_empty() {
-                    self.write(Outbound::Text(format!("[{}]", answers.join(","))));
-                }
+                self.send_answers(answers, true, ctx);
             }
             Inbound::Garbage(reason) => self.skip(&reason),
         }
-        let _ = ctx;
     }
 
-    /// Handles one JSON-RPC object; returns the answer to send, if any.
-    fn on_rpc_message(&mut self, message: RpcMessage) -> Option<String> {
+    /// Handles one JSON-RPC object; returns the answer owed, if any.
+    fn on_rpc_message(&mut self, message: RpcMessage) -> Option<Answer> {
         match message {
             RpcMessage::Response(response) => {
                 let known = response
@@ -285,23 +287,16 @@ impl RpcConnection {
                 self.skip(&format!("invalid response: {reason}"));
                 None
             }
-            RpcMessage::Request(request) => {
-                Metrics::add(&self.metrics.server_requests, 1);
-                let error = ErrorObject::method_not_found(&request.method);
-                Some(protocol::encode_error_response(&request.id, &error))
-            }
+            RpcMessage::Request(request) => Some(self.answer_request(request)),
             RpcMessage::Notification(notification) => {
-                Metrics::add(&self.metrics.server_notifications, 1);
-                log::debug!(
-                    "server notification '{}' has no subscriber",
-                    notification.method
-                );
+                self.tell_listeners(notification);
                 None
             }
             RpcMessage::InvalidRequest { id, reason } => {
                 self.skip(&format!("invalid request: {reason}"));
                 id.map(|id| {
-                    protocol::encode_error_response(&id, &ErrorObject::invalid_request(reason))
+                    let error = ErrorObject::invalid_request(reason);
+                    Answer::Now(protocol::encode_error_response(&id, &error))
                 })
             }
         }
