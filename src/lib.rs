@@ -74,3 +74,8 @@ pub use registry::Route;
 
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

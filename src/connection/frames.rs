@@ -9,7 +9,7 @@ use std::io;
 
 use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{CloseReason, OpCode, Parser, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// One thing the peer sent that the connection must act on.
 #[derive(Debug, PartialEq)]
@@ -22,13 +22,15 @@ pub(crate) enum Frame {
     Pong(Bytes),
     /// The peer's close frame (`None`: no status code given).
     Close(Option<CloseReason>),
+    /// A message over the limit began. Its bytes are being discarded as
+    /// they arrive, never buffered; frames after it are decoded as usual
+    /// (so the peer's answer to our 1009 close frame is still heard).
+    TooLarge { size: u64, limit: usize },
 }
 
 /// Why the inbound stream cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
-    #[error("message of at least {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { size: u64, limit: usize },
     #[error("websocket protocol violation: {0}")]
     Protocol(String),
     #[error("websocket read failed")]
@@ -49,6 +51,42 @@ pub(crate) struct FrameAssembler {
     limit: usize,
     /// The message being reassembled from continuation frames.
     partial: Option<BytesMut>,
+    /// Payload bytes of an oversized frame still to discard.
+    skip_bytes: u64,
+    /// Whether continuation frames belong to an oversized message being
+    /// discarded (until its final frame).
+    skipping_message: bool,
+}
+
+/// The start of a data frame: what the limit check needs.
+struct DataHeader {
+    fin: bool,
+    header_len: usize,
+    payload_len: u64,
+}
+
+/// Reads a data frame's header if it is complete (`None` otherwise, and for
+/// control frames, which the codec caps at 125 bytes).
+fn data_header(src: &[u8]) -> Option<DataHeader> {
+    let (&first, &second) = (src.first()?, src.get(1)?);
+    if first & 0x0F > 0x2 {
+        return None;
+    }
+    let (header_len, payload_len) = match second & 0x7F {
+        126 => (
+            4,
+            u64::from(u16::from_be_bytes(src.get(2..4)?.try_into().ok()?)),
+        ),
+        127 => (10, u64::from_be_bytes(src.get(2..10)?.try_into().ok()?)),
+        n => (2, u64::from(n)),
+    };
+    // A masked server frame is refused by the codec; its key would follow.
+    let header_len = header_len + if second & 0x80 != 0 { 4 } else { 0 };
+    Some(DataHeader {
+        fin: first & 0x80 != 0,
+        header_len,
+        payload_len,
+    })
 }
 
 impl FrameAssembler {
@@ -56,39 +94,51 @@ impl FrameAssembler {
         FrameAssembler {
             limit,
             partial: None,
+            skip_bytes: 0,
+            skipping_message: false,
         }
     }
 
-    /// Checks the announced payload length of the next frame, if its header
-    /// is complete, against what the current message may still grow by.
-    fn check_header(&self, src: &[u8]) -> Result<(), FrameError> {
-        let (Some(&first), Some(&second)) = (src.first(), src.get(1)) else {
-            return Ok(());
-        };
-        let opcode = first & 0x0F;
-        if opcode > 0x2 {
-            return Ok(()); // control frames are capped at 125 bytes by the codec
+    /// Discards as much of an oversized frame as has arrived; `false` while
+    /// more is to come.
+    fn discard(&mut self, src: &mut BytesMut) -> bool {
+        let n = usize::try_from(self.skip_bytes).map_or(src.len(), |skip| skip.min(src.len()));
+        src.advance(n);
+        self.skip_bytes -= n as u64;
+        self.skip_bytes == 0
+    }
+
+    /// Checks the next data frame's announced length against what the
+    /// current message may still grow by; over the limit, starts discarding
+    /// it and reports the size.
+    fn check_limit(&mut self, src: &mut BytesMut) -> Option<Frame> {
+        let header = data_header(src)?;
+        if src.len() < header.header_len {
+            return None;
         }
-        let announced = match second & 0x7F {
-            126 => match src.get(2..4) {
-                Some(b) => u64::from(u16::from_be_bytes([b[0], b[1]])),
-                None => return Ok(()),
-            },
-            127 => match src.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                Some(b) => u64::from_be_bytes(b),
-                None => return Ok(()),
-            },
-            n => u64::from(n),
-        };
-        let so_far = self.partial.as_ref().map_or(0, |p| p.len() as u64);
-        let size = so_far.saturating_add(announced);
-        if size > self.limit as u64 {
-            return Err(FrameError::TooLarge {
-                size,
-                limit: self.limit,
-            });
+        let is_continuation = src[0] & 0x0F == 0x0;
+        if !is_continuation {
+            self.skipping_message = false;
         }
-        Ok(())
+        let so_far = if is_continuation {
+            self.partial.as_ref().map_or(0, |p| p.len() as u64)
+        } else {
+            0
+        };
+        let size = so_far.saturating_add(header.payload_len);
+        let skipping = is_continuation && self.skipping_message;
+        if size <= self.limit as u64 && !skipping {
+            return None;
+        }
+        src.advance(header.header_len);
+        self.skip_bytes = header.payload_len;
+        self.partial = None;
+        self.skipping_message = !header.fin;
+        // The rest of a message already reported is dropped silently.
+        (!skipping).then_some(Frame::TooLarge {
+            size,
+            limit: self.limit,
+        })
     }
 }
 
@@ -98,7 +148,15 @@ impl Decoder for FrameAssembler {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         loop {
-            self.check_header(src)?;
+            if self.skip_bytes > 0 && !self.discard(src) {
+                return Ok(None);
+            }
+            if let Some(too_large) = self.check_limit(src) {
+                return Ok(Some(too_large));
+            }
+            if self.skip_bytes > 0 {
+                continue;
+            }
             // `false`: we are the client, so server frames must be unmasked.
             let Some((fin, opcode, payload)) = Parser::parse(src, false, self.limit)? else {
                 return Ok(None);
@@ -236,28 +294,63 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_refused_from_its_header_alone() {
         // Only the 10-byte header of a 1 GiB frame has arrived.
-        let header = &frame(true, 0x1, &[])[..1];
-        let mut bytes = header.to_vec();
-        bytes.push(127);
+        let mut bytes = vec![0x81, 127];
         bytes.extend_from_slice(&(1u64 << 30).to_be_bytes());
-        let err = decode_all(&mut FrameAssembler::new(1 << 20), &bytes).unwrap_err();
-        assert!(
-            matches!(err, FrameError::TooLarge { size, limit } if size == 1 << 30 && limit == 1 << 20)
+        let mut assembler = FrameAssembler::new(1 << 20);
+        let mut src = BytesMut::from(&bytes[..]);
+        let frame = assembler.decode(&mut src).unwrap();
+        assert_eq!(
+            frame,
+            Some(Frame::TooLarge {
+                size: 1 << 30,
+                limit: 1 << 20
+            })
         );
+        assert!(src.is_empty(), "the header was consumed");
+        // What arrives of the payload is dropped, not kept.
+        src.extend_from_slice(&[b'x'; 4096]);
+        assert_eq!(assembler.decode(&mut src).unwrap(), None);
+        assert!(
+            src.is_empty() && src.capacity() < 1 << 20,
+            "nothing buffered"
+        );
+        assert_eq!(assembler.skip_bytes, (1 << 30) - 4096);
     }
 
     #[test]
-    fn fragments_may_not_add_up_past_the_limit() {
-        let mut bytes = frame(false, 0x1, &[b'a'; 60]);
-        bytes.extend(frame(false, 0x0, &[b'b'; 60]));
-        let err = decode_all(&mut FrameAssembler::new(100), &bytes).unwrap_err();
-        assert!(matches!(
-            err,
-            FrameError::TooLarge {
-                size: 120,
+    fn frames_after_a_skipped_message_are_decoded() {
+        let mut bytes = frame(true, 0x1, &[b'a'; 200]);
+        bytes.extend(frame(true, 0x8, &1000u16.to_be_bytes()));
+        let frames = decode_all(&mut FrameAssembler::new(100), &bytes).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(
+            frames[0],
+            Frame::TooLarge {
+                size: 200,
                 limit: 100
             }
-        ));
+        );
+        assert!(matches!(frames[1], Frame::Close(Some(_))));
+    }
+
+    #[test]
+    fn fragments_may_not_add_up_past_the_limit_and_the_rest_is_skipped() {
+        let mut bytes = frame(false, 0x1, &[b'a'; 60]);
+        bytes.extend(frame(false, 0x0, &[b'b'; 60]));
+        bytes.extend(frame(false, 0x0, &[b'c'; 10]));
+        bytes.extend(frame(true, 0x0, &[b'd'; 10]));
+        bytes.extend(frame(true, 0x1, b"{}"));
+        let frames = decode_all(&mut FrameAssembler::new(100), &bytes).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::TooLarge {
+                    size: 120,
+                    limit: 100
+                },
+                Frame::Message(Bytes::from_static(b"{}")),
+            ]
+        );
     }
 
     #[test]

@@ -53,25 +53,30 @@ const WRITE_BUFFER_LOW: usize = 256 * 1024;
 /// ## Open
 /// Starts once the handshake has succeeded (there is no "connecting" actor:
 /// `connect()` fails instead). Calls are written as they arrive and wait in
-/// the pending table for their response or their deadline. Inbound
-/// responses complete their call; unknown ids and invalid messages are
-/// logged, counted and skipped; pings are answered.
+/// the pending table for their response or their deadline. Responses
+/// complete their call; unknown ids and invalid messages are logged, counted
+/// and skipped; pings are answered; the server's requests go to their
+/// handlers and its notifications to their listeners.
 ///
-/// ## Closing
-/// Entered on [`Close`]: our close frame is written, every pending call
-/// fails with [`Error::Closed`], new calls fail with [`Error::NotConnected`],
-/// and the actor waits up to the close timeout for the server's close frame.
+/// ## Draining
+/// Entered on the first of these, each failing every pending call at once
+/// (and every later call with [`Error::NotConnected`]):
+/// - [`Close`]: our close frame is sent; calls fail with [`Error::Closed`].
+/// - The server's close frame: it is echoed; calls fail with
+///   [`Error::Closed`] carrying its code and reason.
+/// - A message over the size limit: close code 1009; calls fail with
+///   [`Error::MessageTooLarge`]. The message is discarded as it arrives.
+/// - A websocket protocol violation: close code 1002; calls fail with
+///   [`Error::Disconnected`] naming the violation.
 ///
-/// ## Closed
-/// Entered when the server sends a close frame (calls fail with
-/// [`Error::Closed`] and its code and reason; the frame is echoed), when the
-/// socket drops (calls fail with [`Error::Disconnected`]), when a message
-/// exceeds the size limit (close code 1009; calls fail with
-/// [`Error::MessageTooLarge`]) or on a protocol violation (close code 1002).
-/// The actor flushes what it can and stops. Calls are never re-sent.
+/// Reading goes on, so the server's close frame is heard and its unread data
+/// does not turn our close into a reset.
 ///
-/// After the actor has stopped the pending table is empty: every call has
-/// ended with its result or an error.
+/// ## Stopped
+/// Once our close frame is flushed and the server has closed its side, or
+/// after the close timeout (default 1 s), or at once when the socket drops
+/// or fails ([`Error::Disconnected`]). The pending table is empty: every
+/// call has ended with its result or an error. Calls are never re-sent.
 pub struct RpcConnection {
     config: Config,
     writer: FramedWrite<Outbound, WriteHalf<BoxedSocket>, OutboundCodec>,
@@ -90,10 +95,13 @@ pub struct RpcConnection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// We sent a close frame and wait for the server's.
-    Closing,
-    /// The connection is over; the actor stops once the writer has flushed.
-    Closed,
+    /// Closing or closed: every call has failed, our close frame (if any) is
+    /// being flushed and the server's end of the conversation awaited. The
+    /// actor stops when both are done, or after the close timeout.
+    Draining {
+        flushed: bool,
+        peer_done: bool,
+    },
 }
 
 impl RpcConnection {
@@ -308,10 +316,12 @@ impl RpcConnection {
     }
 
     /// Ends the connection: fails every pending call with `error`, writes a
-    /// close frame if there is one to write, and stops once it is flushed
-    /// (or after the close timeout, whichever comes first).
+    /// close frame if there is one to write, and lets the actor stop once it
+    /// is flushed and the server is done (or after the close timeout).
+    /// Reading goes on meanwhile, so the server's close frame is still heard
+    /// and our socket is not reset under data the server has yet to read.
     fn shut_down(&mut self, error: Error, close: Option<CloseReason>, ctx: &mut Context<Self>) {
-        if self.state == State::Closed {
+        if self.state != State::Open {
             return;
         }
         let failed = self.pending.fail_all(&error);
@@ -319,39 +329,53 @@ impl RpcConnection {
             log::debug!("{failed} pending call(s) failed: {error}");
         }
         self.metrics.set_pending(0);
-        if self.state == State::Open {
-            if let Some(reason) = close {
+        let flushed = match close {
+            Some(reason) => {
                 self.write(Outbound::Close(Some(reason)));
+                self.writer.close();
+                false
             }
-        }
-        self.state = State::Closed;
-        // The writer stops the actor (WriteHandler::finished) once flushed.
-        self.writer.close();
+            None => true,
+        };
+        self.state = State::Draining {
+            flushed,
+            peer_done: false,
+        };
         ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
     }
 
-    fn on_close_frame(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
-        if self.state == State::Closing {
-            // The server answered our close frame, which was therefore written:
-            // the closing handshake is done.
-            ctx.stop();
-            return;
+    /// The server has closed its side (close frame or EOF).
+    fn peer_done(&mut self, ctx: &mut Context<Self>) {
+        if let State::Draining { flushed, .. } = self.state {
+            self.state = State::Draining {
+                flushed,
+                peer_done: true,
+            };
+            if flushed {
+                ctx.stop();
+            }
         }
-        let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
-        let text = reason
-            .as_ref()
-            .and_then(|r| r.description.clone())
-            .unwrap_or_default();
-        log::debug!("server closed the connection (code {code}: {text})");
-        let echo = reason.map(|r| CloseReason::from(r.code));
-        let error = Error::Closed {
-            code,
-            reason: text,
-            call: None,
-        };
-        // RFC 6455 §5.5.1: answer a close frame with a close frame.
-        let echo = echo.or(Some(CloseReason::from(CloseCode::Normal)));
-        self.shut_down(error, echo, ctx);
+    }
+
+    fn on_close_frame(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+        if self.state == State::Open {
+            let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
+            let text = reason
+                .as_ref()
+                .and_then(|r| r.description.clone())
+                .unwrap_or_default();
+            log::debug!("server closed the connection (code {code}: {text})");
+            let error = Error::Closed {
+                code,
+                reason: text,
+                call: None,
+            };
+            // RFC 6455 §5.5.1: answer a close frame with a close frame,
+            // echoing its code (1005 "no code" itself may not be sent).
+            let echo = CloseReason::from(reason.map_or(CloseCode::Normal, |r| r.code));
+            self.shut_down(error, Some(echo), ctx);
+        }
+        self.peer_done(ctx);
     }
 }
 
@@ -377,10 +401,8 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
             Ok(Frame::Ping(payload)) => self.write(Outbound::Pong(payload)),
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => self.on_close_frame(reason, ctx),
-            Err(FrameError::TooLarge { size, limit }) => {
-                log::warn!(
-                    "closing: the server sent a message of at least {size} bytes (limit {limit})"
-                );
+            Ok(Frame::TooLarge { size, limit }) => {
+                log::warn!("closing: the server sent a message of {size} bytes (limit {limit})");
                 let error = Error::MessageTooLarge {
                     size,
                     limit,
@@ -403,6 +425,7 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
                     call: None,
                     source: Some(reason.into()),
                 };
+                // The stream ends after an error: `finished` follows.
                 self.shut_down(error, Some(close), ctx);
             }
             Err(FrameError::Io(err)) => {
@@ -416,22 +439,18 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
         }
     }
 
-    /// The socket reached EOF. After a closing handshake that is the normal
-    /// end; otherwise the peer vanished without a close frame.
+    /// The socket reached EOF (or the stream ended after an error).
     fn finished(&mut self, ctx: &mut Self::Context) {
-        match self.state {
-            State::Open => {
-                let error = Error::Disconnected {
-                    call: None,
-                    source: None,
-                };
-                self.shut_down(error, None, ctx);
-                ctx.stop();
-            }
-            State::Closing => ctx.stop(),
-            // Already shutting down: let the writer flush our close frame
-            // (bounded by the close timeout) rather than drop it.
-            State::Closed => {}
+        if self.state == State::Open {
+            // The peer vanished without a close frame: nothing left to say.
+            let error = Error::Disconnected {
+                call: None,
+                source: None,
+            };
+            self.shut_down(error, None, ctx);
+            ctx.stop();
+        } else {
+            self.peer_done(ctx);
         }
     }
 }
@@ -443,7 +462,21 @@ impl WriteHandler<std::io::Error> for RpcConnection {
             source: Some(Box::new(err)),
         };
         self.shut_down(error, None, ctx);
+        ctx.stop();
         Running::Stop
+    }
+
+    /// Our close frame has been flushed.
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        if let State::Draining { peer_done, .. } = self.state {
+            self.state = State::Draining {
+                flushed: true,
+                peer_done,
+            };
+            if peer_done {
+                ctx.stop();
+            }
+        }
     }
 }
 
@@ -507,26 +540,20 @@ impl Handler<Close> for RpcConnection {
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.close_waiters.push(tx);
-        if self.state == State::Open {
-            let error = Error::Closed {
-                code: msg.code,
-                reason: if msg.reason.is_empty() {
-                    "closed by the client".to_owned()
-                } else {
-                    msg.reason.clone()
-                },
-                call: None,
-            };
-            self.pending.fail_all(&error);
-            self.metrics.set_pending(0);
-            let reason = CloseReason {
-                code: CloseCode::from(msg.code),
-                description: (!msg.reason.is_empty()).then_some(msg.reason),
-            };
-            self.write(Outbound::Close(Some(reason)));
-            self.state = State::Closing;
-            ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
-        }
+        let error = Error::Closed {
+            code: msg.code,
+            reason: if msg.reason.is_empty() {
+                "closed by the client".to_owned()
+            } else {
+                msg.reason.clone()
+            },
+            call: None,
+        };
+        let reason = CloseReason {
+            code: CloseCode::from(msg.code),
+            description: (!msg.reason.is_empty()).then_some(msg.reason),
+        };
+        self.shut_down(error, Some(reason), ctx);
         // Resolves when the actor stops and drops the sender.
         Box::pin(async move {
             let _ = rx.await;

@@ -1,0 +1,480 @@
+//! The `jsonrpc-ws` binary, run as a child process against in-process test
+//! servers: what it prints, what reaches the server, and its exit codes.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{json, response, standard, RawServer, TestServer, Value};
+
+/// Every run of the binary is killed (and the test failed) after this long.
+const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Run {
+    /// The non-empty lines of stderr.
+    fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| !l.is_empty()).collect()
+    }
+
+    /// Asserts exit 2 with exactly one `error: ...` line on stderr naming
+    /// `what`, and nothing on stdout.
+    fn assert_failure(&self, what: &str) {
+        assert_eq!(self.code, 2, "{self:#?}");
+        assert_eq!(self.stdout, "", "{self:#?}");
+        let lines = self.stderr_lines();
+        assert_eq!(lines.len(), 1, "{self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        assert!(lines[0].contains(what), "expected {what:?}: {self:#?}");
+    }
+
+    /// Asserts a usage error: exit 64, a message on stderr, nothing on stdout.
+    fn assert_usage_error(&self, what: &str) {
+        assert_eq!(self.code, 64, "{self:#?}");
+        assert_eq!(self.stdout, "", "{self:#?}");
+        assert!(self.stderr.contains(what), "expected {what:?}: {self:#?}");
+    }
+}
+
+/// Runs the binary with `args` (RUST_LOG unset), killing it after
+/// [`RUN_LIMIT`].
+fn run(args: &[&str]) -> Run {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jsonrpc-ws"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("could not start jsonrpc-ws");
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for jsonrpc-ws") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "jsonrpc-ws {args:?} did not exit within {RUN_LIMIT:?}; stdout: {:?}, stderr: {:?}",
+                stdout.join().unwrap(),
+                stderr.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Run {
+        code: status.code().expect("jsonrpc-ws was killed by a signal"),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        took: started.elapsed(),
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// The request the server received for `method` (the last one).
+fn received(server: &TestServer, method: &str) -> Value {
+    server
+        .received()
+        .into_iter()
+        .rev()
+        .find(|m| m["method"] == method)
+        .unwrap_or_else(|| panic!("server never received '{method}': {:?}", server.received()))
+}
+
+/// The value of header `name` in the server's only handshake.
+fn handshake_header(server: &TestServer, name: &str) -> Option<String> {
+    let handshakes = server.handshakes();
+    assert_eq!(handshakes.len(), 1, "{handshakes:?}");
+    handshakes[0]
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+// ---- success -----------------------------------------------------------------
+
+#[test]
+fn call_with_positional_params_prints_the_compact_result() {
+    let server = TestServer::start(standard);
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        r#"[1, "two", [3], {"a": null}]"#,
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "[1,\"two\",[3],{\"a\":null}]\n");
+    assert_eq!(out.stderr, "");
+    assert_eq!(
+        received(&server, "echo")["params"],
+        json!([1, "two", [3], {"a": null}])
+    );
+
+    let out = run(&["call", &server.url(), "add", "[2, 3]"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "5\n"), "{out:#?}");
+}
+
+#[test]
+fn call_with_named_params_sends_an_object() {
+    let server = TestServer::start(standard);
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        r#"{"name": "ann", "age": 7}"#,
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:#?}");
+    assert!(out.stdout.ends_with('\n') && !out.stdout.contains(' '));
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(printed, json!({"name": "ann", "age": 7}));
+    assert_eq!(
+        received(&server, "echo")["params"],
+        json!({"name": "ann", "age": 7})
+    );
+}
+
+#[test]
+fn call_without_params_leaves_them_out() {
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "echo"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "null\n");
+    let request = received(&server, "echo");
+    assert!(request.get("params").is_none(), "{request}");
+    assert!(request["id"].is_u64(), "{request}");
+}
+
+#[test]
+fn notify_sends_a_message_without_id_and_closes_cleanly() {
+    let server = TestServer::start(standard);
+    let out = run(&["notify", &server.url(), "log.write", r#"["hello"]"#]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr, "");
+    let messages = server.wait_received(1, Duration::from_secs(5));
+    assert_eq!(
+        messages,
+        vec![json!({"jsonrpc": "2.0", "method": "log.write", "params": ["hello"]})]
+    );
+    assert_eq!(server.client_closes(), vec![Some((1000, String::new()))]);
+}
+
+#[test]
+fn headers_and_basic_auth_reach_the_server() {
+    let server = TestServer::builder()
+        .require_header("authorization", "Basic YW5uOnMzY3JldA==")
+        .start(standard);
+    // Options before the subcommand's arguments...
+    let out = run(&[
+        "call",
+        "-H",
+        "X-Trace: on",
+        "--header",
+        "X-Empty:",
+        "--basic-auth",
+        "ann:s3cret",
+        &server.url(),
+        "echo",
+        "[1]",
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[1]\n"), "{out:#?}");
+    assert_eq!(handshake_header(&server, "x-trace").as_deref(), Some("on"));
+    assert_eq!(handshake_header(&server, "x-empty").as_deref(), Some(""));
+}
+
+#[test]
+fn bearer_auth_and_options_after_the_arguments_reach_the_server() {
+    let server = TestServer::builder()
+        .require_header("authorization", "Bearer t0ken")
+        .start(standard);
+    // ...and after them.
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        "[1]",
+        "--bearer",
+        "t0ken",
+        "-H",
+        "X-Trace: a: b",
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[1]\n"), "{out:#?}");
+    assert_eq!(
+        handshake_header(&server, "x-trace").as_deref(),
+        Some("a: b")
+    );
+}
+
+// ---- failures ----------------------------------------------------------------
+
+#[test]
+fn a_server_error_exits_1_with_code_message_and_data() {
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "error"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr_lines(),
+        ["error -32000: boom", r#"data: {"detail":"x"}"#]
+    );
+
+    let out = run(&[
+        "call",
+        &server.url(),
+        "error",
+        r#"{"code": 42, "message": "no data"}"#,
+    ]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.stderr_lines(), ["error 42: no data"]);
+}
+
+#[test]
+fn a_silent_server_times_out_with_exit_2() {
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "silent", "--timeout", "0.3"]);
+    out.assert_failure("timed out after 300ms waiting for 'silent' (id ");
+    assert!(out.took < Duration::from_secs(10), "{out:#?}");
+}
+
+#[test]
+fn a_refused_connection_exits_2() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run(&["call", &url, "echo", "--timeout", "5"]);
+    out.assert_failure(&format!("could not connect to {url}"));
+}
+
+#[test]
+fn an_unanswered_handshake_is_bounded_by_the_timeout() {
+    // The kernel completes the TCP handshake; nobody ever answers the HTTP one.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let out = run(&["--timeout", "0.3", "call", &url, "echo"]);
+    out.assert_failure(&format!("could not connect to {url}"));
+    assert!(out.took < Duration::from_secs(10), "{out:#?}");
+}
+
+#[test]
+fn a_dropped_connection_mid_call_exits_2() {
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "drop"]);
+    out.assert_failure("connection lost while waiting for 'drop' (id ");
+}
+
+#[test]
+fn a_close_frame_mid_call_exits_2_with_its_code() {
+    let server = TestServer::start(standard);
+    let out = run(&[
+        "call",
+        &server.url(),
+        "close",
+        r#"{"code": 4001, "reason": "bye"}"#,
+    ]);
+    out.assert_failure("connection closed (code 4001: bye) while waiting for 'close' (id ");
+}
+
+#[test]
+fn a_rejected_handshake_exits_2_with_the_status() {
+    let server = RawServer::reject(401);
+    let out = run(&["call", &server.url(), "echo"]);
+    out.assert_failure("401");
+}
+
+#[test]
+fn a_missing_credential_is_a_rejected_handshake() {
+    let server = TestServer::builder()
+        .require_header("authorization", "Bearer right")
+        .start(standard);
+    let out = run(&["notify", &server.url(), "x", "--bearer", "wrong"]);
+    out.assert_failure("rejected with HTTP status 401");
+    assert!(server.handshakes().is_empty());
+}
+
+#[test]
+fn a_reply_over_max_message_size_exits_2() {
+    let server = TestServer::start(standard);
+    let out = run(&[
+        "call",
+        &server.url(),
+        "big",
+        "[5000]",
+        "--max-message-size",
+        "1000",
+    ]);
+    out.assert_failure("exceeds the limit of 1000 bytes");
+}
+
+// ---- usage errors ------------------------------------------------------------
+
+const NOWHERE: &str = "ws://127.0.0.1:9/";
+
+#[test]
+fn bad_json_params_are_a_usage_error() {
+    run(&["call", NOWHERE, "echo", "[1,"]).assert_usage_error("not valid JSON");
+}
+
+#[test]
+fn scalar_params_are_a_usage_error() {
+    run(&["call", NOWHERE, "echo", "5"]).assert_usage_error("array");
+    run(&["notify", NOWHERE, "echo", "\"text\""]).assert_usage_error("array");
+    run(&["call", NOWHERE, "echo", "null"]).assert_usage_error("array");
+}
+
+#[test]
+fn a_missing_method_is_a_usage_error() {
+    run(&["call", NOWHERE]).assert_usage_error("<METHOD>");
+}
+
+#[test]
+fn a_missing_subcommand_is_a_usage_error() {
+    assert_eq!(run(&[]).code, 64);
+    run(&["frobnicate", NOWHERE, "echo"]).assert_usage_error("frobnicate");
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error() {
+    run(&["call", NOWHERE, "echo", "--frobnicate"]).assert_usage_error("--frobnicate");
+}
+
+#[test]
+fn a_header_without_colon_is_a_usage_error() {
+    run(&["call", NOWHERE, "echo", "-H", "X-Trace on"]).assert_usage_error("X-Trace on");
+    run(&["call", NOWHERE, "echo", "-H", "bad name: v"]).assert_usage_error("header name");
+}
+
+#[test]
+fn bad_option_values_are_usage_errors() {
+    run(&["call", NOWHERE, "echo", "--basic-auth", "ann"]).assert_usage_error("USER:PASS");
+    run(&["call", NOWHERE, "echo", "--timeout", "soon"]).assert_usage_error("--timeout");
+    run(&["call", NOWHERE, "echo", "--timeout", "-1"]).assert_usage_error("--timeout");
+    run(&["call", NOWHERE, "echo", "--timeout", "0"]).assert_usage_error("--timeout");
+    run(&["call", NOWHERE, "echo", "--max-message-size", "0"])
+        .assert_usage_error("--max-message-size");
+    run(&[
+        "call",
+        NOWHERE,
+        "echo",
+        "--bearer",
+        "t",
+        "--basic-auth",
+        "a:b",
+    ])
+    .assert_usage_error("cannot be used with");
+    run(&["call", NOWHERE, "echo", "--reply", "ask"]).assert_usage_error("METHOD=JSON");
+    run(&["call", NOWHERE, "echo", "--reply", "ask={"]).assert_usage_error("not valid JSON");
+}
+
+#[test]
+fn a_bad_url_is_a_usage_error() {
+    run(&["call", "127.0.0.1:9", "echo"]).assert_usage_error("missing scheme");
+    run(&["call", "ftp://127.0.0.1:9/", "echo"]).assert_usage_error("unsupported scheme");
+    run(&["call", "not a url", "echo"]).assert_usage_error("<URL>");
+}
+
+#[test]
+fn help_and_version_print_to_stdout_and_exit_0() {
+    let out = run(&["--help"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("Usage: jsonrpc-ws"), "{out:#?}");
+    assert!(out.stdout.contains("--timeout <SECS>"), "{out:#?}");
+    assert_eq!(out.stderr, "");
+
+    let out = run(&["call", "--help"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("<URL> <METHOD> [PARAMS]"), "{out:#?}");
+
+    let out = run(&["--version"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.starts_with("jsonrpc-ws "), "{out:#?}");
+}
+
+// ---- requests and notifications from the server --------------------------
+
+#[test]
+fn replies_answer_server_requests_and_notifications_are_printed() {
+    let server = RawServer::start(|mut conn| async move {
+        let Some(call) = conn.read_json().await else {
+            return;
+        };
+        conn.send_json(&json!({"jsonrpc": "2.0", "method": "tick", "params": [1]}))
+            .await;
+        conn.send_json(&json!({"jsonrpc": "2.0", "method": "bare"}))
+            .await;
+        conn.send_json(&json!({"jsonrpc": "2.0", "id": "s1", "method": "ask", "params": [1]}))
+            .await;
+        conn.send_json(&json!({"jsonrpc": "2.0", "id": "s2", "method": "other"}))
+            .await;
+        conn.send_json(&json!({"jsonrpc": "2.0", "id": "s3", "method": "ui.confirm"}))
+            .await;
+        let mut answers = Vec::new();
+        while answers.len() < 3 {
+            match conn.read_json().await {
+                Some(answer) => answers.push(answer),
+                None => return,
+            }
+        }
+        conn.send_json(&response(&call["id"], json!(answers))).await;
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let out = run(&[
+        "call",
+        &server.url(),
+        "go",
+        "--reply",
+        "ask=0",
+        "--reply",
+        r#"ask={"ok": true}"#,
+        "--reply",
+        "ui.=[true]",
+        "--print-notifications",
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let answers: Value = serde_json::from_str(&out.stdout).unwrap();
+    let by_id = |id: &str| {
+        answers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to {id}: {answers}"))
+            .clone()
+    };
+    assert_eq!(
+        by_id("s1"),
+        json!({"jsonrpc": "2.0", "id": "s1", "result": {"ok": true}})
+    );
+    assert_eq!(by_id("s2")["error"]["code"], -32601, "{answers}");
+    assert_eq!(by_id("s3")["result"], json!([true]), "{answers}");
+    assert_eq!(
+        out.stderr_lines(),
+        [
+            r#"{"method":"tick","params":[1]}"#,
+            r#"{"method":"bare","params":null}"#
+        ]
+    );
+}
