@@ -393,7 +393,7 @@ fn bad_option_values_are_usage_errors() {
 fn a_bad_url_is_a_usage_error() {
     run(&["call", "127.0.0.1:9", "echo"]).assert_usage_error("missing scheme");
     run(&["call", "ftp://127.0.0.1:9/", "echo"]).assert_usage_error("unsupported scheme");
-    run(&["call", "not a url", "echo"]).assert_usage_error("<URL>");
+    run(&["call", "not a url", "echo"]).assert_usage_error("bad URL");
 }
 
 #[test]

@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use awc::http::header::{HeaderName, HeaderValue};
-use awc::http::Uri;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use jsonrpc_websocket::serde_json::{self, value::RawValue, Value};
@@ -69,7 +68,6 @@ enum Command {
 #[derive(Debug, Args)]
 struct Target {
     /// The server's URL (ws://, wss://, http:// or https://).
-    #[arg(value_parser = parse_url)]
     url: String,
 
     /// The method to call or notify.
@@ -146,23 +144,6 @@ struct Options {
 }
 
 // ---- argument parsers: every failure is a usage error (exit 64) -----------
-
-fn parse_url(url: &str) -> Result<String, String> {
-    let uri = Uri::try_from(url).map_err(|err| format!("not a URL: {err}"))?;
-    match uri.scheme_str() {
-        Some("ws" | "wss" | "http" | "https") => {}
-        Some(other) => {
-            return Err(format!(
-                "unsupported scheme {other:?} (use ws:// or wss://)"
-            ))
-        }
-        None => return Err("missing scheme (use ws:// or wss://)".into()),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err("missing host".into());
-    }
-    Ok(url.to_owned())
-}
 
 fn parse_params(text: &str) -> Result<Value, String> {
     match serde_json::from_str::<Value>(text) {

@@ -318,7 +318,7 @@ fn check_url(url: &str) -> Result<(), String> {
         }
         None => return Err("missing scheme (use ws:// or wss://)".into()),
     }
-    if uri.host().is_none() {
+    if uri.host().is_none_or(str::is_empty) {
         return Err("missing host".into());
     }
     Ok(())

@@ -61,6 +61,7 @@ pub(crate) struct FrameAssembler {
 /// The start of a data frame: what the limit check needs.
 struct DataHeader {
     fin: bool,
+    continuation: bool,
     header_len: usize,
     payload_len: u64,
 }
@@ -84,6 +85,7 @@ fn data_header(src: &[u8]) -> Option<DataHeader> {
     let header_len = header_len + if second & 0x80 != 0 { 4 } else { 0 };
     Some(DataHeader {
         fin: first & 0x80 != 0,
+        continuation: first & 0x0F == 0x0,
         header_len,
         payload_len,
     })
@@ -116,7 +118,7 @@ impl FrameAssembler {
         if src.len() < header.header_len {
             return None;
         }
-        let is_continuation = src[0] & 0x0F == 0x0;
+        let is_continuation = header.continuation;
         if !is_continuation {
             self.skipping_message = false;
         }
