@@ -417,3 +417,54 @@ async fn invalid_utf8_is_skipped() {
     client.close().await;
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn a_reply_trickled_byte_by_byte_arrives_whole() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let request = conn.read_json().await.expect("a request");
+        let text = response(&request["id"], json!({"slowly": true})).to_string();
+        let mut bytes = RawConn::frame_header(true, OP_TEXT, text.len() as u64);
+        bytes.extend_from_slice(text.as_bytes());
+        for byte in bytes {
+            conn.send_raw(&[byte]).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let v: Value = within("call", client.call("x", params![])).await.unwrap();
+    assert_eq!(v, json!({"slowly": true}));
+    client.close().await;
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_server_that_stops_reading_cannot_hang_calls() {
+    // The server never reads: our writes back up in the socket buffers.
+    let server = RawServer::start(|conn: RawConn| async move {
+        let _open_but_unread = conn;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .request_timeout(Duration::from_millis(300))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let big = "z".repeat(1 << 20);
+    let calls = (0..8).map(|_| client.call::<Value>("upload", params![big]));
+    let results = within(
+        "calls to a server that does not read",
+        futures_util::future::join_all(calls),
+    )
+    .await;
+    for result in results {
+        assert!(
+            result.is_err_and(|err| err.is_timeout()),
+            "every call times out"
+        );
+    }
+    assert_no_pending(&client);
+}
