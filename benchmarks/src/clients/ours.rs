@@ -1,0 +1,154 @@
+//! This crate, two ways: through [`Client`] and through the actor's address
+//! with `Addr::send(Call)`. Both run inside an actix `System` on the client
+//! thread.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure, Result};
+use jsonrpc_websocket::{params, Call, Client, ErrorObject, Notify, Params, RpcConnection};
+use serde_json::Value;
+
+use crate::scenarios::{check_echo, Env, Measure, Plan, RpcBench, Sample};
+use crate::server::{Job, MAX_MESSAGE};
+
+/// The same settings for every connection (a macro, so the builder's type
+/// need not be named).
+macro_rules! builder {
+    ($url:expr) => {
+        RpcConnection::builder($url)
+            .max_message_size(MAX_MESSAGE as usize)
+            .request_timeout(Duration::from_secs(60))
+            .max_in_flight(20_000)
+    };
+}
+
+/// Calls through [`Client`].
+pub struct OursClient(Client);
+
+/// Calls through `client.addr().send(Call::new(..))`.
+pub struct OursAddr(Client);
+
+impl RpcBench for OursClient {
+    async fn connect(url: &str) -> Result<Self> {
+        Ok(OursClient(builder!(url).connect().await?))
+    }
+
+    async fn echo(&self) -> Result<()> {
+        let v: Value = self.0.call("echo", params!["bench", 42]).await?;
+        check_echo(&v)
+    }
+
+    async fn blob(&self) -> Result<usize> {
+        let s: String = self.0.call("blob", Params::none()).await?;
+        Ok(s.len())
+    }
+
+    async fn upload(&self, data: &str) -> Result<u64> {
+        Ok(self.0.call("upload", params![data]).await?)
+    }
+
+    async fn note(&self) -> Result<()> {
+        Ok(self.0.notify("note", params![1]).await?)
+    }
+
+    async fn count(&self) -> Result<u64> {
+        Ok(self.0.call("count", Params::none()).await?)
+    }
+
+    async fn hold(&self) -> Result<u64> {
+        Ok(self.0.call("hold", Params::none()).await?)
+    }
+
+    async fn close(self) -> Result<()> {
+        self.0.close().await;
+        Ok(())
+    }
+}
+
+impl OursAddr {
+    async fn call(&self, method: &'static str, params: Params) -> Result<Value> {
+        Ok(self.0.addr().send(Call::new(method, params)).await??)
+    }
+}
+
+impl RpcBench for OursAddr {
+    async fn connect(url: &str) -> Result<Self> {
+        Ok(OursAddr(builder!(url).connect().await?))
+    }
+
+    async fn echo(&self) -> Result<()> {
+        check_echo(&self.call("echo", params!["bench", 42]).await?)
+    }
+
+    async fn blob(&self) -> Result<usize> {
+        let v = self.call("blob", Params::none()).await?;
+        Ok(v.as_str()
+            .ok_or_else(|| anyhow!("blob is not a string"))?
+            .len())
+    }
+
+    async fn upload(&self, data: &str) -> Result<u64> {
+        let v = self.call("upload", params![data]).await?;
+        v.as_u64().ok_or_else(|| anyhow!("upload result {v}"))
+    }
+
+    async fn note(&self) -> Result<()> {
+        Ok(self
+            .0
+            .addr()
+            .send(Notify::new("note", params![1]))
+            .await??)
+    }
+
+    async fn count(&self) -> Result<u64> {
+        let v = self.call("count", Params::none()).await?;
+        v.as_u64().ok_or_else(|| anyhow!("count result {v}"))
+    }
+
+    async fn hold(&self) -> Result<u64> {
+        let v = self.call("hold", Params::none()).await?;
+        v.as_u64().ok_or_else(|| anyhow!("hold result {v}"))
+    }
+
+    async fn close(self) -> Result<()> {
+        self.0.close().await;
+        Ok(())
+    }
+}
+
+/// `server_request`: the raw server sends `bench.ping` requests; our handler
+/// answers with the params.
+pub async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    env.sreq.submit(Job {
+        warmup: plan.warmup,
+        count: plan.count,
+        limit: plan.limit,
+        done,
+    });
+    let measure = Measure::start();
+    let client = builder!(env.sreq_url.as_str())
+        .register_fn("bench.ping", |params: Value| async move {
+            Ok::<Value, ErrorObject>(params)
+        })
+        .connect()
+        .await?;
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(plan.limit * 3 + Duration::from_secs(30), result)
+        .await
+        .map_err(|_| anyhow!("server_request did not finish in {:?}", started.elapsed()))?
+        .map_err(|_| anyhow!("server_request server dropped the job"))?
+        .map_err(|e| anyhow!("server side: {e}"))?;
+    // The server closes the connection when done; closing again may fail.
+    client.close().await;
+    ensure!(outcome.completed > 0, "no request answered");
+    Ok(Sample {
+        values: vec![
+            outcome.completed as f64 / outcome.elapsed.as_secs_f64(),
+            // Includes connecting and the warm-up requests.
+            measure.cpu_per_op_us(plan.warmup + outcome.completed),
+        ],
+        ops: outcome.completed,
+        by_time: outcome.by_time,
+    })
+}

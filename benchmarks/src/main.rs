@@ -1,0 +1,364 @@
+//! Side-by-side benchmarks of `jsonrpc-websocket` against jsonrpsee's
+//! WebSocket client and a raw tokio-tungstenite floor, all talking to one
+//! in-process jsonrpsee server. See `benchmarks/README.md`.
+
+mod alloc;
+mod clients;
+mod cpu;
+mod report;
+mod scenarios;
+mod server;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use report::Outcome;
+use scenarios::{ClientKind, Env, Plan, Scenario};
+
+#[global_allocator]
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
+
+const DEFAULT_CALLS: u64 = 40_000;
+const SMOKE_CALLS: u64 = 50;
+
+const USAGE: &str = "\
+usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
+
+scenarios (default: all):
+  seq inflight16 inflight256 blob1m upload1m notify connect server_request memory
+
+options:
+  --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
+  --calls N         base count N (default 40000, smoke 50): seq makes N calls,
+                    inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
+                    N/200 (min 3), connect N/50 (min 3)
+  --pending N       outstanding calls in `memory` (default 10000, smoke 500)
+  --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
+  --clients LIST    comma-separated subset of: ours-client,ours-addr,jsonrpsee,raw
+  --smoke           tiny counts and 1 repeat, for CI (seconds)
+  --json PATH       JSON-lines output (default: $CARGO_TARGET_DIR or the
+                    workspace target/, then benchmarks.jsonl)
+  -h, --help        this text
+";
+
+struct Args {
+    scenarios: Vec<Scenario>,
+    clients: Vec<ClientKind>,
+    repeat: usize,
+    calls: u64,
+    pending: u64,
+    limit: Duration,
+    smoke: bool,
+    json: PathBuf,
+}
+
+fn parse_args() -> Result<Option<Args>> {
+    let mut scenarios = Vec::new();
+    let mut clients = ClientKind::ALL.to_vec();
+    let (mut repeat, mut calls, mut pending, mut limit, mut json) = (None, None, None, None, None);
+    let mut smoke = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "--smoke" => smoke = true,
+            "--repeat" => repeat = Some(value("--repeat")?.parse::<usize>()?.max(1)),
+            "--calls" => calls = Some(value("--calls")?.parse::<u64>()?.max(1)),
+            "--pending" => pending = Some(value("--pending")?.parse::<u64>()?.max(1)),
+            "--time-limit" => {
+                limit = Some(Duration::from_secs_f64(value("--time-limit")?.parse()?))
+            }
+            "--json" => json = Some(PathBuf::from(value("--json")?)),
+            "--clients" => {
+                clients = value("--clients")?
+                    .split(',')
+                    .map(|n| {
+                        ClientKind::from_name(n.trim())
+                            .with_context(|| format!("unknown client {n:?}"))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            name if !name.starts_with('-') => {
+                let s = Scenario::from_name(name)
+                    .with_context(|| format!("unknown scenario {name:?}\n\n{USAGE}"))?;
+                if !scenarios.contains(&s) {
+                    scenarios.push(s);
+                }
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if scenarios.is_empty() {
+        scenarios = Scenario::ALL.to_vec();
+    }
+    let json = json.unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+            .join("benchmarks.jsonl")
+    });
+    Ok(Some(Args {
+        scenarios,
+        clients,
+        repeat: repeat.unwrap_or(if smoke { 1 } else { 5 }),
+        calls: calls.unwrap_or(if smoke { SMOKE_CALLS } else { DEFAULT_CALLS }),
+        pending: pending.unwrap_or(if smoke { 500 } else { 10_000 }),
+        limit: limit.unwrap_or(Duration::from_secs(if smoke { 5 } else { 10 })),
+        smoke,
+        json,
+    }))
+}
+
+fn plan(s: Scenario, args: &Args) -> Plan {
+    let n = args.calls;
+    let warm = |count: u64| (count / 10).clamp(10, 1_000);
+    let (count, warmup) = match s {
+        Scenario::Seq => (n, warm(n)),
+        Scenario::ServerRequest => (3 * n, warm(3 * n)),
+        Scenario::Inflight16 => (3 * n, warm(3 * n).max(32)),
+        Scenario::Inflight256 => (3 * n, warm(3 * n).max(512)),
+        Scenario::Notify => (3 * n, warm(3 * n)),
+        Scenario::Blob1m | Scenario::Upload1m => ((n / 200).max(3), 2),
+        Scenario::Connect => ((n / 50).max(3), 2),
+        Scenario::Memory => (args.pending, 100),
+    };
+    Plan {
+        count,
+        warmup,
+        limit: args.limit,
+    }
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<bool> {
+    let Some(args) = parse_args()? else {
+        return Ok(true);
+    };
+    let started = Instant::now();
+    let servers = server::start()?;
+    let env = Env {
+        rpc_url: servers.rpc_url.clone(),
+        sreq_url: servers.sreq_url.clone(),
+        rpc: servers.rpc.clone(),
+        sreq: servers.sreq.clone(),
+    };
+    eprintln!(
+        "server: jsonrpsee at {}, server-request server at {}; repeat {}, time limit {:?}/run{}",
+        env.rpc_url,
+        env.sreq_url,
+        args.repeat,
+        args.limit,
+        if args.smoke { ", smoke" } else { "" }
+    );
+
+    let mut json_lines = Vec::new();
+    let mut all: HashMap<Scenario, Vec<Outcome>> = HashMap::new();
+    let mut failures = 0;
+    for &scenario in &args.scenarios {
+        let clients: Vec<ClientKind> = scenario
+            .clients()
+            .iter()
+            .copied()
+            .filter(|k| args.clients.contains(k))
+            .collect();
+        if clients.is_empty() {
+            continue;
+        }
+        let plan = plan(scenario, &args);
+        let mut outcomes: Vec<Outcome> = clients
+            .iter()
+            .map(|&kind| Outcome {
+                kind,
+                runs: Vec::new(),
+            })
+            .collect();
+        let scenario_start = Instant::now();
+        for r in 0..args.repeat {
+            // Interleave, rotating the order each repeat.
+            for i in 0..clients.len() {
+                let ix = (i + r) % clients.len();
+                let kind = clients[ix];
+                let t = Instant::now();
+                let result =
+                    clients::run_once(kind, scenario, &plan, &env).map_err(|e| format!("{e:#}"));
+                match &result {
+                    Ok(s) => eprintln!(
+                        "  {:<14} {}/{} {:<16} {:>12} {} ({} {}, {:.1}s)",
+                        scenario.name(),
+                        r + 1,
+                        args.repeat,
+                        kind.name(),
+                        report::fmt_num(s.values[0]),
+                        scenario.metrics()[0].unit,
+                        s.ops,
+                        scenario.op_name(),
+                        t.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!(
+                            "  {:<14} {}/{} {:<16} ERROR {e}",
+                            scenario.name(),
+                            r + 1,
+                            args.repeat,
+                            kind.name()
+                        );
+                    }
+                }
+                outcomes[ix].runs.push(result);
+            }
+        }
+        println!();
+        for ix in 0..scenario.metrics().len() {
+            println!("{}", report::table(scenario, ix, &outcomes, args.repeat));
+        }
+        println!(
+            "  ({} in {:.1}s)",
+            scenario.name(),
+            scenario_start.elapsed().as_secs_f64()
+        );
+        std::io::stdout().flush()?;
+        json_lines.extend(report::json_lines(
+            scenario,
+            &outcomes,
+            args.repeat,
+            args.smoke,
+        ));
+        all.insert(scenario, outcomes);
+    }
+    drop(servers);
+
+    println!("\n{}", summary(&all));
+    if let Some(dir) = args.json.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut text = json_lines.join("\n");
+    text.push('\n');
+    std::fs::write(&args.json, text).with_context(|| format!("writing {}", args.json.display()))?;
+    println!(
+        "wrote {} ({} lines); total {:.1}s{}",
+        args.json.display(),
+        json_lines.len(),
+        started.elapsed().as_secs_f64(),
+        if failures > 0 {
+            format!("; {failures} runs FAILED")
+        } else {
+            String::new()
+        }
+    );
+    Ok(failures == 0)
+}
+
+/// The headline ratios, each with its direction.
+fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
+    let med = |s: Scenario, k: ClientKind, m: usize| {
+        all.get(&s)
+            .and_then(|os| os.iter().find(|o| o.kind == k))
+            .and_then(|o| o.median(m))
+    };
+    let mut out = String::from("summary (ours-client / other; ours-addr in brackets)\n");
+    let rows: [(&str, Scenario, usize, ClientKind, &str); 8] = [
+        (
+            "inflight16 calls/s vs jsonrpsee",
+            Scenario::Inflight16,
+            0,
+            ClientKind::Jsonrpsee,
+            ">1 better",
+        ),
+        (
+            "inflight256 calls/s vs jsonrpsee",
+            Scenario::Inflight256,
+            0,
+            ClientKind::Jsonrpsee,
+            ">1 better",
+        ),
+        (
+            "seq p50 latency vs jsonrpsee",
+            Scenario::Seq,
+            0,
+            ClientKind::Jsonrpsee,
+            "<1 better",
+        ),
+        (
+            "seq p50 latency vs raw",
+            Scenario::Seq,
+            0,
+            ClientKind::Raw,
+            "<1 better",
+        ),
+        (
+            "blob1m MB/s vs jsonrpsee",
+            Scenario::Blob1m,
+            0,
+            ClientKind::Jsonrpsee,
+            ">1 better",
+        ),
+        (
+            "upload1m MB/s vs jsonrpsee",
+            Scenario::Upload1m,
+            0,
+            ClientKind::Jsonrpsee,
+            ">1 better",
+        ),
+        (
+            "memory bytes/pending call vs jsonrpsee",
+            Scenario::Memory,
+            0,
+            ClientKind::Jsonrpsee,
+            "<1 better",
+        ),
+        (
+            "server_request req/s vs raw",
+            Scenario::ServerRequest,
+            0,
+            ClientKind::Raw,
+            ">1 better",
+        ),
+    ];
+    for (label, s, m, other, dir) in rows {
+        if !all.contains_key(&s) {
+            continue;
+        }
+        let theirs = med(s, other, m);
+        let r = |k| match (med(s, k, m), theirs) {
+            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        let extra = if s == Scenario::Memory {
+            format!(
+                "  ({} vs {} bytes)",
+                med(s, ClientKind::OursClient, m).map_or("-".into(), report::fmt_num),
+                theirs.map_or("-".into(), report::fmt_num)
+            )
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "  {label:<40} {:>7} [{}]  ({dir}){extra}\n",
+            r(ClientKind::OursClient),
+            r(ClientKind::OursAddr)
+        ));
+    }
+    out
+}

@@ -1,0 +1,535 @@
+//! Scenarios, their plans and metrics, and the scenario loops shared by every
+//! client that exposes an awaitable call (ours ×2 and jsonrpsee; the raw
+//! client has its own loops in `clients::raw`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+
+use crate::alloc::Snapshot;
+use crate::server::{RpcState, ServerRequestState, BLOB_LEN};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    Seq,
+    Inflight16,
+    Inflight256,
+    Blob1m,
+    Upload1m,
+    Notify,
+    Connect,
+    ServerRequest,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    OursClient,
+    OursAddr,
+    Jsonrpsee,
+    Raw,
+}
+
+impl ClientKind {
+    pub const ALL: [ClientKind; 4] = [
+        ClientKind::OursClient,
+        ClientKind::OursAddr,
+        ClientKind::Jsonrpsee,
+        ClientKind::Raw,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::OursClient => "ours-client",
+            ClientKind::OursAddr => "ours-addr",
+            ClientKind::Jsonrpsee => "jsonrpsee",
+            ClientKind::Raw => "raw-tungstenite",
+        }
+    }
+
+    pub fn is_ours(self) -> bool {
+        matches!(self, ClientKind::OursClient | ClientKind::OursAddr)
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name || (name == "raw" && *k == ClientKind::Raw))
+    }
+}
+
+/// One figure a scenario reports.
+pub struct Metric {
+    pub key: &'static str,
+    pub title: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Seq,
+        Scenario::Inflight16,
+        Scenario::Inflight256,
+        Scenario::Blob1m,
+        Scenario::Upload1m,
+        Scenario::Notify,
+        Scenario::Connect,
+        Scenario::ServerRequest,
+        Scenario::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Seq => "seq",
+            Scenario::Inflight16 => "inflight16",
+            Scenario::Inflight256 => "inflight256",
+            Scenario::Blob1m => "blob1m",
+            Scenario::Upload1m => "upload1m",
+            Scenario::Notify => "notify",
+            Scenario::Connect => "connect",
+            Scenario::ServerRequest => "server_request",
+            Scenario::Memory => "memory",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The clients that take part. jsonrpsee's client cannot answer
+    /// server→client requests, and for them `ours-addr` would be the same
+    /// connection as `ours-client` (the handler is registered on the builder).
+    pub fn clients(self) -> &'static [ClientKind] {
+        match self {
+            Scenario::ServerRequest => &[ClientKind::OursClient, ClientKind::Raw],
+            _ => &ClientKind::ALL,
+        }
+    }
+
+    /// What the scenario counts, for the "done" column.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            Scenario::Notify => "notes",
+            Scenario::Connect => "conns",
+            Scenario::ServerRequest => "requests",
+            Scenario::Memory => "pending",
+            _ => "calls",
+        }
+    }
+
+    pub fn metrics(self) -> &'static [Metric] {
+        const fn m(
+            key: &'static str,
+            title: &'static str,
+            unit: &'static str,
+            higher_is_better: bool,
+        ) -> Metric {
+            Metric {
+                key,
+                title,
+                unit,
+                higher_is_better,
+            }
+        }
+        const CPU: Metric = m("cpu_per_op", "client thread CPU per operation", "µs", false);
+        const SEQ: [Metric; 3] = [
+            m("p50_latency", "p50 latency", "µs", false),
+            m("p99_latency", "p99 latency", "µs", false),
+            CPU,
+        ];
+        const INFLIGHT: [Metric; 2] = [m("throughput", "throughput", "calls/s", true), CPU];
+        const BLOB: [Metric; 2] = [m("download", "1 MiB results", "MB/s", true), CPU];
+        const UPLOAD: [Metric; 2] = [m("upload", "1 MiB params", "MB/s", true), CPU];
+        const NOTIFY: [Metric; 2] = [
+            m(
+                "notifications",
+                "notifications then a barrier call",
+                "notes/s",
+                true,
+            ),
+            CPU,
+        ];
+        const CONNECT: [Metric; 2] = [m("connect", "connect + call + close", "conns/s", true), CPU];
+        const SERVER_REQUEST: [Metric; 2] = [
+            m(
+                "round_trips",
+                "server→client request round trips",
+                "requests/s",
+                true,
+            ),
+            CPU,
+        ];
+        const MEMORY: [Metric; 2] = [
+            m(
+                "bytes_per_pending",
+                "live heap per pending call",
+                "bytes",
+                false,
+            ),
+            m(
+                "allocs_per_pending",
+                "allocations per pending call",
+                "allocs",
+                false,
+            ),
+        ];
+        match self {
+            Scenario::Seq => &SEQ,
+            Scenario::Inflight16 | Scenario::Inflight256 => &INFLIGHT,
+            Scenario::Blob1m => &BLOB,
+            Scenario::Upload1m => &UPLOAD,
+            Scenario::Notify => &NOTIFY,
+            Scenario::Connect => &CONNECT,
+            Scenario::ServerRequest => &SERVER_REQUEST,
+            Scenario::Memory => &MEMORY,
+        }
+    }
+}
+
+/// How much one run of a scenario does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Calls (notifications, connections, pending calls) measured.
+    pub count: u64,
+    /// Untimed calls first, on the same connection.
+    pub warmup: u64,
+    /// Wall-time bound of the measured part: the run stops issuing new work
+    /// when it passes.
+    pub limit: Duration,
+}
+
+/// What one run measured: one value per [`Scenario::metrics`] entry.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub values: Vec<f64>,
+    /// Operations completed in the measured part.
+    pub ops: u64,
+    /// Stopped by the time bound rather than the count.
+    pub by_time: bool,
+}
+
+/// Wall clock and this thread's CPU time since the measured part began.
+pub struct Measure {
+    pub start: Instant,
+    cpu: Duration,
+}
+
+impl Measure {
+    pub fn start() -> Measure {
+        Measure {
+            cpu: crate::cpu::thread_cpu(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Client thread CPU per operation, in µs.
+    pub fn cpu_per_op_us(&self, ops: u64) -> f64 {
+        (crate::cpu::thread_cpu() - self.cpu).as_secs_f64() * 1e6 / ops.max(1) as f64
+    }
+
+    /// `ops × per_op` per second, then CPU per op.
+    pub fn rate(&self, ops: u64, planned: u64, per_op: f64) -> Sample {
+        let elapsed = self.start.elapsed();
+        Sample {
+            values: vec![
+                ops as f64 * per_op / elapsed.as_secs_f64(),
+                self.cpu_per_op_us(ops),
+            ],
+            ops,
+            by_time: ops < planned,
+        }
+    }
+
+    /// p50 and p99 of `lat`, then CPU per call.
+    pub fn latency(&self, mut lat: Vec<Duration>, planned: u64) -> Sample {
+        let cpu = self.cpu_per_op_us(lat.len() as u64);
+        lat.sort_unstable();
+        Sample {
+            values: vec![percentile_us(&lat, 50.0), percentile_us(&lat, 99.0), cpu],
+            ops: lat.len() as u64,
+            by_time: (lat.len() as u64) < planned,
+        }
+    }
+}
+
+/// Everything a client thread needs to know about the servers.
+#[derive(Clone)]
+pub struct Env {
+    pub rpc_url: String,
+    pub sreq_url: String,
+    pub rpc: Arc<RpcState>,
+    pub sreq: Arc<ServerRequestState>,
+}
+
+/// A client that exposes every benchmarked operation as an awaitable call.
+/// Results are checked (shape or length) so a broken client cannot look fast.
+pub trait RpcBench: Sized {
+    async fn connect(url: &str) -> Result<Self>;
+    /// `echo` with params `["bench", 42]`, result as a `serde_json::Value`.
+    async fn echo(&self) -> Result<()>;
+    /// `blob`: returns the length of the 1 MiB string result.
+    async fn blob(&self) -> Result<usize>;
+    /// `upload` with `[data]`: returns the length the server saw.
+    async fn upload(&self, data: &str) -> Result<u64>;
+    /// Notification `note` with `[1]`.
+    async fn note(&self) -> Result<()>;
+    /// `count`: notifications the server has received.
+    async fn count(&self) -> Result<u64>;
+    /// `hold`: answered only when the memory scenario releases it.
+    async fn hold(&self) -> Result<u64>;
+    async fn close(self) -> Result<()>;
+}
+
+pub fn check_echo(v: &serde_json::Value) -> Result<()> {
+    ensure!(
+        v.as_array().is_some_and(|a| a.len() == 2),
+        "unexpected echo result {v}"
+    );
+    Ok(())
+}
+
+/// Run one scenario (except `server_request`) with a generic client.
+pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
+    if scenario == Scenario::Connect {
+        return connect::<C>(&env.rpc_url, plan).await;
+    }
+    let client = C::connect(&env.rpc_url).await?;
+    let sample = match scenario {
+        Scenario::Seq => seq(&client, plan).await?,
+        Scenario::Inflight16 => inflight(&client, 16, plan).await?,
+        Scenario::Inflight256 => inflight(&client, 256, plan).await?,
+        Scenario::Blob1m => blob(&client, plan).await?,
+        Scenario::Upload1m => upload(&client, plan).await?,
+        Scenario::Notify => notify(&client, plan).await?,
+        Scenario::Memory => memory(&client, plan, &env.rpc).await?,
+        Scenario::Connect | Scenario::ServerRequest => unreachable!(),
+    };
+    client.close().await?;
+    Ok(sample)
+}
+
+/// Nearest-rank percentile of sorted latencies, in µs.
+pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e6
+}
+
+async fn seq<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    for _ in 0..plan.warmup {
+        c.echo().await?;
+    }
+    let mut lat = Vec::with_capacity(plan.count as usize);
+    let measure = Measure::start();
+    let deadline = measure.start + plan.limit;
+    while (lat.len() as u64) < plan.count {
+        let t = Instant::now();
+        c.echo().await?;
+        let now = Instant::now();
+        lat.push(now - t);
+        if now >= deadline {
+            break;
+        }
+    }
+    Ok(measure.latency(lat, plan.count))
+}
+
+/// Keep `window` calls outstanding until `count` have been issued or
+/// `deadline` passes; returns how many completed.
+async fn window<'a, C, F, Fut>(
+    window: u64,
+    count: u64,
+    deadline: Instant,
+    c: &'a C,
+    f: F,
+) -> Result<u64>
+where
+    F: Fn(&'a C) -> Fut,
+    Fut: Future<Output = Result<()>> + 'a,
+{
+    let mut pending = FuturesUnordered::new();
+    let mut issued = 0;
+    while issued < count.min(window) {
+        pending.push(f(c));
+        issued += 1;
+    }
+    let mut done = 0;
+    while let Some(r) = pending.next().await {
+        r?;
+        done += 1;
+        if issued < count && Instant::now() < deadline {
+            pending.push(f(c));
+            issued += 1;
+        }
+    }
+    Ok(done)
+}
+
+async fn inflight<C: RpcBench>(c: &C, width: u64, plan: &Plan) -> Result<Sample> {
+    let far = Instant::now() + plan.limit * 3;
+    window(width, plan.warmup, far, c, |c| c.echo()).await?;
+    let measure = Measure::start();
+    let start = measure.start;
+    let done = window(width, plan.count, start + plan.limit, c, |c| c.echo()).await?;
+    Ok(measure.rate(done, plan.count, 1.0))
+}
+
+async fn blob<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    for _ in 0..plan.warmup {
+        ensure!(c.blob().await? == BLOB_LEN, "short blob");
+    }
+    let measure = Measure::start();
+    let start = measure.start;
+    let deadline = start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        ensure!(c.blob().await? == BLOB_LEN, "short blob");
+        done += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, BLOB_LEN as f64 / 1e6))
+}
+
+async fn upload<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    let data = crate::server::blob_string();
+    for _ in 0..plan.warmup {
+        ensure!(c.upload(&data).await? == BLOB_LEN as u64, "short upload");
+    }
+    let measure = Measure::start();
+    let start = measure.start;
+    let deadline = start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        ensure!(c.upload(&data).await? == BLOB_LEN as u64, "short upload");
+        done += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, BLOB_LEN as f64 / 1e6))
+}
+
+/// Call `count` until the server reports `target` notifications. The server
+/// runs every incoming message as its own task, so a `count` call can overtake
+/// the last few notifications; asking again closes that gap.
+async fn barrier<C: RpcBench>(c: &C, target: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = c.count().await?;
+        if n >= target {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("server saw {n} of {target} notifications after 30 s");
+        }
+    }
+}
+
+async fn notify<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    let base = c.count().await?;
+    for _ in 0..plan.warmup {
+        c.note().await?;
+    }
+    barrier(c, base + plan.warmup).await?;
+    let base = base + plan.warmup;
+    let measure = Measure::start();
+    let start = measure.start;
+    let deadline = start + plan.limit;
+    let mut sent = 0;
+    while sent < plan.count {
+        c.note().await?;
+        sent += 1;
+        if sent % 64 == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    barrier(c, base + sent).await?;
+    Ok(measure.rate(sent, plan.count, 1.0))
+}
+
+async fn connect<C: RpcBench>(url: &str, plan: &Plan) -> Result<Sample> {
+    async fn once<C: RpcBench>(url: &str) -> Result<()> {
+        let c = C::connect(url).await?;
+        c.echo().await?;
+        c.close().await
+    }
+    for _ in 0..plan.warmup {
+        once::<C>(url).await?;
+    }
+    let measure = Measure::start();
+    let start = measure.start;
+    let deadline = start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        once::<C>(url).await?;
+        done += 1;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, 1.0))
+}
+
+/// Poll `state` until `n` `hold` calls have arrived at the server.
+pub async fn wait_for_held(state: &RpcState, n: u64, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while state.held() < n {
+        if Instant::now() >= deadline {
+            bail!("server saw {} of {n} held calls in {limit:?}", state.held());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
+}
+
+/// Live heap (and allocations) on this thread per pending call, from before
+/// issuing `plan.count` `hold` calls to when the server has seen them all.
+pub fn memory_sample(before: Snapshot, after: Snapshot, n: u64) -> Sample {
+    Sample {
+        values: vec![
+            (after.live() - before.live()) as f64 / n as f64,
+            after.allocations.wrapping_sub(before.allocations) as f64 / n as f64,
+        ],
+        ops: n,
+        by_time: false,
+    }
+}
+
+async fn memory<C: RpcBench>(c: &C, plan: &Plan, state: &RpcState) -> Result<Sample> {
+    for _ in 0..plan.warmup {
+        c.echo().await?;
+    }
+    let n = plan.count;
+    state.reset_hold();
+    let before = Snapshot::now();
+    let mut pending: FuturesUnordered<_> = (0..n).map(|_| c.hold()).collect();
+    // Drive the calls (they must be polled to be sent) until the server has
+    // them all; none may complete before the release.
+    tokio::select! {
+        r = pending.next() => bail!("a held call completed before the release: {:?}", r.map(|r| r.map_err(|e| e.to_string()))),
+        r = wait_for_held(state, n, plan.limit) => r?,
+    }
+    let after = Snapshot::now();
+    state.release_hold();
+    let drained = tokio::time::timeout(plan.limit + Duration::from_secs(30), async {
+        while let Some(r) = pending.next().await {
+            r?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r?,
+        Err(_) => bail!("held calls did not complete after the release"),
+    }
+    Ok(memory_sample(before, after, n))
+}
