@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
 use std::future::Future;
 
 use actix::{Addr, MailboxError, Recipient};
@@ -76,7 +77,7 @@ impl Client {
     /// [`Error::Closed`], [`Error::Disconnected`], [`Error::Decode`], …
     pub async fn call<T>(
         &self,
-        method: impl Into<String>,
+        method: impl Into<Cow<'static, str>>,
         params: impl Into<Params>,
     ) -> Result<T, Error>
     where
@@ -111,7 +112,7 @@ impl Client {
     /// queued for writing, in order.
     pub async fn notify(
         &self,
-        method: impl Into<String>,
+        method: impl Into<Cow<'static, str>>,
         params: impl Into<Params>,
     ) -> Result<(), Error> {
         let notify = Notify::new(method, params);
@@ -207,7 +208,7 @@ impl Client {
             .await
     }
 
-    async fn deliver<M>(&self, message: M, what: &str) -> Result<(), Error>
+    async fn deliver<M>(&self, message: M, what: &'static str) -> Result<(), Error>
     where
         M: actix::Message<Result = ()> + Send + 'static,
         RpcConnection: actix::Handler<M>,
@@ -215,7 +216,7 @@ impl Client {
         self.addr
             .send(message)
             .await
-            .map_err(|err| not_connected(err, what.to_owned()))
+            .map_err(|err| not_connected(err, Cow::Borrowed(what)))
     }
 
     /// The connection's counters, readable even after it has stopped.
@@ -238,7 +239,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn not_connected(_: MailboxError, method: String) -> Error {
+fn not_connected(_: MailboxError, method: Cow<'static, str>) -> Error {
     Error::NotConnected { method }
 }
 

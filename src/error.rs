@@ -1,5 +1,6 @@
 //! The one error type of this crate.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallInfo {
     /// The full method name.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The request id this connection gave the call.
     pub id: u64,
 }
@@ -133,7 +134,7 @@ pub enum Error {
     #[error("not connected: the connection has stopped, so '{method}' was not sent")]
     NotConnected {
         /// The method that could not be sent.
-        method: String,
+        method: Cow<'static, str>,
     },
 
     /// The server's reply to the call broke the JSON-RPC 2.0 rules (for
@@ -166,7 +167,7 @@ pub enum Error {
     #[error("invalid params for '{method}': {reason}")]
     InvalidParams {
         /// The method the params were for.
-        method: String,
+        method: Cow<'static, str>,
         /// What was wrong.
         reason: String,
     },
@@ -189,7 +190,7 @@ pub enum Error {
         /// The configured limit of calls in flight.
         limit: usize,
         /// The method that was not sent.
-        method: String,
+        method: Cow<'static, str>,
     },
 }
 

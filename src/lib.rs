@@ -63,7 +63,7 @@ mod protocol;
 mod registry;
 
 pub use client::{Client, Namespace};
-pub use connection::{ConnectionBuilder, RpcConnection, Stats};
+pub use connection::{CallReply, ConnectionBuilder, RpcConnection, Stats};
 pub use error::{BoxError, CallInfo, Error};
 pub use message::{
     Call, Close, GetStats, Notify, RegisterHandler, RegisterListener, ServerNotification,

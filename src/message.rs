@@ -3,6 +3,7 @@
 //! Actors talk to the connection with `addr.send(..)`; plain async code uses
 //! the [`Client`](crate::Client) handle, which sends the same messages.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -43,7 +44,7 @@ use crate::registry::Route;
 /// on [`Error`] for calls that could not be sent.
 #[must_use = "a Call does nothing until it is sent to the connection"]
 pub struct Call<T = Value> {
-    pub(crate) method: String,
+    pub(crate) method: Cow<'static, str>,
     pub(crate) params: Params,
     pub(crate) timeout: Option<Duration>,
     result: PhantomData<fn() -> T>,
@@ -51,7 +52,8 @@ pub struct Call<T = Value> {
 
 impl Call {
     /// A call of `method` with `params` (see [`Params`] for the shapes).
-    pub fn new(method: impl Into<String>, params: impl Into<Params>) -> Call {
+    /// A `&'static str` method name is used without copying it.
+    pub fn new(method: impl Into<Cow<'static, str>>, params: impl Into<Params>) -> Call {
         Call {
             method: method.into(),
             params: params.into(),
@@ -116,13 +118,13 @@ impl<T: 'static> Message for Call<T> {
 #[derive(Debug)]
 #[must_use = "a Notify does nothing until it is sent to the connection"]
 pub struct Notify {
-    pub(crate) method: String,
+    pub(crate) method: Cow<'static, str>,
     pub(crate) params: Params,
 }
 
 impl Notify {
     /// A notification of `method` with `params`.
-    pub fn new(method: impl Into<String>, params: impl Into<Params>) -> Notify {
+    pub fn new(method: impl Into<Cow<'static, str>>, params: impl Into<Params>) -> Notify {
         Notify {
             method: method.into(),
             params: params.into(),

@@ -231,15 +231,12 @@ async fn run(cli: Cli) -> ExitCode {
     let params = target.params.map_or_else(Params::none, Params::from);
     let code = if is_call {
         // The raw result keeps the server's key order and number spelling.
-        match client
-            .call::<Box<RawValue>>(target.method.as_str(), params)
-            .await
-        {
+        match client.call::<Box<RawValue>>(target.method, params).await {
             Ok(result) => print_result(&compact(result.get())),
             Err(err) => fail(&err),
         }
     } else {
-        match client.notify(target.method.as_str(), params).await {
+        match client.notify(target.method, params).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail(&err),
         }

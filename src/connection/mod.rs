@@ -8,9 +8,12 @@ mod metrics;
 mod pending;
 mod transport;
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::dev::{MessageResponse, OneshotSender};
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use actix_codec::Framed;
@@ -164,15 +167,17 @@ impl RpcConnection {
         self.writer.write(item);
     }
 
-    /// Registers a call and writes its request. The pending entry exists
-    /// before the frame is written, so no response can overtake it.
+    /// Registers a call and writes its request; returns its id. The pending
+    /// entry exists before the frame is written, so no response can
+    /// overtake it; the reply's responder is attached right after, in the
+    /// same turn of the actor (see [`CallReply`]).
     fn start_call(
         &mut self,
-        method: String,
+        method: Cow<'static, str>,
         params: &protocol::Params,
         timeout: Option<Duration>,
         ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<Reply, Error>>, Error> {
+    ) -> Result<u64, Error> {
         if self.state != State::Open {
             return Err(Error::NotConnected { method });
         }
@@ -203,15 +208,14 @@ impl RpcConnection {
                 call: Some(call),
             });
         }
-        let (tx, rx) = oneshot::channel();
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         let now = Instant::now();
-        self.pending.insert(call, now, timeout, tx);
+        self.pending.insert(call, now, timeout);
         self.metrics.set_pending(self.pending.len());
         self.arm_timer(now + timeout, ctx);
         self.write(Outbound::Text(text));
         Metrics::add(&self.metrics.calls_sent, 1);
-        Ok(rx)
+        Ok(id)
     }
 
     /// Makes sure the expiry timer fires no later than `deadline`. One timer
@@ -484,21 +488,48 @@ impl<T> Handler<Call<T>> for RpcConnection
 where
     T: DeserializeOwned + 'static,
 {
-    type Result = ResponseFuture<Result<T, Error>>;
+    type Result = CallReply<T>;
 
     fn handle(&mut self, msg: Call<T>, ctx: &mut Self::Context) -> Self::Result {
-        let started = self.start_call(msg.method, &msg.params, msg.timeout, ctx);
-        Box::pin(async move {
-            let reply = started?.await.map_err(|_| Error::Disconnected {
-                call: None,
-                source: None,
-            })??;
-            decode(reply)
-        })
+        CallReply {
+            started: self
+                .start_call(msg.method, &msg.params, msg.timeout, ctx)
+                .map(|id| (self.pending.clone(), id)),
+            result: PhantomData,
+        }
     }
 }
 
-/// Decodes a raw result into the caller's type, on the caller's side.
+/// The connection's answer to a [`Call`]: actix passes it the sender's reply
+/// channel, which goes straight into the pending-call table, so the result
+/// travels from the socket to the caller with no task or channel between.
+pub struct CallReply<T> {
+    started: Result<(PendingCalls, u64), Error>,
+    result: PhantomData<fn() -> T>,
+}
+
+impl<T> MessageResponse<RpcConnection, Call<T>> for CallReply<T>
+where
+    T: DeserializeOwned + 'static,
+{
+    fn handle(self, _: &mut Context<RpcConnection>, tx: Option<OneshotSender<Result<T, Error>>>) {
+        // `None`: sent with `do_send`; nobody waits for the outcome.
+        let Some(tx) = tx else { return };
+        match self.started {
+            Ok((pending, id)) => pending.attach(
+                id,
+                Box::new(move |outcome| {
+                    let _ = tx.send(outcome.and_then(decode::<T>));
+                }),
+            ),
+            Err(error) => {
+                let _ = tx.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Decodes a raw result into the caller's type.
 fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T, Error> {
     serde_json::from_str(reply.result.get()).map_err(|source| Error::Decode {
         call: reply.call,

@@ -3,11 +3,12 @@
 //! No actix in here: the actor decides when to call [`PendingCalls::expire`];
 //! this type only keeps the books, so every path is unit-tested.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
 use serde_json::value::RawValue;
 
 use crate::error::{CallInfo, Error};
@@ -21,14 +22,26 @@ pub(crate) struct Reply {
     pub result: Box<RawValue>,
 }
 
-/// Where the outcome of one call is sent.
-pub(crate) type Responder = oneshot::Sender<Result<Reply, Error>>;
+/// Told the outcome of one call, once. It decodes the result for its caller
+/// and sends it on actix's own reply channel: no second channel, no task.
+pub(crate) type Responder = Box<dyn FnOnce(Result<Reply, Error>)>;
 
 struct Entry {
     call: CallInfo,
     deadline: Instant,
     timeout: Duration,
-    responder: Responder,
+    /// `None` until attached, and for calls nobody waits for (`do_send`).
+    responder: Option<Responder>,
+}
+
+impl Entry {
+    fn tell(self, outcome: impl FnOnce(CallInfo) -> Result<Reply, Error>) {
+        if let Some(responder) = self.responder {
+            // NOTE: the caller may have stopped waiting; its channel then
+            // drops the outcome, which is normal.
+            responder(outcome(self.call));
+        }
+    }
 }
 
 /// Our ids are sequential integers: a multiplicative hash spreads them well
@@ -50,101 +63,101 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Calls sent and not yet answered.
-#[derive(Default)]
+type Table = HashMap<u64, Entry, BuildHasherDefault<IdHasher>>;
+
+/// Calls sent and not yet answered. A cheap handle: the actor holds one, and
+/// each call's reply holds one just long enough to attach its responder
+/// (actix hands over the reply channel after the handler has returned).
+#[derive(Default, Clone)]
 pub(crate) struct PendingCalls {
-    entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    entries: Rc<RefCell<Table>>,
 }
 
 impl PendingCalls {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.borrow().len()
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.borrow().is_empty()
     }
 
     /// Registers a call that must end by `now + timeout`.
-    pub fn insert(
-        &mut self,
-        call: CallInfo,
-        now: Instant,
-        timeout: Duration,
-        responder: Responder,
-    ) {
+    pub fn insert(&self, call: CallInfo, now: Instant, timeout: Duration) {
         let entry = Entry {
             deadline: now + timeout,
             timeout,
             call,
-            responder,
+            responder: None,
         };
-        self.entries.insert(entry.call.id, entry);
+        self.entries.borrow_mut().insert(entry.call.id, entry);
+    }
+
+    /// Says who waits for call `id`.
+    pub fn attach(&self, id: u64, responder: Responder) {
+        if let Some(entry) = self.entries.borrow_mut().get_mut(&id) {
+            entry.responder = Some(responder);
+        }
+    }
+
+    fn remove(&self, id: u64) -> Option<Entry> {
+        self.entries.borrow_mut().remove(&id)
     }
 
     /// Delivers the server's answer. Returns `false` for an id nobody waits for.
-    pub fn complete(&mut self, id: u64, outcome: Result<Box<RawValue>, ErrorObject>) -> bool {
-        let Some(Entry {
-            call, responder, ..
-        }) = self.entries.remove(&id)
-        else {
+    pub fn complete(&self, id: u64, outcome: Result<Box<RawValue>, ErrorObject>) -> bool {
+        let Some(entry) = self.remove(id) else {
             return false;
         };
-        let message = match outcome {
+        entry.tell(|call| match outcome {
             Ok(result) => Ok(Reply { call, result }),
             Err(error) => Err(Error::Rpc {
                 call,
                 error: Box::new(error),
             }),
-        };
-        // NOTE: the caller may have stopped waiting (dropped its future); that is normal.
-        let _ = responder.send(message);
+        });
         true
     }
 
     /// Fails one call with an error built from its [`CallInfo`].
-    pub fn fail(&mut self, id: u64, error: impl FnOnce(CallInfo) -> Error) -> bool {
-        let Some(Entry {
-            call, responder, ..
-        }) = self.entries.remove(&id)
-        else {
+    pub fn fail(&self, id: u64, error: impl FnOnce(CallInfo) -> Error) -> bool {
+        let Some(entry) = self.remove(id) else {
             return false;
         };
-        let _ = responder.send(Err(error(call)));
+        entry.tell(|call| Err(error(call)));
         true
     }
 
     /// Fails every call whose deadline is at or before `now` with
     /// [`Error::Timeout`]; returns how many, and the next deadline among the
     /// calls left.
-    pub fn expire(&mut self, now: Instant) -> (usize, Option<Instant>) {
-        let mut expired = Vec::new();
+    pub fn expire(&self, now: Instant) -> (usize, Option<Instant>) {
+        let mut due = Vec::new();
         let mut next: Option<Instant> = None;
-        for (id, entry) in &self.entries {
+        for (id, entry) in self.entries.borrow().iter() {
             if entry.deadline <= now {
-                expired.push(*id);
+                due.push(*id);
             } else {
                 next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
             }
         }
-        for id in &expired {
-            if let Some(entry) = self.entries.remove(id) {
-                let error = Error::Timeout {
-                    call: entry.call,
-                    after: entry.timeout,
-                };
-                let _ = entry.responder.send(Err(error));
+        // Told outside the borrow: a responder may be anything.
+        for id in &due {
+            if let Some(entry) = self.remove(*id) {
+                let after = entry.timeout;
+                entry.tell(|call| Err(Error::Timeout { call, after }));
             }
         }
-        (expired.len(), next)
+        (due.len(), next)
     }
 
     /// Fails every call with (a copy of) `error`; the table is empty afterwards.
-    pub fn fail_all(&mut self, error: &Error) -> usize {
-        let n = self.entries.len();
-        for (_, entry) in self.entries.drain() {
-            let _ = entry.responder.send(Err(error.for_call(entry.call)));
+    pub fn fail_all(&self, error: &Error) -> usize {
+        let entries: Vec<Entry> = self.entries.borrow_mut().drain().map(|(_, e)| e).collect();
+        let n = entries.len();
+        for entry in entries {
+            entry.tell(|call| Err(error.for_call(call)));
         }
         n
     }
@@ -153,10 +166,11 @@ impl PendingCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_channel::oneshot;
 
     fn call(id: u64) -> CallInfo {
         CallInfo {
-            method: format!("m{id}"),
+            method: format!("m{id}").into(),
             id,
         }
     }
@@ -165,14 +179,30 @@ mod tests {
         RawValue::from_string(text.to_owned()).unwrap()
     }
 
+    /// Inserts call `id` with a responder that forwards to the returned channel.
+    fn waiting(
+        table: &PendingCalls,
+        id: u64,
+        now: Instant,
+        timeout: Duration,
+    ) -> oneshot::Receiver<Result<Reply, Error>> {
+        let (tx, rx) = oneshot::channel();
+        table.insert(call(id), now, timeout);
+        table.attach(
+            id,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        rx
+    }
+
     #[test]
     fn each_call_gets_its_own_answer_once() {
-        let mut table = PendingCalls::default();
+        let table = PendingCalls::default();
         let now = Instant::now();
-        let (tx1, mut rx1) = oneshot::channel();
-        let (tx2, mut rx2) = oneshot::channel();
-        table.insert(call(1), now, Duration::from_secs(1), tx1);
-        table.insert(call(2), now, Duration::from_secs(1), tx2);
+        let mut rx1 = waiting(&table, 1, now, Duration::from_secs(1));
+        let mut rx2 = waiting(&table, 2, now, Duration::from_secs(1));
         assert!(table.complete(2, Ok(raw("\"two\""))));
         assert!(table.complete(1, Err(ErrorObject::new(-1, "no"))));
         assert!(
@@ -187,13 +217,19 @@ mod tests {
     }
 
     #[test]
+    fn a_call_nobody_waits_for_still_completes() {
+        let table = PendingCalls::default();
+        table.insert(call(9), Instant::now(), Duration::from_secs(1));
+        assert!(table.complete(9, Ok(raw("null"))));
+        assert!(table.is_empty());
+    }
+
+    #[test]
     fn expire_fails_only_due_calls_and_reports_the_next_deadline() {
-        let mut table = PendingCalls::default();
+        let table = PendingCalls::default();
         let now = Instant::now();
-        let (tx_short, mut rx_short) = oneshot::channel();
-        let (tx_long, mut rx_long) = oneshot::channel();
-        table.insert(call(1), now, Duration::from_millis(10), tx_short);
-        table.insert(call(2), now, Duration::from_secs(5), tx_long);
+        let mut rx_short = waiting(&table, 1, now, Duration::from_millis(10));
+        let mut rx_long = waiting(&table, 2, now, Duration::from_secs(5));
         assert_eq!(
             table.expire(now),
             (0, Some(now + Duration::from_millis(10)))
@@ -211,14 +247,11 @@ mod tests {
 
     #[test]
     fn fail_all_empties_the_table_and_tells_everyone() {
-        let mut table = PendingCalls::default();
+        let table = PendingCalls::default();
         let now = Instant::now();
-        let mut receivers = Vec::new();
-        for id in 0..100 {
-            let (tx, rx) = oneshot::channel();
-            table.insert(call(id), now, Duration::from_secs(1), tx);
-            receivers.push(rx);
-        }
+        let mut receivers: Vec<_> = (0..100)
+            .map(|id| waiting(&table, id, now, Duration::from_secs(1)))
+            .collect();
         drop(receivers.pop()); // a caller that gave up must not disturb the others
         let closed = Error::Closed {
             code: 1001,
@@ -236,9 +269,8 @@ mod tests {
 
     #[test]
     fn fail_one_names_the_call() {
-        let mut table = PendingCalls::default();
-        let (tx, mut rx) = oneshot::channel();
-        table.insert(call(7), Instant::now(), Duration::from_secs(1), tx);
+        let table = PendingCalls::default();
+        let mut rx = waiting(&table, 7, Instant::now(), Duration::from_secs(1));
         assert!(table.fail(7, |call| Error::InvalidResponse {
             call,
             reason: "bad".into()

@@ -11,8 +11,9 @@ pub(crate) fn encode_request(id: Option<u64>, method: &str, params: Option<&str>
     let mut out = String::with_capacity(48 + method.len() + params.map_or(0, str::len));
     out.push_str(r#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
-        // Writing to a String cannot fail.
-        let _ = write!(out, r#""id":{id},"#);
+        out.push_str(r#""id":"#);
+        push_u64(&mut out, id);
+        out.push(',');
     }
     out.push_str(r#""method":"#);
     push_json_string(&mut out, method);
@@ -50,6 +51,24 @@ pub(crate) fn encode_error_response(id: &Id, error: &ErrorObject) -> String {
     out
 }
 
+/// Decimal digits of `n`, without the formatting machinery (this runs once
+/// per call).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[start..] {
+        out.push(char::from(d));
+    }
+}
+
 fn push_id(out: &mut String, id: &Id) {
     match id {
         Id::Number(n) => {
@@ -79,6 +98,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::{json, Value};
+
+    #[test]
+    fn ids_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1234567890, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 
     #[test]
     fn requests_and_notifications_have_the_exact_shape() {
