@@ -75,6 +75,13 @@ pub use registry::Route;
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
 
+/// Internals exposed for the criterion micro-benchmarks in `benches/` only;
+/// not part of the API and not covered by semver.
+#[doc(hidden)]
+pub mod __bench {
+    pub use crate::protocol::{encode_request, encode_result_response, parse, Inbound, Message};
+}
+
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

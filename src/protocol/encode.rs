@@ -7,7 +7,7 @@ use super::{ErrorObject, Id};
 
 /// `{"jsonrpc":"2.0","id":1,"method":"m","params":[..]}`; without `id` it is
 /// a notification.
-pub(crate) fn encode_request(id: Option<u64>, method: &str, params: Option<&str>) -> String {
+pub fn encode_request(id: Option<u64>, method: &str, params: Option<&str>) -> String {
     let mut out = String::with_capacity(48 + method.len() + params.map_or(0, str::len));
     out.push_str(r#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
@@ -26,7 +26,7 @@ pub(crate) fn encode_request(id: Option<u64>, method: &str, params: Option<&str>
 }
 
 /// `{"jsonrpc":"2.0","id":..,"result":..}` with `result` already JSON text.
-pub(crate) fn encode_result_response(id: &Id, result: &str) -> String {
+pub fn encode_result_response(id: &Id, result: &str) -> String {
     let mut out = String::with_capacity(40 + result.len());
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     push_id(&mut out, id);
@@ -37,7 +37,7 @@ pub(crate) fn encode_result_response(id: &Id, result: &str) -> String {
 }
 
 /// `{"jsonrpc":"2.0","id":..,"error":{..}}`.
-pub(crate) fn encode_error_response(id: &Id, error: &ErrorObject) -> String {
+pub fn encode_error_response(id: &Id, error: &ErrorObject) -> String {
     let mut out = String::with_capacity(64 + error.message.len());
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
     push_id(&mut out, id);

@@ -102,7 +102,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Classifies one inbound text message. Never fails: what cannot be read is
 /// [`Inbound::Garbage`] or an invalid [`Message`].
-pub(crate) fn parse(text: &str) -> Inbound {
+pub fn parse(text: &str) -> Inbound {
     match text.trim_start().as_bytes().first() {
         Some(b'{') => match serde_json::from_str::<Envelope<'_>>(text) {
             Ok(envelope) => Inbound::Single(classify(envelope)),

@@ -12,13 +12,11 @@ mod params;
 
 pub use error_object::ErrorObject;
 pub use id::Id;
-pub(crate) use inbound::{Inbound, Message};
-#[allow(unused_imports)] // used by the server-request registry
-pub(crate) use inbound::{Notification, Request, Response};
+pub use inbound::{Inbound, Message, Notification, Request};
 pub use params::{Params, ParamsBuilder};
 
-pub(crate) use encode::{encode_error_response, encode_request, encode_result_response};
-pub(crate) use inbound::parse;
+pub use encode::{encode_error_response, encode_request, encode_result_response};
+pub use inbound::parse;
 
 /// Standard JSON-RPC 2.0 error codes.
 pub mod codes {
