@@ -58,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let answer: Value = client.call("demo.askClient", params!["Proceed?"]).await?;
     println!("demo.askClient(\"Proceed?\")   = {answer}");
 
-    client.close().await;
+    client.close().await?;
     println!("closed; pending calls left: {}", client.stats().pending);
     Ok(())
 }

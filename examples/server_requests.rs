@@ -72,6 +72,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "server requests answered: {}, notifications received: {}",
         stats.server_requests, stats.server_notifications
     );
-    client.close().await;
+    client.close().await?;
     Ok(())
 }

@@ -39,7 +39,7 @@ use crate::registry::Route;
 ///     client.notify("log.write", params!["hello"]).await?;                       // no reply
 ///     let users = client.namespace("app.users");
 ///     let all: Vec<Value> = users.call("getUsers", params![]).await?;           // app.users.getUsers
-///     client.close().await;
+///     client.close().await?;
 ///     Ok(())
 /// }
 /// ```
@@ -134,9 +134,14 @@ impl Client {
 
     /// Closes the connection (see [`Close`]) and waits until it is closed.
     /// Pending calls fail with [`Error::Closed`]. Closing twice is harmless.
-    pub async fn close(&self) {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CloseTimeout`] when the server did not finish the closing
+    /// handshake within the close timeout (the connection is closed anyway).
+    pub async fn close(&self) -> Result<(), Error> {
         // An actor that has already stopped is as closed as it gets.
-        let _ = self.addr.send(Close::new()).await;
+        self.addr.send(Close::new()).await.unwrap_or(Ok(()))
     }
 
     /// Answers the server's requests matching `route` with this actor,

@@ -130,6 +130,14 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// We closed the connection, but the server did not finish the closing
+    /// handshake in time; the socket was dropped anyway.
+    #[error("the server did not answer our close frame within {after:?}")]
+    CloseTimeout {
+        /// The close timeout that elapsed.
+        after: Duration,
+    },
+
     /// The connection has stopped; nothing can be sent on it any more.
     #[error("not connected: the connection has stopped, so '{method}' was not sent")]
     NotConnected {

@@ -138,8 +138,10 @@ impl Message for Notify {
 
 /// Closes the connection: sends a close frame, fails every pending call with
 /// [`Error::Closed`], waits (briefly) for the server's close frame and stops
-/// the actor. Completes when the actor has stopped. Closing a connection that
-/// is already closing or closed does nothing.
+/// the actor. Completes when the actor has stopped: `Ok` once the server has
+/// closed its side, [`Error::CloseTimeout`] if it did not within the close
+/// timeout. Closing a connection that is already closing waits for the same
+/// end.
 ///
 /// # Examples
 ///
@@ -185,7 +187,7 @@ impl Default for Close {
 }
 
 impl Message for Close {
-    type Result = ();
+    type Result = Result<(), Error>;
 }
 
 /// Asks for the connection's counters (see [`Stats`]).

@@ -300,7 +300,9 @@ async fn close_fails_pending_calls_and_later_calls_say_not_connected() {
     };
     // The call is in the table once the server has seen it.
     server.wait_received_async(1, support::BOUND).await;
-    within("close", client.close()).await;
+    within("close", client.close())
+        .await
+        .expect("a clean close");
     let err = within("pending call", pending).await.unwrap().unwrap_err();
     assert!(matches!(err, Error::Closed { code: 1000, .. }), "{err:?}");
     assert!(err.to_string().contains("'silent' (id 1)"), "{err}");
@@ -320,6 +322,8 @@ async fn close_fails_pending_calls_and_later_calls_say_not_connected() {
     let closes = server.wait_client_closes_async(1, support::BOUND).await;
     assert_eq!(closes[0].as_ref().map(|c| c.0), Some(1000));
     assert!(!client.is_connected());
-    within("second close", client.close()).await;
+    within("second close", client.close())
+        .await
+        .expect("closing twice is harmless");
     assert_no_pending(&client);
 }

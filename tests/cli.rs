@@ -182,6 +182,16 @@ fn notify_sends_a_message_without_id_and_closes_cleanly() {
 }
 
 #[test]
+fn notify_fails_when_the_server_never_finishes_closing() {
+    // Reads the notification, then ignores everything (our close frame too).
+    let server = support::RawServer::start(|mut conn| async move {
+        while conn.read_frame().await.is_some() {}
+    });
+    let out = run(&["notify", &server.url(), "log.write", "[1]"]);
+    out.assert_failure("did not answer our close frame");
+}
+
+#[test]
 fn headers_and_basic_auth_reach_the_server() {
     let server = TestServer::builder()
         .require_header("authorization", "Basic YW5uOnMzY3JldA==")

@@ -98,7 +98,8 @@ async fn headers_and_basic_auth_reach_the_server() {
     assert_eq!(get("x-trace"), ["on", "twice"]);
     // base64("ann:s3cret")
     assert_eq!(get("authorization"), ["Basic YW5uOnMzY3JldA=="]);
-    client.close().await;
+    client.close().await.expect("a clean close");
+    assert_no_pending(&client);
 }
 
 #[actix_rt::test]
@@ -118,7 +119,8 @@ async fn bearer_auth_reaches_the_server() {
         .map(|(_, v)| v.clone())
         .collect();
     assert_eq!(auth, ["Bearer abc"]);
-    client.close().await;
+    client.close().await.expect("a clean close");
+    assert_no_pending(&client);
 }
 
 #[actix_rt::test]

@@ -271,7 +271,7 @@ async fn control_frames_between_fragments_are_handled_and_pings_answered() {
     let client = connect(&server.url()).await;
     let v: String = within("call", client.call("x", params![])).await.unwrap();
     assert_eq!(v, "joined");
-    client.close().await;
+    client.close().await.expect("a clean close");
     assert_no_pending(&client);
 }
 
@@ -414,7 +414,7 @@ async fn invalid_utf8_is_skipped() {
     let v: String = within("call", client.call("x", params![])).await.unwrap();
     assert_eq!(v, "after");
     assert_eq!(client.stats().invalid_messages, 1);
-    client.close().await;
+    client.close().await.expect("a clean close");
     assert_no_pending(&client);
 }
 
@@ -434,7 +434,7 @@ async fn a_reply_trickled_byte_by_byte_arrives_whole() {
     let client = connect(&server.url()).await;
     let v: Value = within("call", client.call("x", params![])).await.unwrap();
     assert_eq!(v, json!({"slowly": true}));
-    client.close().await;
+    client.close().await.expect("a clean close");
     assert_no_pending(&client);
 }
 
@@ -466,5 +466,29 @@ async fn a_server_that_stops_reading_cannot_hang_calls() {
             "every call times out"
         );
     }
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn close_reports_a_server_that_never_answers_the_close_frame() {
+    let server = RawServer::start(|conn: RawConn| async move {
+        let _ignores_everything = conn;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .close_timeout(Duration::from_millis(100))
+            .connect(),
+    )
+    .await
+    .unwrap();
+    let err = within("close", client.close()).await.unwrap_err();
+    assert!(matches!(err, Error::CloseTimeout { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "the server did not answer our close frame within 100ms"
+    );
+    assert!(!client.is_connected());
     assert_no_pending(&client);
 }

@@ -242,9 +242,12 @@ async fn run(cli: Cli) -> ExitCode {
         }
     };
     // Waits for the closing handshake (bounded by the close timeout); a
-    // notification queued above is flushed before the close frame.
-    client.close().await;
-    code
+    // notification queued above is flushed before the close frame. A
+    // notification counts as delivered only if the socket closed cleanly.
+    match client.close().await {
+        Err(err) if !is_call && code == ExitCode::SUCCESS => fail(&err),
+        _ => code,
+    }
 }
 
 fn configure(builder: ConnectionBuilder, options: Options) -> ConnectionBuilder {

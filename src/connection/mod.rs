@@ -92,7 +92,7 @@ pub struct RpcConnection {
     /// Handlers and listeners for what the server sends us.
     routes: Routes,
     /// Held by [`Close`] callers; dropped (waking them) when the actor stops.
-    close_waiters: Vec<oneshot::Sender<()>>,
+    close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +396,27 @@ impl Actor for RpcConnection {
         self.metrics.set_pending(0);
         Running::Stop
     }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        // Tell `Close` callers whether the server finished the handshake.
+        let clean = matches!(
+            self.state,
+            State::Draining {
+                peer_done: true,
+                ..
+            }
+        );
+        for waiter in self.close_waiters.drain(..) {
+            let outcome = if clean {
+                Ok(())
+            } else {
+                Err(Error::CloseTimeout {
+                    after: self.config.close_timeout,
+                })
+            };
+            let _ = waiter.send(outcome);
+        }
+    }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
@@ -566,7 +587,7 @@ impl Handler<Notify> for RpcConnection {
 }
 
 impl Handler<Close> for RpcConnection {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
@@ -585,10 +606,8 @@ impl Handler<Close> for RpcConnection {
             description: (!msg.reason.is_empty()).then_some(msg.reason),
         };
         self.shut_down(error, Some(reason), ctx);
-        // Resolves when the actor stops and drops the sender.
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        // Resolves when the actor stops (see `stopped`).
+        Box::pin(async move { rx.await.unwrap_or(Ok(())) })
     }
 }
 

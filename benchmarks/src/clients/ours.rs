@@ -60,8 +60,7 @@ impl RpcBench for OursClient {
     }
 
     async fn close(self) -> Result<()> {
-        self.0.close().await;
-        Ok(())
+        Ok(self.0.close().await?)
     }
 }
 
@@ -111,8 +110,7 @@ impl RpcBench for OursAddr {
     }
 
     async fn close(self) -> Result<()> {
-        self.0.close().await;
-        Ok(())
+        Ok(self.0.close().await?)
     }
 }
 
@@ -140,7 +138,7 @@ pub async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
         .map_err(|_| anyhow!("server_request server dropped the job"))?
         .map_err(|e| anyhow!("server side: {e}"))?;
     // The server closes the connection when done; closing again may fail.
-    client.close().await;
+    let _ = client.close().await;
     ensure!(outcome.completed > 0, "no request answered");
     Ok(Sample {
         values: vec![
