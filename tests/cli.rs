@@ -184,9 +184,10 @@ fn notify_sends_a_message_without_id_and_closes_cleanly() {
 #[test]
 fn notify_fails_when_the_server_never_finishes_closing() {
     // Reads the notification, then ignores everything (our close frame too).
-    let server = support::RawServer::start(|mut conn| async move {
-        while conn.read_frame().await.is_some() {}
-    });
+    let server =
+        support::RawServer::start(
+            |mut conn| async move { while conn.read_frame().await.is_some() {} },
+        );
     let out = run(&["notify", &server.url(), "log.write", "[1]"]);
     out.assert_failure("did not answer our close frame");
 }

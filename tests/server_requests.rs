@@ -425,3 +425,45 @@ async fn a_slow_handler_does_not_delay_other_calls() {
     assert_eq!(slow["result"], "finally");
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
+    let server = TestServer::start(standard);
+    let (release, released) = tokio::sync::watch::channel(false);
+    let client = within(
+        "connect",
+        RpcConnection::builder(server.url())
+            .max_server_requests(2)
+            .register_fn("wait", move |_| {
+                let mut released = released.clone();
+                async move {
+                    let _ = released.wait_for(|go| *go).await;
+                    Ok(json!("done"))
+                }
+            })
+            .connect(),
+    )
+    .await
+    .unwrap();
+    server.push(request(json!(1), "wait", json!([])));
+    server.push(request(json!(2), "wait", json!([])));
+    let refused = ask(&server, request(json!(3), "wait", json!([]))).await;
+    assert_eq!(refused["error"]["code"], -32000, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit 2"),
+        "{refused}"
+    );
+    release.send(true).unwrap();
+    let answers = server.wait_received_async(3, BOUND).await;
+    let done: Vec<&Value> = answers.iter().filter(|a| a["result"] == "done").collect();
+    assert_eq!(done.len(), 2, "{answers:?}");
+    // Capacity is back once they answered.
+    assert_eq!(
+        ask(&server, request(json!(4), "wait", json!([]))).await["result"],
+        "done"
+    );
+    assert_no_pending(&client);
+}

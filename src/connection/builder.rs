@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub close_timeout: Duration,
     pub max_message_size: usize,
     pub max_in_flight: usize,
+    pub max_server_requests: usize,
 }
 
 impl Default for Config {
@@ -36,6 +37,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(1),
             max_message_size: 16 * 1024 * 1024,
             max_in_flight: 65_536,
+            max_server_requests: 1024,
         }
     }
 }
@@ -247,6 +249,15 @@ impl ConnectionBuilder {
         F: Fn(ServerNotification) + Send + 'static,
     {
         self.routes.add_listener(RegisterListener::func(route, f));
+        self
+    }
+
+    /// How many of the server's requests may be in the hands of handlers at
+    /// once. Beyond it a request is answered at once with error -32000
+    /// ("too many requests in progress"), so a flood of requests cannot grow
+    /// memory without bound. Default: 1,024.
+    pub fn max_server_requests(mut self, requests: usize) -> Self {
+        self.config.max_server_requests = requests.max(1);
         self
     }
 

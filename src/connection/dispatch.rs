@@ -79,10 +79,12 @@ pub(crate) enum Answer {
     Later(LocalBoxFuture<'static, Answered>),
 }
 
-/// A handler's answer, and whether it found its handler actor gone.
+/// A handler's answer, whether it found its handler actor gone, and whether
+/// it counted against `max_server_requests`.
 pub(crate) struct Answered {
     text: String,
     handler_gone: bool,
+    counted: bool,
 }
 
 impl RpcConnection {
@@ -97,6 +99,17 @@ impl RpcConnection {
                 return Answer::Now(error_text(&id, &ErrorObject::invalid_params(err)))
             }
         };
+        if self.handlers_running >= self.config.max_server_requests {
+            let limit = self.config.max_server_requests;
+            log::warn!(
+                "refused the server's request '{method}' (id {id}): {limit} already in progress"
+            );
+            let busy = ErrorObject::new(
+                -32000,
+                format!("too many requests in progress (limit {limit})"),
+            );
+            return Answer::Now(error_text(&id, &busy));
+        }
         let Some((route, handler)) = self.routes.handlers.resolve(&method) else {
             log::debug!("no handler for the server's request '{method}' (id {id})");
             return Answer::Now(error_text(&id, &ErrorObject::method_not_found(&method)));
@@ -106,6 +119,7 @@ impl RpcConnection {
             log::warn!("the handler at {route} has stopped; dropped it");
             return Answer::Now(error_text(&id, &handler_stopped(&method)));
         }
+        self.handlers_running += 1;
         let limit = self.config.request_timeout;
         let work: LocalBoxFuture<'static, (Result<Value, ErrorObject>, bool)> = match handler {
             RequestHandler::Actor(recipient) => {
@@ -147,7 +161,11 @@ impl RpcConnection {
                 },
                 Err(error) => error_text(&id, &error),
             };
-            Answered { text, handler_gone }
+            Answered {
+                text,
+                handler_gone,
+                counted: true,
+            }
         }))
     }
 
@@ -180,6 +198,7 @@ impl RpcConnection {
                 Answered {
                     text,
                     handler_gone: false,
+                    counted: false,
                 }
             }),
             Answer::Later(fut) => fut,
@@ -191,6 +210,7 @@ impl RpcConnection {
     }
 
     fn deliver(&mut self, answered: Vec<Answered>, batch: bool) {
+        self.handlers_running -= answered.iter().filter(|a| a.counted).count();
         if answered.iter().any(|a| a.handler_gone) {
             self.routes.handlers.retain(|h| h.is_alive());
         }

@@ -91,6 +91,8 @@ pub struct RpcConnection {
     timer: Option<(Instant, SpawnHandle)>,
     /// Handlers and listeners for what the server sends us.
     routes: Routes,
+    /// Server requests whose handlers have not answered yet.
+    handlers_running: usize,
     /// Held by [`Close`] callers; dropped (waking them) when the actor stops.
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
@@ -154,6 +156,7 @@ impl RpcConnection {
                 state: State::Open,
                 timer: None,
                 routes,
+                handlers_running: 0,
                 close_waiters: Vec::new(),
             }
         });

@@ -364,3 +364,27 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_neither_overflows_the_stack_nor_hides_the_id() {
+        for depth in [100, 200, 100_000] {
+            let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{nested}}}"#);
+            // The envelope skips over the result without recursing, so the
+            // call still gets this answer...
+            let Inbound::Single(Message::Response(response)) = parse(&text) else {
+                panic!("depth {depth}: not classified as a response");
+            };
+            // ...and decoding it is where serde_json's depth limit (128) speaks.
+            let decoded =
+                serde_json::from_str::<serde_json::Value>(response.outcome.unwrap().get());
+            assert_eq!(decoded.is_ok(), depth <= 128, "depth {depth}");
+            let batch = format!("[{text}]");
+            assert!(matches!(parse(&batch), Inbound::Batch(_)), "depth {depth}");
+        }
+    }
+}
