@@ -93,7 +93,7 @@ pub struct RpcConnection {
     routes: Routes,
     /// Server requests whose handlers have not answered yet.
     handlers_running: usize,
-    /// Held by [`Close`] callers; dropped (waking them) when the actor stops.
+    /// Held by [`Close`] callers; told the outcome when the actor stops.
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
 
