@@ -7,17 +7,9 @@ use std::time::Duration;
 
 use jsonrpc_websocket::{params, Call, Error, GetStats, Notify, Params};
 use serde::Deserialize;
-use support::{assert_no_pending, connect, json, standard, within, RawServer, TestServer, Value};
-
-/// The request the server received for `method` (the last one).
-fn received(server: &TestServer, method: &str) -> Value {
-    server
-        .received()
-        .into_iter()
-        .rev()
-        .find(|m| m["method"] == method)
-        .unwrap_or_else(|| panic!("server never received '{method}'"))
-}
+use support::{
+    assert_no_pending, connect, json, last_request, standard, within, RawServer, TestServer, Value,
+};
 
 #[actix_rt::test]
 async fn positional_params_arrive_as_an_array() {
@@ -27,7 +19,7 @@ async fn positional_params_arrive_as_an_array() {
         .await
         .unwrap();
     assert_eq!(echoed, json!([1, "two", [3]]));
-    let request = received(&server, "echo");
+    let request = last_request(&server, "echo");
     assert_eq!(
         request,
         json!({"jsonrpc": "2.0", "id": request["id"], "method": "echo", "params": [1, "two", [3]]})
@@ -45,7 +37,7 @@ async fn named_params_arrive_as_an_object() {
         .unwrap();
     assert_eq!(echoed, json!({"bar": 1, "baz": 2}));
     assert_eq!(
-        received(&server, "echo")["params"],
+        last_request(&server, "echo")["params"],
         json!({"bar": 1, "baz": 2})
     );
     assert_no_pending(&client);
@@ -58,7 +50,10 @@ async fn a_single_object_can_be_sent_positionally() {
     let _: Value = within("call", client.call("echo", params![json!({"foo": "bar"})]))
         .await
         .unwrap();
-    assert_eq!(received(&server, "echo")["params"], json!([{"foo": "bar"}]));
+    assert_eq!(
+        last_request(&server, "echo")["params"],
+        json!([{"foo": "bar"}])
+    );
     assert_no_pending(&client);
 }
 
@@ -70,7 +65,7 @@ async fn no_params_leaves_the_member_out() {
         .await
         .unwrap();
     assert_eq!(echoed, Value::Null);
-    let request = received(&server, "echo");
+    let request = last_request(&server, "echo");
     assert!(request.get("params").is_none(), "{request}");
     assert_eq!(request.as_object().unwrap().len(), 3, "{request}");
     assert_no_pending(&client);

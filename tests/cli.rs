@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{json, response, standard, RawServer, TestServer, Value};
+use support::{json, last_request, response, standard, RawServer, TestServer, Value};
 
 /// Every run of the binary is killed (and the test failed) after this long.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
@@ -92,16 +92,6 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
     })
 }
 
-/// The request the server received for `method` (the last one).
-fn received(server: &TestServer, method: &str) -> Value {
-    server
-        .received()
-        .into_iter()
-        .rev()
-        .find(|m| m["method"] == method)
-        .unwrap_or_else(|| panic!("server never received '{method}': {:?}", server.received()))
-}
-
 /// The value of header `name` in the server's only handshake.
 fn handshake_header(server: &TestServer, name: &str) -> Option<String> {
     let handshakes = server.handshakes();
@@ -127,7 +117,7 @@ fn call_with_positional_params_prints_the_compact_result() {
     assert_eq!(out.stdout, "[1,\"two\",[3],{\"a\":null}]\n");
     assert_eq!(out.stderr, "");
     assert_eq!(
-        received(&server, "echo")["params"],
+        last_request(&server, "echo")["params"],
         json!([1, "two", [3], {"a": null}])
     );
 
@@ -150,7 +140,7 @@ fn call_with_named_params_sends_an_object() {
     let printed: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(printed, json!({"name": "ann", "age": 7}));
     assert_eq!(
-        received(&server, "echo")["params"],
+        last_request(&server, "echo")["params"],
         json!({"name": "ann", "age": 7})
     );
 }
@@ -161,7 +151,7 @@ fn call_without_params_leaves_them_out() {
     let out = run(&["call", &server.url(), "echo"]);
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(out.stdout, "null\n");
-    let request = received(&server, "echo");
+    let request = last_request(&server, "echo");
     assert!(request.get("params").is_none(), "{request}");
     assert!(request["id"].is_u64(), "{request}");
 }

@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use jsonrpc_websocket::{params, Error, RpcConnection};
-use support::{assert_no_pending, chain, standard, within, RawServer, TestServer, Value};
+use support::{
+    assert_no_pending, chain, connect_with, standard, within, RawServer, TestServer, Value,
+};
 
 #[actix_rt::test]
 async fn connecting_to_a_closed_port_is_a_transport_error_with_its_cause() {
@@ -58,14 +60,7 @@ async fn missing_credentials_get_401_and_right_ones_get_in() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(401), "{err:?}");
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .bearer_auth("t0ken")
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).bearer_auth("t0ken")).await;
     let v: Value = within("call", client.call("echo", params![1]))
         .await
         .unwrap();
@@ -76,16 +71,13 @@ async fn missing_credentials_get_401_and_right_ones_get_in() {
 #[actix_rt::test]
 async fn headers_and_basic_auth_reach_the_server() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
+    let client = connect_with(
         RpcConnection::builder(server.url())
             .header("X-Api-Key", "k1")
             .headers([("X-Trace", "on"), ("X-Trace", "twice")])
-            .basic_auth("ann", "s3cret")
-            .connect(),
+            .basic_auth("ann", "s3cret"),
     )
-    .await
-    .unwrap();
+    .await;
     let headers = &server.handshakes()[0];
     let get = |name: &str| -> Vec<&str> {
         headers
@@ -105,14 +97,7 @@ async fn headers_and_basic_auth_reach_the_server() {
 #[actix_rt::test]
 async fn bearer_auth_reaches_the_server() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .bearer_auth("abc")
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).bearer_auth("abc")).await;
     let auth: Vec<String> = server.handshakes()[0]
         .iter()
         .filter(|(n, _)| n == "authorization")
@@ -129,14 +114,7 @@ async fn an_external_awc_client_is_used_as_given() {
     let awc_client = awc::Client::builder()
         .add_default_header(("X-From", "outside"))
         .finish();
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .client(awc_client)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).client(awc_client)).await;
     let headers = &server.handshakes()[0];
     assert!(
         headers.contains(&("x-from".into(), "outside".into())),

@@ -9,21 +9,17 @@ use std::time::{Duration, Instant};
 use jsonrpc_websocket::{params, Call, Error, RpcConnection};
 use support::raw::{OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use support::{
-    assert_no_pending, connect, json, response, standard, within, RawConn, RawServer, TestServer,
-    Value,
+    assert_no_pending, connect, connect_with, json, response, standard, within, RawConn, RawServer,
+    TestServer, Value,
 };
 
 #[actix_rt::test]
 async fn a_call_to_a_silent_server_times_out() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .request_timeout(Duration::from_millis(200))
-            .connect(),
+    let client = connect_with(
+        RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(200)),
     )
-    .await
-    .unwrap();
+    .await;
     let err = within("call", client.call::<Value>("silent", params![]))
         .await
         .unwrap_err();
@@ -54,14 +50,10 @@ async fn a_call_to_a_silent_server_times_out() {
 #[actix_rt::test]
 async fn a_late_answer_after_a_timeout_is_an_unknown_id_and_harmless() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .request_timeout(Duration::from_millis(50))
-            .connect(),
+    let client = connect_with(
+        RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(50)),
     )
-    .await
-    .unwrap();
+    .await;
     let err = within("call", client.call::<Value>("sleep", params![200]))
         .await
         .unwrap_err();
@@ -286,14 +278,7 @@ async fn a_reply_over_the_size_limit_fails_without_being_buffered() {
         let close = conn.read_frame().await.expect("a close frame");
         assert_eq!(close.close_code().map(|c| c.0), Some(1009));
     });
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .max_message_size(1 << 20)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).max_message_size(1 << 20)).await;
     let err = within("call", client.call::<Value>("big", params![]))
         .await
         .unwrap_err();
@@ -312,14 +297,8 @@ async fn a_reply_over_the_size_limit_fails_without_being_buffered() {
 #[actix_rt::test]
 async fn a_real_oversized_reply_closes_with_1009_and_a_smaller_one_passes() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .max_message_size(64 * 1024)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client =
+        connect_with(RpcConnection::builder(server.url()).max_message_size(64 * 1024)).await;
     let fits: String = within("call", client.call("big", params![60_000]))
         .await
         .unwrap();
@@ -339,14 +318,7 @@ async fn a_real_oversized_reply_closes_with_1009_and_a_smaller_one_passes() {
 #[actix_rt::test]
 async fn an_oversized_request_fails_alone() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .max_message_size(1024)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).max_message_size(1024)).await;
     let err = within(
         "call",
         client.call::<Value>("echo", params!["y".repeat(2000)]),
@@ -445,14 +417,10 @@ async fn a_server_that_stops_reading_cannot_hang_calls() {
         let _open_but_unread = conn;
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .request_timeout(Duration::from_millis(300))
-            .connect(),
+    let client = connect_with(
+        RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(300)),
     )
-    .await
-    .unwrap();
+    .await;
     let big = "z".repeat(1 << 20);
     let calls = (0..8).map(|_| client.call::<Value>("upload", params![big]));
     let results = within(
@@ -475,14 +443,10 @@ async fn close_reports_a_server_that_never_answers_the_close_frame() {
         let _ignores_everything = conn;
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .close_timeout(Duration::from_millis(100))
-            .connect(),
+    let client = connect_with(
+        RpcConnection::builder(server.url()).close_timeout(Duration::from_millis(100)),
     )
-    .await
-    .unwrap();
+    .await;
     let err = within("close", client.close()).await.unwrap_err();
     assert!(matches!(err, Error::CloseTimeout { .. }), "{err:?}");
     assert_eq!(

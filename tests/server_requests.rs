@@ -9,7 +9,9 @@ use actix::prelude::*;
 use jsonrpc_websocket::{
     params, Client, ErrorObject, RpcConnection, ServerNotification, ServerRequest,
 };
-use support::{assert_no_pending, connect, json, standard, within, TestServer, Value, BOUND};
+use support::{
+    assert_no_pending, connect, connect_with, json, standard, within, TestServer, Value, BOUND,
+};
 
 /// Answers with the method it was called as and the params it got.
 struct Recorder {
@@ -146,19 +148,16 @@ async fn exact_beats_prefix_and_longer_prefix_beats_shorter() {
 #[actix_rt::test]
 async fn closure_handlers_answer_and_can_be_registered_and_removed_at_run_time() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .register_fn("math.double", |params: Value| async move {
-                let n = params[0]
-                    .as_i64()
-                    .ok_or_else(|| ErrorObject::invalid_params("need a number"))?;
-                Ok(json!(n * 2))
-            })
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).register_fn(
+        "math.double",
+        |params: Value| async move {
+            let n = params[0]
+                .as_i64()
+                .ok_or_else(|| ErrorObject::invalid_params("need a number"))?;
+            Ok(json!(n * 2))
+        },
+    ))
+    .await;
     assert_eq!(
         ask(&server, request(json!(1), "math.double", json!([21]))).await["result"],
         42
@@ -222,14 +221,10 @@ async fn a_handlers_error_object_is_sent_as_returned() {
 async fn a_stopped_handler_actor_gives_32603_and_is_dropped() {
     let server = TestServer::start(standard);
     let handler = Recorder { tag: "gone" }.start();
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .register("svc.", handler.clone().recipient())
-            .connect(),
+    let client = connect_with(
+        RpcConnection::builder(server.url()).register("svc.", handler.clone().recipient()),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         ask(&server, request(json!(1), "svc.x", json!([]))).await["result"]["by"],
         "gone"
@@ -272,18 +267,15 @@ async fn string_number_and_null_ids_are_echoed_exactly() {
 #[actix_rt::test]
 async fn an_inbound_batch_is_answered_with_one_batch() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
+    let client = connect_with(
         RpcConnection::builder(server.url())
             .register_fn("slow", |_| async {
                 actix_rt::time::sleep(Duration::from_millis(50)).await;
                 Ok(json!("slow"))
             })
-            .register_fn("fast", |_| async { Ok(json!("fast")) })
-            .connect(),
+            .register_fn("fast", |_| async { Ok(json!("fast")) }),
     )
-    .await
-    .unwrap();
+    .await;
     let seen = server.received().len();
     server.push(json!([
         request(json!(1), "slow", json!([])),
@@ -341,18 +333,15 @@ async fn a_notification_reaches_two_listeners_and_is_never_answered() {
     let first = Inbox { seen: seen.clone() }.start();
     let second = Inbox { seen: seen.clone() }.start();
     let (tx, mut closure_seen) = tokio::sync::mpsc::unbounded_channel();
-    let client = within(
-        "connect",
+    let client = connect_with(
         RpcConnection::builder(server.url())
             .listen("market.tick", first.recipient())
             .listen("market.tick", second.recipient())
             .on_notification("market.", move |n: ServerNotification| {
                 let _ = tx.send(n);
-            })
-            .connect(),
+            }),
     )
-    .await
-    .unwrap();
+    .await;
     server.push(json!({"jsonrpc": "2.0", "method": "market.tick", "params": {"price": 10}}));
     // A call after the notification: if an answer to the notification had
     // been sent, the server would have received it first.
@@ -389,17 +378,14 @@ async fn a_notification_reaches_two_listeners_and_is_never_answered() {
 #[actix_rt::test]
 async fn a_slow_handler_does_not_delay_other_calls() {
     let server = TestServer::start(standard);
-    let client = within(
-        "connect",
-        RpcConnection::builder(server.url())
-            .register_fn("slow", |_| async {
-                actix_rt::time::sleep(Duration::from_secs(2)).await;
-                Ok(json!("finally"))
-            })
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let client = connect_with(RpcConnection::builder(server.url()).register_fn(
+        "slow",
+        |_| async {
+            actix_rt::time::sleep(Duration::from_secs(2)).await;
+            Ok(json!("finally"))
+        },
+    ))
+    .await;
     server.push(request(json!("slow-1"), "slow", json!([])));
     let calls = (0..100).map(|i| {
         let client = client.clone();
@@ -430,8 +416,7 @@ async fn a_slow_handler_does_not_delay_other_calls() {
 async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
     let server = TestServer::start(standard);
     let (release, released) = tokio::sync::watch::channel(false);
-    let client = within(
-        "connect",
+    let client = connect_with(
         RpcConnection::builder(server.url())
             .max_server_requests(2)
             .register_fn("wait", move |_| {
@@ -440,11 +425,9 @@ async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
                     let _ = released.wait_for(|go| *go).await;
                     Ok(json!("done"))
                 }
-            })
-            .connect(),
+            }),
     )
-    .await
-    .unwrap();
+    .await;
     server.push(request(json!(1), "wait", json!([])));
     server.push(request(json!(2), "wait", json!([])));
     let refused = ask(&server, request(json!(3), "wait", json!([]))).await;

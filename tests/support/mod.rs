@@ -179,6 +179,23 @@ pub async fn connect(url: &str) -> Client {
         .unwrap_or_else(|err| panic!("connect to {url}: {err}"))
 }
 
+/// Connects with a configured builder.
+pub async fn connect_with(builder: jsonrpc_websocket::ConnectionBuilder) -> Client {
+    within("connect", builder.connect())
+        .await
+        .unwrap_or_else(|err| panic!("connect: {err}"))
+}
+
+/// The last request the server received for `method`.
+pub fn last_request(server: &TestServer, method: &str) -> Value {
+    server
+        .received()
+        .into_iter()
+        .rev()
+        .find(|m| m["method"] == method)
+        .unwrap_or_else(|| panic!("server never received '{method}': {:?}", server.received()))
+}
+
 /// The pending-call table must be empty after every test.
 pub fn assert_no_pending(client: &Client) {
     let stats = client.stats();
