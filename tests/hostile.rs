@@ -456,3 +456,64 @@ async fn close_reports_a_server_that_never_answers_the_close_frame() {
     assert!(!client.is_connected());
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn a_malformed_close_frame_still_closes_and_fails_the_call() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let _ = conn.read_json().await;
+        // A close payload of one byte is invalid (a code takes two).
+        conn.send_frame(true, 0x8, &[0x03]).await;
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let err = within("call", client.call::<Value>("x", params![]))
+        .await
+        .unwrap_err();
+    // 1005: "no status code was present".
+    assert!(matches!(err, Error::Closed { code: 1005, .. }), "{err:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn an_oversized_ping_is_a_protocol_violation() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let _ = conn.read_json().await;
+        // Control frames may carry at most 125 bytes (RFC 6455 §5.5).
+        conn.send_frame(true, OP_PING, &[b'p'; 200]).await;
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let err = within("call", client.call::<Value>("x", params![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Disconnected { .. }), "{err:?}");
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_flood_of_pings_is_answered_and_calls_go_on() {
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let request = conn.read_json().await.expect("a request");
+        for i in 0..500u32 {
+            conn.send_frame(true, OP_PING, &i.to_be_bytes()).await;
+        }
+        conn.send_json(&response(&request["id"], json!("still here")))
+            .await;
+        let mut pongs = 0;
+        while pongs < 500 {
+            match conn.read_frame().await {
+                Some(frame) if frame.opcode == OP_PONG => pongs += 1,
+                Some(_) => {}
+                None => panic!("connection ended after {pongs} pongs"),
+            }
+        }
+        conn.idle(Duration::from_secs(5)).await;
+    });
+    let client = connect(&server.url()).await;
+    let v: String = within("call", client.call("x", params![])).await.unwrap();
+    assert_eq!(v, "still here");
+    within("close", client.close())
+        .await
+        .expect("a clean close");
+    assert_no_pending(&client);
+}
