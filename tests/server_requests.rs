@@ -450,3 +450,42 @@ async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
     );
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn handler_work_still_running_is_dropped_when_the_connection_closes() {
+    /// Tells the test when the handler's future is dropped.
+    struct DropSignal(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let server = TestServer::start(standard);
+    let (started_tx, started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = std::sync::Mutex::new(Some(dropped_tx));
+    let client = connect_with(RpcConnection::builder(server.url()).register_fn(
+        "forever",
+        move |_| {
+            let signal = DropSignal(dropped_tx.lock().unwrap().take());
+            let started = started_tx.clone();
+            async move {
+                let _signal = signal;
+                let _ = started.send(());
+                std::future::pending::<()>().await;
+                Ok(json!("never"))
+            }
+        },
+    ))
+    .await;
+    server.push(request(json!(1), "forever", json!([])));
+    let mut started = started;
+    within("handler start", started.recv()).await.unwrap();
+    within("close", client.close())
+        .await
+        .expect("a clean close");
+    within("handler dropped", dropped).await.unwrap();
+    assert_no_pending(&client);
+}

@@ -79,6 +79,21 @@ pub(crate) enum Answer {
     Later(LocalBoxFuture<'static, Answered>),
 }
 
+/// Answers coming back from handler tasks.
+pub(crate) struct Delivery {
+    answered: Vec<Answered>,
+    batch: bool,
+}
+
+impl StreamHandler<Delivery> for RpcConnection {
+    fn handle(&mut self, delivery: Delivery, _: &mut Self::Context) {
+        self.deliver(delivery.answered, delivery.batch);
+    }
+
+    /// The actor holds a sender itself, so this stream ends only with it.
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
 /// A handler's answer, whether it found its handler actor gone, and whether
 /// it counted against `max_server_requests`.
 pub(crate) struct Answered {
@@ -171,12 +186,7 @@ impl RpcConnection {
 
     /// Sends answers once they are all ready: one message for a single
     /// request, one batch (in request order) for a batch.
-    pub(super) fn send_answers(
-        &mut self,
-        mut answers: Vec<Answer>,
-        batch: bool,
-        ctx: &mut Context<Self>,
-    ) {
+    pub(super) fn send_answers(&mut self, mut answers: Vec<Answer>, batch: bool) {
         if answers.is_empty() {
             return;
         }
@@ -184,11 +194,7 @@ impl RpcConnection {
             if let Some(answer) = answers.pop() {
                 match answer {
                     Answer::Now(text) => self.write(Outbound::Text(text)),
-                    Answer::Later(fut) => {
-                        ctx.spawn(fut.into_actor(self).map(|answered, act, _| {
-                            act.deliver(vec![answered], false);
-                        }));
-                    }
+                    Answer::Later(fut) => self.spawn_answer(async move { vec![fut.await] }, false),
                 }
             }
             return;
@@ -203,10 +209,26 @@ impl RpcConnection {
             }),
             Answer::Later(fut) => fut,
         }));
-        ctx.spawn(
-            all.into_actor(self)
-                .map(|answered, act, _| act.deliver(answered, true)),
-        );
+        self.spawn_answer(all, true);
+    }
+
+    /// Runs handler work as its own task, which comes back through the
+    /// answers channel. (A future spawned on the actor's context would be
+    /// polled on every event of the connection; a task is polled only when
+    /// it is woken.)
+    fn spawn_answer(&self, work: impl Future<Output = Vec<Answered>> + 'static, batch: bool) {
+        let answers = self.answers.clone();
+        let stopped = self.stopped.clone();
+        actix::spawn(async move {
+            // When the connection stops, handler work it still owns is
+            // dropped: its answer would have nowhere to go.
+            tokio::select! {
+                answered = work => {
+                    let _ = answers.unbounded_send(Delivery { answered, batch });
+                }
+                () = stopped.cancelled() => {}
+            }
+        });
     }
 
     fn deliver(&mut self, answered: Vec<Answered>, batch: bool) {

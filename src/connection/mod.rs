@@ -93,6 +93,10 @@ pub struct RpcConnection {
     routes: Routes,
     /// Server requests whose handlers have not answered yet.
     handlers_running: usize,
+    /// Where handler tasks send their answers (read as a stream by the actor).
+    answers: futures_channel::mpsc::UnboundedSender<dispatch::Delivery>,
+    /// Cancelled when the actor stops, ending handler tasks still running.
+    stopped: tokio_util::sync::CancellationToken,
     /// Held by [`Close`] callers; told the outcome when the actor stops.
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
@@ -141,6 +145,8 @@ impl RpcConnection {
         let addr = RpcConnection::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
             ctx.add_stream(reader);
+            let (answers, answered) = futures_channel::mpsc::unbounded();
+            ctx.add_stream(answered);
             let mut writer = FramedWrite::new(write, OutboundCodec, ctx);
             let high = config
                 .max_message_size
@@ -157,6 +163,8 @@ impl RpcConnection {
                 timer: None,
                 routes,
                 handlers_running: 0,
+                answers,
+                stopped: tokio_util::sync::CancellationToken::new(),
                 close_waiters: Vec::new(),
             }
         });
@@ -246,7 +254,7 @@ impl RpcConnection {
         self.timer = Some((deadline, handle));
     }
 
-    fn on_message_bytes(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+    fn on_message_bytes(&mut self, bytes: Bytes) {
         Metrics::add(&self.metrics.bytes_received, bytes.len() as u64);
         let Ok(text) = std::str::from_utf8(&bytes) else {
             self.skip("message is not valid UTF-8");
@@ -255,14 +263,14 @@ impl RpcConnection {
         match protocol::parse(text) {
             Inbound::Single(message) => {
                 let answers = self.on_rpc_message(message).into_iter().collect();
-                self.send_answers(answers, false, ctx);
+                self.send_answers(answers, false);
             }
             Inbound::Batch(messages) => {
                 let answers = messages
                     .into_iter()
                     .filter_map(|m| self.on_rpc_message(m))
                     .collect();
-                self.send_answers(answers, true, ctx);
+                self.send_answers(answers, true);
             }
             Inbound::Garbage(reason) => self.skip(&reason),
         }
@@ -401,6 +409,7 @@ impl Actor for RpcConnection {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.stopped.cancel();
         // Tell `Close` callers whether the server finished the handshake.
         let clean = matches!(
             self.state,
@@ -425,7 +434,7 @@ impl Actor for RpcConnection {
 impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
         match item {
-            Ok(Frame::Message(bytes)) => self.on_message_bytes(bytes, ctx),
+            Ok(Frame::Message(bytes)) => self.on_message_bytes(bytes),
             Ok(Frame::Ping(payload)) => self.write(Outbound::Pong(payload)),
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => self.on_close_frame(reason, ctx),
