@@ -194,7 +194,9 @@ impl RpcConnection {
             if let Some(answer) = answers.pop() {
                 match answer {
                     Answer::Now(text) => self.write(Outbound::Text(text)),
-                    Answer::Later(fut) => self.spawn_answer(async move { vec![fut.await] }, false),
+                    Answer::Later(fut) => {
+                        self.answer_when_ready(async move { vec![fut.await] }, false)
+                    }
                 }
             }
             return;
@@ -209,7 +211,24 @@ impl RpcConnection {
             }),
             Answer::Later(fut) => fut,
         }));
-        self.spawn_answer(all, true);
+        self.answer_when_ready(all, true);
+    }
+
+    /// Delivers at once what handlers answer without waiting (most closures
+    /// do); spawns a task for the rest.
+    fn answer_when_ready(
+        &mut self,
+        work: impl Future<Output = Vec<Answered>> + 'static,
+        batch: bool,
+    ) {
+        let mut work = Box::pin(work);
+        // A future re-registers its waker each time it is polled, so one poll
+        // with a no-op waker before the task's own first poll loses nothing.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match work.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(answered) => self.deliver(answered, batch),
+            std::task::Poll::Pending => self.spawn_answer(work, batch),
+        }
     }
 
     /// Runs handler work as its own task, which comes back through the
