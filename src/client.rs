@@ -304,3 +304,15 @@ impl Namespace {
         self.client.namespace(self.qualify(sub))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_move_between_threads() {
+        fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+        assert_send_sync_clone::<Client>();
+        assert_send_sync_clone::<Namespace>();
+    }
+}
