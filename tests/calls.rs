@@ -322,3 +322,17 @@ async fn close_fails_pending_calls_and_later_calls_say_not_connected() {
         .expect("closing twice is harmless");
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn an_endless_timeout_is_accepted_not_a_panic() {
+    let server = TestServer::start(standard);
+    let client = connect(&server.url()).await;
+    let v: Value = within(
+        "call",
+        client.send(Call::new("echo", params![1]).timeout(Duration::MAX).typed()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v, json!([1]));
+    assert_no_pending(&client);
+}

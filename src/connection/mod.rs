@@ -221,9 +221,9 @@ impl RpcConnection {
         }
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         let now = Instant::now();
-        self.pending.insert(call, now, timeout);
+        let deadline = self.pending.insert(call, now, timeout);
         self.metrics.set_pending(self.pending.len());
-        self.arm_timer(now + timeout, ctx);
+        self.arm_timer(deadline, ctx);
         self.write(Outbound::Text(text));
         Metrics::add(&self.metrics.calls_sent, 1);
         Ok(id)

@@ -83,15 +83,21 @@ impl PendingCalls {
         self.entries.borrow().is_empty()
     }
 
-    /// Registers a call that must end by `now + timeout`.
-    pub fn insert(&self, call: CallInfo, now: Instant, timeout: Duration) {
+    /// Registers a call that must end by `now + timeout`; returns that
+    /// deadline. A timeout too large to add (`Duration::MAX`) means "a
+    /// century", not a panic.
+    pub fn insert(&self, call: CallInfo, now: Instant, timeout: Duration) -> Instant {
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let entry = Entry {
-            deadline: now + timeout,
+            deadline,
             timeout,
             call,
             responder: None,
         };
         self.entries.borrow_mut().insert(entry.call.id, entry);
+        deadline
     }
 
     /// Says who waits for call `id`.
