@@ -413,10 +413,7 @@ async fn a_reply_trickled_byte_by_byte_arrives_whole() {
 #[actix_rt::test]
 async fn a_server_that_stops_reading_cannot_hang_calls() {
     // The server never reads: our writes back up in the socket buffers.
-    let server = RawServer::start(|conn: RawConn| async move {
-        let _open_but_unread = conn;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    });
+    let server = support::silent_peer();
     let client = connect_with(
         RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(300)),
     )
@@ -439,10 +436,7 @@ async fn a_server_that_stops_reading_cannot_hang_calls() {
 
 #[actix_rt::test]
 async fn close_reports_a_server_that_never_answers_the_close_frame() {
-    let server = RawServer::start(|conn: RawConn| async move {
-        let _ignores_everything = conn;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    });
+    let server = support::silent_peer();
     let client = connect_with(
         RpcConnection::builder(server.url()).close_timeout(Duration::from_millis(100)),
     )

@@ -90,8 +90,26 @@ pub struct ServerRequestState {
 
 impl ServerRequestState {
     /// Queue the job for the next connection to the raw server.
-    pub fn submit(&self, job: Job) {
+    fn submit(&self, job: Job) {
         *self.job.lock().unwrap() = Some(job);
+    }
+
+    /// Queues a job of `count` timed requests after `warmup` untimed ones;
+    /// the receiver gets the server's tally.
+    pub fn start(
+        &self,
+        warmup: u64,
+        count: u64,
+        limit: Duration,
+    ) -> oneshot::Receiver<Result<JobResult, String>> {
+        let (done, result) = oneshot::channel();
+        self.submit(Job {
+            warmup,
+            count,
+            limit,
+            done,
+        });
+        result
     }
 }
 

@@ -196,6 +196,15 @@ pub fn last_request(server: &TestServer, method: &str) -> Value {
         .unwrap_or_else(|| panic!("server never received '{method}': {:?}", server.received()))
 }
 
+/// A peer that completes the handshake, then neither reads nor writes nor
+/// closes (for 5 s): our writes back up and our close frame goes unanswered.
+pub fn silent_peer() -> RawServer {
+    RawServer::start(|conn: RawConn| async move {
+        let _open_but_ignored = conn;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+}
+
 /// The pending-call table must be empty after every test.
 pub fn assert_no_pending(client: &Client) {
     let stats = client.stats();

@@ -9,7 +9,7 @@ use jsonrpc_websocket::{params, Call, Client, ErrorObject, Notify, Params, RpcCo
 use serde_json::Value;
 
 use crate::scenarios::{check_echo, Env, Measure, Plan, RpcBench, Sample};
-use crate::server::{Job, MAX_MESSAGE};
+use crate::server::MAX_MESSAGE;
 
 /// The same settings for every connection (a macro, so the builder's type
 /// need not be named).
@@ -117,13 +117,7 @@ impl RpcBench for OursAddr {
 /// `server_request`: the raw server sends `bench.ping` requests; our handler
 /// answers with the params.
 pub async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    env.sreq.submit(Job {
-        warmup: plan.warmup,
-        count: plan.count,
-        limit: plan.limit,
-        done,
-    });
+    let result = env.sreq.start(plan.warmup, plan.count, plan.limit);
     let measure = Measure::start();
     let client = builder!(env.sreq_url.as_str())
         .register_fn("bench.ping", |params: Value| async move {

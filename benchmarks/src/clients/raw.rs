@@ -16,7 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::alloc::Snapshot;
 use crate::scenarios::{memory_sample, wait_for_held, Env, Measure, Plan, Sample, Scenario};
-use crate::server::{Job, BLOB_LEN};
+use crate::server::BLOB_LEN;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -310,13 +310,7 @@ struct Request<'a> {
 /// `server_request`: answer each `bench.ping` with its params, parsing only
 /// the id and params (borrowed, unparsed).
 async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
-    let (done, result) = tokio::sync::oneshot::channel();
-    env.sreq.submit(Job {
-        warmup: plan.warmup,
-        count: plan.count,
-        limit: plan.limit,
-        done,
-    });
+    let result = env.sreq.start(plan.warmup, plan.count, plan.limit);
     let measure = Measure::start();
     let mut ws = connect(&env.sreq_url).await?;
     let answer = async {
