@@ -173,3 +173,19 @@ async fn a_non_websocket_answer_is_a_transport_error() {
         .unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");
 }
+
+#[actix_rt::test]
+async fn subprotocols_are_offered_in_the_handshake() {
+    let server = TestServer::start(standard);
+    let client =
+        connect_with(RpcConnection::builder(server.url()).subprotocols(["jsonrpc", "json-rpc.v2"]))
+            .await;
+    let offered: Vec<String> = server.handshakes()[0]
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(offered, ["jsonrpc,json-rpc.v2"]);
+    client.close().await.expect("a clean close");
+    assert_no_pending(&client);
+}

@@ -74,6 +74,7 @@ pub struct ConnectionBuilder {
     url: String,
     config: Config,
     headers: Vec<(HeaderName, HeaderValue)>,
+    subprotocols: Vec<String>,
     auth: Option<Auth>,
     client: Option<awc::Client>,
     routes: Routes,
@@ -89,6 +90,7 @@ impl ConnectionBuilder {
             url,
             config: Config::default(),
             headers: Vec::new(),
+            subprotocols: Vec::new(),
             auth: None,
             client: None,
             routes: Routes::default(),
@@ -132,6 +134,25 @@ impl ConnectionBuilder {
         headers
             .into_iter()
             .fold(self, |builder, (name, value)| builder.header(name, value))
+    }
+
+    /// Offers these websocket subprotocols (`Sec-WebSocket-Protocol`), for
+    /// servers that require one. A name that is not an HTTP token is
+    /// reported by [`connect`](Self::connect). Default: none.
+    pub fn subprotocols<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for name in names {
+            let name = name.into();
+            if is_token(&name) {
+                self.subprotocols.push(name);
+            } else {
+                self.keep_first_error(format!("bad subprotocol name {name:?}"));
+            }
+        }
+        self
     }
 
     /// Sends `Authorization: Basic …` with the handshake. Default: none.
@@ -288,6 +309,9 @@ impl ConnectionBuilder {
         for (name, value) in self.headers {
             request = request.header(name, value);
         }
+        if !self.subprotocols.is_empty() {
+            request = request.protocols(&self.subprotocols);
+        }
         request = match self.auth {
             Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(&password)),
             Some(Auth::Bearer(token)) => request.bearer_auth(token),
@@ -316,6 +340,15 @@ impl fmt::Debug for ConnectionBuilder {
             .field("invalid", &self.invalid)
             .finish()
     }
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): what a subprotocol name must be. awc
+/// panics on a header value it cannot build, so names are checked here.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -358,6 +391,16 @@ mod tests {
         assert!(ConnectionBuilder::new("ws://127.0.0.1:1/x".into())
             .invalid
             .is_none());
+    }
+
+    #[test]
+    fn subprotocol_names_must_be_tokens() {
+        let ok = ConnectionBuilder::new("ws://h/".into()).subprotocols(["jsonrpc", "v2.json-rpc"]);
+        assert!(ok.invalid.is_none());
+        for bad in ["", "a b", "a,b", "é", "x\n"] {
+            let builder = ConnectionBuilder::new("ws://h/".into()).subprotocols([bad]);
+            assert!(builder.invalid.is_some(), "{bad:?}");
+        }
     }
 
     #[test]
