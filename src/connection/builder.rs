@@ -166,7 +166,11 @@ impl ConnectionBuilder {
 
     /// Sends `Authorization: Bearer <token>` with the handshake. Default: none.
     pub fn bearer_auth(mut self, token: impl Into<String>) -> Self {
-        self.auth = Some(Auth::Bearer(token.into()));
+        let token = token.into();
+        if HeaderValue::try_from(format!("Bearer {token}")).is_err() {
+            self.keep_first_error("bad bearer token: not a valid header value".into());
+        }
+        self.auth = Some(Auth::Bearer(token));
         self
     }
 
@@ -391,6 +395,12 @@ mod tests {
         assert!(ConnectionBuilder::new("ws://127.0.0.1:1/x".into())
             .invalid
             .is_none());
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_reported() {
+        let builder = ConnectionBuilder::new("ws://h/".into()).bearer_auth("a\nb");
+        assert!(matches!(builder.invalid, Some(Error::InvalidConfig { .. })));
     }
 
     #[test]
