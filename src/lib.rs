@@ -47,6 +47,29 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Handling requests from the server
+//!
+//! Register a handler at an exact name, a namespace (`"ui."`) or `"*"`;
+//! its answer goes back with the server's id. Notifications go to listeners.
+//!
+//! ```
+//! use jsonrpc_websocket::{ErrorObject, RpcConnection, ServerNotification};
+//! use serde_json::{json, Value};
+//!
+//! # async fn demo() -> Result<(), jsonrpc_websocket::Error> {
+//! let client = RpcConnection::builder("ws://127.0.0.1:9090")
+//!     .register_fn("client.confirm", |params: Value| async move {
+//!         Ok::<_, ErrorObject>(json!({"confirmed": params}))
+//!     })
+//!     .on_notification("news.", |n: ServerNotification| println!("{}", n.method))
+//!     .connect()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Handler actors implement `Handler<ServerRequest>` and are registered with
+//! [`ConnectionBuilder::register`] or [`Client::register`].
+//!
 //! # Errors
 //!
 //! Every call ends: with its result, an [`Error::Rpc`] carrying the server's
