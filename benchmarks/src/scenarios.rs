@@ -204,6 +204,24 @@ pub struct Plan {
 }
 
 /// What one run measured: one value per [`Scenario::metrics`] entry.
+/// The `server_request` figures from the server's tally: round trips per
+/// second, and client CPU per request (connecting and warm-up included).
+pub fn server_request_sample(
+    outcome: crate::server::JobResult,
+    measure: &Measure,
+    plan: &Plan,
+) -> Result<Sample> {
+    ensure!(outcome.completed > 0, "no request answered");
+    Ok(Sample {
+        values: vec![
+            outcome.completed as f64 / outcome.elapsed.as_secs_f64(),
+            measure.cpu_per_op_us(plan.warmup + outcome.completed),
+        ],
+        ops: outcome.completed,
+        by_time: outcome.by_time,
+    })
+}
+
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub values: Vec<f64>,

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, Result};
 use jsonrpc_websocket::{params, Call, Client, ErrorObject, Notify, Params, RpcConnection};
 use serde_json::Value;
 
-use crate::scenarios::{check_echo, Env, Measure, Plan, RpcBench, Sample};
+use crate::scenarios::{check_echo, server_request_sample, Env, Measure, Plan, RpcBench, Sample};
 use crate::server::MAX_MESSAGE;
 
 /// The same settings for every connection (a macro, so the builder's type
@@ -133,14 +133,5 @@ pub async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
         .map_err(|e| anyhow!("server side: {e}"))?;
     // The server closes the connection when done; closing again may fail.
     let _ = client.close().await;
-    ensure!(outcome.completed > 0, "no request answered");
-    Ok(Sample {
-        values: vec![
-            outcome.completed as f64 / outcome.elapsed.as_secs_f64(),
-            // Includes connecting and the warm-up requests.
-            measure.cpu_per_op_us(plan.warmup + outcome.completed),
-        ],
-        ops: outcome.completed,
-        by_time: outcome.by_time,
-    })
+    server_request_sample(outcome, &measure, plan)
 }

@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::alloc::Snapshot;
-use crate::scenarios::{memory_sample, wait_for_held, Env, Measure, Plan, Sample, Scenario};
+use crate::scenarios::{
+    memory_sample, server_request_sample, wait_for_held, Env, Measure, Plan, Sample, Scenario,
+};
 use crate::server::BLOB_LEN;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -350,13 +352,5 @@ async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
         .await
         .map_err(|_| anyhow!("server_request server dropped the job"))?
         .map_err(|e| anyhow!("server side: {e}"))?;
-    Ok(Sample {
-        values: vec![
-            outcome.completed as f64 / outcome.elapsed.as_secs_f64(),
-            // Includes connecting and the warm-up requests.
-            measure.cpu_per_op_us(plan.warmup + outcome.completed),
-        ],
-        ops: outcome.completed,
-        by_time: outcome.by_time,
-    })
+    server_request_sample(outcome, &measure, plan)
 }
