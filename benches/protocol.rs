@@ -48,7 +48,7 @@ struct User {
     ids: Vec<u32>,
 }
 
-fn result_text(inbound: Inbound) -> Box<serde_json::value::RawValue> {
+fn result_text(inbound: Inbound<'_>) -> &serde_json::value::RawValue {
     match inbound {
         Inbound::Single(Message::Response(r)) => r.outcome.expect("a result"),
         _ => panic!("not a response"),

@@ -7,7 +7,7 @@
 #[path = "common/demo_server.rs"]
 mod demo_server;
 
-use jsonrpc_websocket::{params, Error, ErrorObject, RpcConnection};
+use jsonrpc_websocket::{params, Error, ErrorObject, RpcConnection, ServerRequest};
 use serde_json::{json, Value};
 
 #[actix::main]
@@ -19,8 +19,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = RpcConnection::builder(&url)
         // What the server may ask of us: the Python library's
         // `server.client.confirm = fn`.
-        .register_fn("client.confirm", |params: Value| async move {
-            println!("  [client] server asks: {params}");
+        .register_fn("client.confirm", |req: ServerRequest| async move {
+            println!("  [client] server asks: {}", req.params);
             Ok::<_, ErrorObject>(json!("yes, go ahead"))
         })
         .connect()

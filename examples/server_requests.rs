@@ -53,8 +53,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = demo_server::start()?;
     let client = RpcConnection::builder(format!("ws://{addr}/"))
         .register("ui.", Ui { answered: 0 }.start().recipient())
-        .register_fn("client.confirm", |params: Value| async move {
-            let question = params[0].as_str().unwrap_or("?").to_owned();
+        .register_fn("client.confirm", |req: ServerRequest| async move {
+            let question = req.params[0].as_str().unwrap_or("?").to_owned();
             Ok::<_, ErrorObject>(json!(format!("confirmed: {question}")))
         })
         .listen("news.", Newsreader.start().recipient())

@@ -1,29 +1,32 @@
 //! [`Client`]: the handle plain async code uses instead of actor messages.
 
-use std::sync::Arc;
-
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 
 use actix::{Addr, MailboxError, Recipient};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::connection::{RpcConnection, SharedMetrics, Stats};
+use crate::connection::{RpcConnection, Shared};
 use crate::error::Error;
 use crate::message::{
-    Call, Close, Notify, RegisterHandler, RegisterListener, ServerNotification, ServerRequest,
-    UnregisterHandler, UnregisterListeners,
+    Call, Close, Disconnect, RawCall, RegisterHandler, RegisterListener, ServerNotification,
+    ServerRequest, UnregisterHandler, UnregisterListeners,
 };
 use crate::protocol::{ErrorObject, Params};
 use crate::registry::Route;
+use crate::stats::Stats;
 
 /// A cheap, cloneable handle to one [`RpcConnection`].
 ///
-/// Every clone talks to the same connection; the connection closes when
-/// [`close`](Client::close) is called or when the server goes away. Mailbox
-/// failures (the actor has stopped) become [`Error::NotConnected`], so every
-/// method returns this crate's [`Error`] alone.
+/// Every clone talks to the same connection. The connection closes when
+/// [`close`](Client::close) is called, when the server goes away, or when
+/// the last `Client` (and every `Addr` of the actor) is dropped: it then
+/// closes cleanly with code 1000, as jsonrpsee's client does on drop.
+/// Mailbox failures (the actor has stopped) become [`Error::NotConnected`],
+/// so every method returns this crate's [`Error`] alone.
 ///
 /// # Examples
 ///
@@ -46,12 +49,12 @@ use crate::registry::Route;
 #[derive(Clone)]
 pub struct Client {
     addr: Addr<RpcConnection>,
-    metrics: Arc<SharedMetrics>,
+    shared: Arc<Shared>,
 }
 
 impl Client {
-    pub(crate) fn new(addr: Addr<RpcConnection>, metrics: Arc<SharedMetrics>) -> Self {
-        Client { addr, metrics }
+    pub(crate) fn new(addr: Addr<RpcConnection>, shared: Arc<Shared>) -> Self {
+        Client { addr, shared }
     }
 
     /// The connection actor's address, for sending it messages directly.
@@ -60,7 +63,9 @@ impl Client {
     }
 
     /// Calls `method` and decodes its result as `T` (use
-    /// [`serde_json::Value`] to take any result).
+    /// [`serde_json::Value`] to take any result). The result is decoded
+    /// here, in the caller's task, from the raw JSON: a large result costs
+    /// the connection's other calls nothing.
     ///
     /// # Examples
     ///
@@ -74,14 +79,21 @@ impl Client {
     /// # Errors
     ///
     /// As for [`Call`]: [`Error::Rpc`], [`Error::Timeout`],
-    /// [`Error::Closed`], [`Error::Disconnected`], [`Error::Decode`], …
+    /// [`Error::Closed`], [`Error::Disconnected`], [`Error::Decode`],
+    /// [`Error::Overloaded`], …
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives the call up: its entry in the pending
+    /// table is freed at once (counted in [`Stats::cancelled`]) and a late
+    /// answer is ignored. The request may or may not have reached the server.
     pub async fn call<T>(
         &self,
         method: impl Into<Cow<'static, str>>,
         params: impl Into<Params>,
     ) -> Result<T, Error>
     where
-        T: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned,
     {
         self.send(Call::new(method, params).typed()).await
     }
@@ -99,28 +111,34 @@ impl Client {
     /// ```
     pub async fn send<T>(&self, call: Call<T>) -> Result<T, Error>
     where
-        T: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned,
     {
+        let call = RawCall::from(call);
         let method = call.method.clone();
-        self.addr
+        let reply = self
+            .addr
             .send(call)
             .await
-            .map_err(|err| not_connected(err, method))?
+            .map_err(|err| not_connected(err, method))??;
+        reply.decode()
     }
 
     /// Sends a notification: no id, no reply. Completes once the frame is
-    /// queued for writing, in order.
+    /// accepted into the connection's bounded outbound queue, in order —
+    /// straight from this task, without a round trip through the actor.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Overloaded`] when the outbound queue stays full (see
+    /// [`Backpressure`](crate::Backpressure)), [`Error::NotConnected`] once
+    /// the connection is closing, [`Error::InvalidParams`],
+    /// [`Error::MessageTooLarge`].
     pub async fn notify(
         &self,
         method: impl Into<Cow<'static, str>>,
         params: impl Into<Params>,
     ) -> Result<(), Error> {
-        let notify = Notify::new(method, params);
-        let method = notify.method.clone();
-        self.addr
-            .send(notify)
-            .await
-            .map_err(|err| not_connected(err, method))?
+        self.shared.notify(method.into(), &params.into()).await
     }
 
     /// A view of the methods under `prefix`: `client.namespace("app.users")
@@ -132,16 +150,52 @@ impl Client {
         }
     }
 
-    /// Closes the connection (see [`Close`]) and waits until it is closed.
-    /// Pending calls fail with [`Error::Closed`]. Closing twice is harmless.
+    /// Closes the connection with code 1000 (see [`Close`]) and waits until
+    /// it is closed. Pending calls fail with [`Error::Closed`]. Closing twice
+    /// is harmless.
     ///
     /// # Errors
     ///
     /// [`Error::CloseTimeout`] when the server did not finish the closing
     /// handshake within the close timeout (the connection is closed anyway).
     pub async fn close(&self) -> Result<(), Error> {
+        self.close_with(Close::new()).await
+    }
+
+    /// Closes the connection with a [`Close`] of your own (a code and a
+    /// reason, a close timeout). Returns exactly what `addr.send(close)`
+    /// returns, and `Ok` when the actor had already stopped.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use jsonrpc_websocket::{Client, Close, Error};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// client.close_with(Close::with_reason(4000, "bye")?.timeout(Duration::from_millis(200))).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_with(&self, close: Close) -> Result<(), Error> {
         // An actor that has already stopped is as closed as it gets.
-        self.addr.send(Close::new()).await.unwrap_or(Ok(()))
+        self.addr.send(close).await.unwrap_or(Ok(()))
+    }
+
+    /// Resolves once the connection has ended, with how it ended: closed by
+    /// either side (and whether the closing handshake finished) or lost.
+    /// Resolves at once when it has already ended.
+    ///
+    /// ```
+    /// # async fn demo(client: jsonrpc_websocket::Client) {
+    /// let end = client.closed().await;
+    /// eprintln!("{end}"); // e.g. "closed by the server (code 1001: restarting)"
+    /// # }
+    /// ```
+    pub async fn closed(&self) -> Disconnect {
+        let mut ended = self.shared.ended.subscribe();
+        let end = match ended.wait_for(Option::is_some).await {
+            Ok(end) => end.clone(),
+            // The sender lives in `shared`, which this handle keeps alive.
+            Err(_) => None,
+        };
+        end.unwrap_or_else(stopped_without_word)
     }
 
     /// Answers the server's requests matching `route` with this actor,
@@ -155,26 +209,28 @@ impl Client {
             .await
     }
 
-    /// Answers the server's requests matching `route` with a closure: the
-    /// equivalent of the Python library's `server.ns.method = fn`.
+    /// Answers the server's requests matching `route` with a closure, given
+    /// the whole [`ServerRequest`]: the equivalent of the Python library's
+    /// `server.ns.method = fn` (see [`RegisterHandler::func`]).
     ///
     /// # Examples
     ///
     /// ```
-    /// # use jsonrpc_websocket::{Client, Error, ErrorObject};
-    /// # use serde_json::{json, Value};
+    /// # use jsonrpc_websocket::{Client, Error, ErrorObject, ServerRequest};
+    /// # use serde_json::json;
     /// # async fn demo(client: Client) -> Result<(), Error> {
     /// client
-    ///     .register_fn("namespace.client_method", |params: Value| async move {
-    ///         Ok::<_, ErrorObject>(json!({"you sent": params}))
+    ///     .register_fn("namespace.client_method", |req: ServerRequest| async move {
+    ///         Ok::<_, ErrorObject>(json!({"you sent": req.params}))
     ///     })
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn register_fn<F, Fut>(&self, route: impl Into<Route>, f: F) -> Result<(), Error>
+    pub async fn register_fn<F, Fut, R>(&self, route: impl Into<Route>, f: F) -> Result<(), Error>
     where
-        F: Fn(Value) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+        F: Fn(ServerRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + 'static,
+        R: Serialize,
     {
         self.deliver(RegisterHandler::func(route, f), "register_fn")
             .await
@@ -207,6 +263,11 @@ impl Client {
             .await
     }
 
+    /// Adds a listener with its own queue settings (see [`RegisterListener`]).
+    pub async fn listener(&self, listener: RegisterListener) -> Result<(), Error> {
+        self.deliver(listener, "listener").await
+    }
+
     /// Removes every listener registered at exactly `route`.
     pub async fn unlisten(&self, route: impl Into<Route>) -> Result<(), Error> {
         self.deliver(UnregisterListeners(route.into()), "unlisten")
@@ -226,7 +287,7 @@ impl Client {
 
     /// The connection's counters, readable even after it has stopped.
     pub fn stats(&self) -> Stats {
-        self.metrics.snapshot()
+        self.shared.metrics.snapshot()
     }
 
     /// Whether the connection actor is still running.
@@ -246,6 +307,15 @@ impl std::fmt::Debug for Client {
 
 fn not_connected(_: MailboxError, method: Cow<'static, str>) -> Error {
     Error::NotConnected { method }
+}
+
+fn stopped_without_word() -> Disconnect {
+    Disconnect {
+        initiator: crate::message::Initiator::Transport,
+        code: None,
+        reason: "the connection stopped".to_owned(),
+        clean: false,
+    }
 }
 
 /// The methods under one dotted prefix, as in the Python library's
@@ -280,7 +350,7 @@ impl Namespace {
     /// Calls `prefix.method`; see [`Client::call`].
     pub async fn call<T>(&self, method: &str, params: impl Into<Params>) -> Result<T, Error>
     where
-        T: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned,
     {
         self.client.call(self.qualify(method), params).await
     }

@@ -192,14 +192,45 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// Too many calls are in flight on this connection; the call was not sent.
-    #[error("too many calls in flight (limit {limit}), so '{method}' was not sent")]
+    /// A bound of the connection was full, so the call or notification was
+    /// not sent: with [`Backpressure::Fail`](crate::Backpressure::Fail) at
+    /// once, with [`Backpressure::Wait`](crate::Backpressure::Wait) (the
+    /// default) for a notification that found no room within the request
+    /// timeout. (A call that waits too long ends with [`Error::Timeout`].)
+    #[error("the limit of {bound} was reached, so '{method}' was not sent")]
     Overloaded {
-        /// The configured limit of calls in flight.
-        limit: usize,
+        /// The bound that was full.
+        bound: Bound,
         /// The method that was not sent.
         method: Cow<'static, str>,
     },
+
+    /// A close code or reason that may not be sent (RFC 6455 §7.4): nothing
+    /// was sent and the connection is unchanged.
+    #[error("invalid close frame: {reason}")]
+    InvalidClose {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Which bound refused a call or a notification (see [`Error::Overloaded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bound {
+    /// `max_in_flight` calls were already waiting for their responses.
+    InFlight(usize),
+    /// `max_queued_bytes` outbound bytes were already queued for the socket.
+    QueuedBytes(usize),
+}
+
+impl fmt::Display for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bound::InFlight(n) => write!(f, "{n} calls in flight"),
+            Bound::QueuedBytes(n) => write!(f, "{n} queued outbound bytes"),
+        }
+    }
 }
 
 fn close_reason(reason: &str) -> String {
@@ -298,6 +329,22 @@ impl Error {
     }
 }
 
+/// The error's text and that of each `source()`, joined with ": ", leaving
+/// out a cause whose text its parent already ends with.
+pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// A connection-wide cause, copied to each call it failed: the text of the
 /// original error and of its sources, since errors cannot be cloned.
 #[derive(Debug)]
@@ -394,6 +441,26 @@ mod tests {
                     source: None,
                 },
                 "connection lost",
+            ),
+            (
+                Error::Overloaded {
+                    bound: Bound::InFlight(2),
+                    method: "m".into(),
+                },
+                "the limit of 2 calls in flight was reached, so 'm' was not sent",
+            ),
+            (
+                Error::Overloaded {
+                    bound: Bound::QueuedBytes(1024),
+                    method: "n".into(),
+                },
+                "the limit of 1024 queued outbound bytes was reached, so 'n' was not sent",
+            ),
+            (
+                Error::InvalidClose {
+                    reason: "code 1005 may not be sent".into(),
+                },
+                "invalid close frame: code 1005 may not be sent",
             ),
         ];
         for (err, text) in table {

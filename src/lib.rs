@@ -53,13 +53,13 @@
 //! its answer goes back with the server's id. Notifications go to listeners.
 //!
 //! ```
-//! use jsonrpc_websocket::{ErrorObject, RpcConnection, ServerNotification};
-//! use serde_json::{json, Value};
+//! use jsonrpc_websocket::{ErrorObject, RpcConnection, ServerNotification, ServerRequest};
+//! use serde_json::json;
 //!
 //! # async fn demo() -> Result<(), jsonrpc_websocket::Error> {
 //! let client = RpcConnection::builder("ws://127.0.0.1:9090")
-//!     .register_fn("client.confirm", |params: Value| async move {
-//!         Ok::<_, ErrorObject>(json!({"confirmed": params}))
+//!     .register_fn("client.confirm", |req: ServerRequest| async move {
+//!         Ok::<_, ErrorObject>(json!({"confirmed": req.params}))
 //!     })
 //!     .on_notification("news.", |n: ServerNotification| println!("{}", n.method))
 //!     .connect()
@@ -76,30 +76,45 @@
 //! error object, [`Error::Timeout`], or [`Error::Closed`] /
 //! [`Error::Disconnected`] when the socket goes away first. See [`Error`].
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod builder;
 mod client;
+mod config;
 mod connection;
+mod delivery;
 mod error;
 mod message;
 mod protocol;
 mod registry;
+mod stats;
 
+pub use builder::ConnectionBuilder;
 pub use client::{Client, Namespace};
-pub use connection::{CallReply, ConnectionBuilder, RpcConnection, Stats};
-pub use error::{BoxError, CallInfo, Error};
+pub use config::Backpressure;
+#[doc(hidden)]
+pub use connection::CallReply;
+pub use connection::{awc_client, awc_connector, RpcConnection};
+pub use delivery::Overflow;
+pub use error::{Bound, BoxError, CallInfo, Error};
 pub use message::{
-    Call, Close, GetStats, Notify, RegisterHandler, RegisterListener, ServerNotification,
-    ServerRequest, UnregisterHandler, UnregisterListeners,
+    Call, Close, Disconnect, GetStats, Initiator, Notify, RegisterHandler, RegisterListener,
+    ServerNotification, ServerRequest, UnregisterHandler, UnregisterListeners,
 };
 pub use protocol::{codes, ErrorObject, Id, Params, ParamsBuilder};
 pub use registry::Route;
+pub use stats::Stats;
 
+/// Re-exported so that users and this crate name the same `actix` (its
+/// `Addr`, `Recipient` and `System` appear in this crate's API).
+pub use actix;
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
 
-/// Internals exposed for the criterion micro-benchmarks in `benches/` only;
-/// not part of the API and not covered by semver.
+/// Internals exposed for the criterion micro-benchmarks in `benches/` only
+/// (feature `bench-internals`); not part of the API and not covered by semver.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod __bench {
     pub use crate::protocol::{encode_request, encode_result_response, parse, Inbound, Message};

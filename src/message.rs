@@ -9,18 +9,29 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
+use bytestring::ByteString;
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::connection::{Listener, RequestHandler, Stats};
-use crate::error::Error;
+use crate::delivery::Overflow;
+use crate::error::{CallInfo, Error};
 use crate::protocol::{ErrorObject, Id, Params};
 use crate::registry::Route;
+use crate::stats::Stats;
 
 /// Calls a remote method and waits for its result.
 ///
 /// The result type is [`serde_json::Value`] unless [`typed`](Call::typed)
 /// picks another: the raw JSON of the result is then decoded straight into
-/// that type, with no intermediate `Value`.
+/// that type, with no intermediate `Value`. Decoding happens on the
+/// connection's thread, before the answer is sent to the actor that asked;
+/// [`Client::call`](crate::Client::call) decodes in the caller's task instead,
+/// so one large result never delays the connection's other calls.
+///
+/// A caller that stops waiting (drops the future of `addr.send(..)`) frees
+/// the call's entry at once; a late answer is then counted as an unknown id.
 ///
 /// # Examples
 ///
@@ -100,12 +111,55 @@ impl<T: 'static> Message for Call<T> {
     type Result = Result<T, Error>;
 }
 
+/// A call whose raw result goes back to the caller, who decodes it (what
+/// [`Client`](crate::Client) sends).
+pub(crate) struct RawCall {
+    pub method: Cow<'static, str>,
+    pub params: Params,
+    pub timeout: Option<Duration>,
+}
+
+impl<T> From<Call<T>> for RawCall {
+    fn from(call: Call<T>) -> Self {
+        RawCall {
+            method: call.method,
+            params: call.params,
+            timeout: call.timeout,
+        }
+    }
+}
+
+impl Message for RawCall {
+    type Result = Result<Reply, Error>;
+}
+
+/// A successful answer: the raw JSON text of the result (a slice of the
+/// message it came in, not a copy), with the call it answers.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub call: CallInfo,
+    pub result: ByteString,
+}
+
+impl Reply {
+    /// Decodes the result into the caller's type.
+    pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        serde_json::from_str(&self.result).map_err(|source| Error::Decode {
+            call: self.call,
+            target: std::any::type_name::<T>(),
+            source,
+        })
+    }
+}
+
 /// Sends a notification: a request without an id, which the server never
 /// answers.
 ///
-/// Completes once the frame is in the connection's write buffer, ordered
-/// before anything sent after it; a later [`Close`] flushes it before the
-/// close frame.
+/// Completes once the frame is accepted into the connection's bounded
+/// outbound queue, ordered before anything sent after it; a later [`Close`]
+/// flushes it before the close frame. When the queue is full it waits for
+/// room or fails with [`Error::Overloaded`], as the connection's
+/// [`Backpressure`](crate::Backpressure) says.
 ///
 /// # Examples
 ///
@@ -136,26 +190,38 @@ impl Message for Notify {
     type Result = Result<(), Error>;
 }
 
-/// Closes the connection: sends a close frame, fails every pending call with
-/// [`Error::Closed`], waits (briefly) for the server's close frame and stops
-/// the actor. Completes when the actor has stopped: `Ok` once the server has
-/// closed its side, [`Error::CloseTimeout`] if it did not within the close
-/// timeout. Closing a connection that is already closing waits for the same
-/// end.
+/// Closes the connection: sends a close frame (after everything already
+/// queued), fails every pending call with [`Error::Closed`], waits for the
+/// server's close frame up to the close timeout, and stops the actor.
+///
+/// Completes when the actor has stopped: `Ok` once the server has closed its
+/// side, [`Error::CloseTimeout`] if it did not in time (the socket is
+/// dropped anyway). Closing a connection that is already closing waits for
+/// the same end with the same outcome. [`Client::close`](crate::Client::close)
+/// sends this message and returns exactly its outcome (and `Ok` when the
+/// actor had already stopped, where `addr.send` fails with
+/// `MailboxError::Closed`).
 ///
 /// # Examples
 ///
 /// ```
+/// # use std::time::Duration;
 /// # use jsonrpc_websocket::{Close, RpcConnection};
-/// # async fn demo(addr: actix::Addr<RpcConnection>) {
-/// let _ = addr.send(Close::new()).await;
-/// # }
+/// # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), Box<dyn std::error::Error>> {
+/// addr.send(Close::new()).await??;
+/// // A code and reason of our own, without waiting for the server's answer:
+/// let close = Close::with_reason(4000, "shutting down")?.timeout(Duration::ZERO);
+/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Close {
     pub(crate) code: u16,
     pub(crate) reason: String,
+    pub(crate) timeout: Option<Duration>,
 }
+
+/// The longest close reason a control frame can carry (125 bytes less the code).
+const MAX_CLOSE_REASON: usize = 123;
 
 impl Close {
     /// A normal closure (code 1000, no reason).
@@ -163,21 +229,76 @@ impl Close {
         Close {
             code: 1000,
             reason: String::new(),
+            timeout: None,
         }
     }
 
-    /// A closure with a code and a reason of your own (codes 1000 or
-    /// 3000–4999; anything else is sent as 1000).
-    pub fn with_reason(code: u16, reason: impl Into<String>) -> Close {
-        Close {
-            code: if code == 1000 || (3000..=4999).contains(&code) {
-                code
-            } else {
-                1000
-            },
-            reason: reason.into(),
+    /// A closure with a code and a reason of your own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidClose`] for a code a client may not send (RFC 6455
+    /// §7.4: use 1000–1003, 1007–1014 or 3000–4999) or a reason longer than
+    /// 123 bytes (what fits in a control frame). Nothing is ever changed
+    /// silently: a valid code is sent as given.
+    pub fn with_reason(code: u16, reason: impl Into<String>) -> Result<Close, Error> {
+        let reason = reason.into();
+        if !may_send_close_code(code) {
+            return Err(Error::InvalidClose {
+                reason: format!(
+                    "code {code} may not be sent (use 1000-1003, 1007-1014 or 3000-4999)"
+                ),
+            });
         }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(Error::InvalidClose {
+                reason: format!(
+                    "the reason is {} bytes long; a close frame carries at most {MAX_CLOSE_REASON}",
+                    reason.len()
+                ),
+            });
+        }
+        Ok(Close {
+            code,
+            reason,
+            timeout: None,
+        })
     }
+
+    /// How long to wait for the server's close frame before dropping the
+    /// socket (`Duration::ZERO`: do not wait once ours is written). Default:
+    /// the connection's close timeout (see
+    /// [`ConnectionBuilder::close_timeout`](crate::ConnectionBuilder::close_timeout)).
+    pub fn timeout(mut self, timeout: Duration) -> Close {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The close code.
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The close reason (may be empty).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Codes an endpoint may put in a close frame (RFC 6455 §7.4.1 and the IANA
+/// registry); 1004–1006 and 1015 are reserved or only reported locally.
+pub(crate) fn may_send_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Cuts `reason` to what a close frame can carry, at a character boundary
+/// (for reasons we make up ourselves, such as error descriptions).
+pub(crate) fn fit_close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 impl Default for Close {
@@ -205,6 +326,9 @@ impl Message for GetStats {
 /// method (see [`RegisterHandler`]). The handler's answer goes back to the
 /// server as the response, with the server's id.
 ///
+/// Closure handlers get the same value as actors: the method (a namespace
+/// handler learns which method was called), the params and the id.
+///
 /// # Examples
 ///
 /// A handler actor:
@@ -227,6 +351,7 @@ impl Message for GetStats {
 /// }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerRequest {
     /// The full method name (also when the handler serves a whole namespace).
     pub method: String,
@@ -237,6 +362,15 @@ pub struct ServerRequest {
 }
 
 impl ServerRequest {
+    /// A request as the connection would deliver it (for testing handlers).
+    pub fn new(method: impl Into<String>, params: Value, id: impl Into<Id>) -> Self {
+        ServerRequest {
+            method: method.into(),
+            params,
+            id: id.into(),
+        }
+    }
+
     /// The params decoded as `T`; on failure an -32602 error object ready to
     /// return from the handler.
     pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, ErrorObject> {
@@ -250,16 +384,82 @@ impl Message for ServerRequest {
 
 /// A notification the server sent us, delivered to every listener whose
 /// route matches its method (see [`RegisterListener`]). Never answered.
+///
+/// Each listener has a bounded queue; when it is full, its
+/// [`Overflow`] policy drops notifications, and the next one the listener
+/// gets says in [`missed`](Self::missed) how many it did not get.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ServerNotification {
     /// The full method name.
     pub method: String,
     /// The params; `Value::Null` when the notification had none.
     pub params: Value,
+    /// How many notifications this listener missed just before this one
+    /// because its queue was full (0 almost always).
+    pub missed: u64,
+}
+
+impl ServerNotification {
+    /// A notification as the connection would deliver it (for testing listeners).
+    pub fn new(method: impl Into<String>, params: Value) -> Self {
+        ServerNotification {
+            method: method.into(),
+            params,
+            missed: 0,
+        }
+    }
+
+    /// The params decoded as `T`.
+    pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.params)
+    }
 }
 
 impl Message for ServerNotification {
     type Result = ();
+}
+
+/// What answers the requests matching one route.
+pub(crate) enum RequestHandler {
+    Actor(Recipient<ServerRequest>),
+    Func(Box<HandlerFn>),
+}
+
+/// A closure handler, with its result already turned into JSON text.
+pub(crate) type HandlerFn =
+    dyn Fn(ServerRequest) -> LocalBoxFuture<'static, Result<Box<RawValue>, ErrorObject>> + Send;
+
+impl RequestHandler {
+    pub(crate) fn func<F, Fut, R>(f: F) -> Self
+    where
+        F: Fn(ServerRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + 'static,
+        R: Serialize,
+    {
+        RequestHandler::Func(Box::new(move |request| {
+            let answer = f(request);
+            Box::pin(async move {
+                let result = answer.await?;
+                serde_json::value::to_raw_value(&result).map_err(|err| {
+                    ErrorObject::internal(format!("the handler's result is not JSON: {err}"))
+                })
+            })
+        }))
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        match self {
+            RequestHandler::Actor(recipient) => recipient.connected(),
+            RequestHandler::Func(_) => true,
+        }
+    }
+}
+
+/// Who is told of the notifications matching one route.
+pub(crate) enum ListenerKind {
+    Actor(Recipient<ServerNotification>),
+    Func(Box<dyn Fn(ServerNotification) + Send>),
 }
 
 /// Registers the handler for server requests at a [`Route`], replacing any
@@ -270,12 +470,12 @@ impl Message for ServerNotification {
 /// # Examples
 ///
 /// ```
-/// use jsonrpc_websocket::{ErrorObject, RegisterHandler, RpcConnection};
-/// use serde_json::{json, Value};
+/// use jsonrpc_websocket::{ErrorObject, RegisterHandler, RpcConnection, ServerRequest};
+/// use serde_json::json;
 ///
 /// # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), actix::MailboxError> {
-/// addr.send(RegisterHandler::func("ui.confirm", |params: Value| async move {
-///     Ok::<_, ErrorObject>(json!(true))
+/// addr.send(RegisterHandler::func("ui.", |req: ServerRequest| async move {
+///     Ok::<_, ErrorObject>(json!({"handled": req.method, "params": req.params}))
 /// }))
 /// .await?;
 /// # Ok(()) }
@@ -295,12 +495,17 @@ impl RegisterHandler {
     }
 
     /// Requests matching `route` are answered by this closure, given the
-    /// params (`Value::Null` when there are none). The future runs on the
-    /// connection's thread, concurrently with everything else.
-    pub fn func<F, Fut>(route: impl Into<Route>, f: F) -> Self
+    /// whole [`ServerRequest`] (method, params, id). Its `Ok` value is
+    /// serialized as the result (a `Value`, a struct, or a
+    /// `Box<RawValue>` sent exactly as it is); its `Err` is sent as the
+    /// error object. The future runs on the connection's thread,
+    /// concurrently with everything else; a panic in it becomes a -32603
+    /// answer and the connection goes on.
+    pub fn func<F, Fut, R>(route: impl Into<Route>, f: F) -> Self
     where
-        F: Fn(Value) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+        F: Fn(ServerRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + 'static,
+        R: Serialize,
     {
         RegisterHandler {
             route: route.into(),
@@ -347,28 +552,51 @@ impl Message for UnregisterHandler {
 /// ```
 pub struct RegisterListener {
     pub(crate) route: Route,
-    pub(crate) listener: Listener,
+    pub(crate) listener: ListenerKind,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) overflow: Option<Overflow>,
 }
 
 impl RegisterListener {
-    /// Notifications matching `route` are sent to this actor.
+    /// Notifications matching `route` are sent to this actor, one at a time
+    /// (the next once it has handled the last), from the listener's queue.
     pub fn actor(route: impl Into<Route>, recipient: Recipient<ServerNotification>) -> Self {
-        RegisterListener {
-            route: route.into(),
-            listener: Listener::Actor(recipient),
-        }
+        Self::new(route.into(), ListenerKind::Actor(recipient))
     }
 
     /// Notifications matching `route` are passed to this closure, on the
-    /// connection's thread (keep it quick, or hand the work off).
+    /// connection's thread, from the listener's queue (keep it quick, or
+    /// hand the work off). A panic in it is logged and counted; the
+    /// listener stays.
     pub fn func<F>(route: impl Into<Route>, f: F) -> Self
     where
         F: Fn(ServerNotification) + Send + 'static,
     {
+        Self::new(route.into(), ListenerKind::Func(Box::new(f)))
+    }
+
+    fn new(route: Route, listener: ListenerKind) -> Self {
         RegisterListener {
-            route: route.into(),
-            listener: Listener::Func(Box::new(f)),
+            route,
+            listener,
+            capacity: None,
+            overflow: None,
         }
+    }
+
+    /// How many notifications may wait in this listener's queue. Default:
+    /// the connection's `listener_capacity` (1,024).
+    pub fn capacity(mut self, notifications: usize) -> Self {
+        self.capacity = Some(notifications.max(1));
+        self
+    }
+
+    /// What this listener's full queue does with one more notification.
+    /// Default: the connection's `listener_overflow`
+    /// ([`Overflow::DropOldest`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
     }
 }
 
@@ -390,4 +618,65 @@ pub struct UnregisterListeners(pub Route);
 
 impl Message for UnregisterListeners {
     type Result = ();
+}
+
+/// How a connection ended: what [`Client::closed`](crate::Client::closed)
+/// resolves with.
+///
+/// # Examples
+///
+/// ```
+/// # async fn demo(client: jsonrpc_websocket::Client) {
+/// let end = client.closed().await;
+/// if end.initiator == jsonrpc_websocket::Initiator::Server {
+///     eprintln!("the server closed the connection: {end}");
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Disconnect {
+    /// Who ended the connection.
+    pub initiator: Initiator,
+    /// The close code we sent or received; `None` when the socket was lost
+    /// without a closing handshake.
+    pub code: Option<u16>,
+    /// The close reason, or what went wrong (may be empty).
+    pub reason: String,
+    /// Whether the closing handshake completed: both close frames went.
+    pub clean: bool,
+}
+
+/// Who ended a connection (see [`Disconnect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Initiator {
+    /// This side: [`Close`], every handle dropped, or a violation by the
+    /// server that we answered with a close frame (1002, 1009).
+    Client,
+    /// The server, with a close frame.
+    Server,
+    /// Neither: the socket failed or was cut without a close frame.
+    Transport,
+}
+
+impl std::fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = match self.initiator {
+            Initiator::Client => "closed by the client",
+            Initiator::Server => "closed by the server",
+            Initiator::Transport => "connection lost",
+        };
+        f.write_str(by)?;
+        match (self.code, self.reason.is_empty()) {
+            (Some(code), true) => write!(f, " (code {code})")?,
+            (Some(code), false) => write!(f, " (code {code}: {})", self.reason)?,
+            (None, false) => write!(f, ": {}", self.reason)?,
+            (None, true) => {}
+        }
+        if self.code.is_some() && !self.clean {
+            f.write_str(", closing handshake incomplete")?;
+        }
+        Ok(())
+    }
 }

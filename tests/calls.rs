@@ -262,12 +262,13 @@ async fn invalid_params_fail_the_call_without_sending_it() {
 }
 
 #[actix_rt::test]
-async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
+async fn calls_beyond_the_in_flight_limit_are_refused_when_told_to_fail() {
     let server = TestServer::start(standard);
     let client = within(
         "connect",
         jsonrpc_websocket::RpcConnection::builder(server.url())
             .max_in_flight(2)
+            .backpressure(jsonrpc_websocket::Backpressure::Fail)
             .connect(),
     )
     .await
@@ -279,7 +280,13 @@ async fn calls_beyond_the_in_flight_limit_are_refused_not_queued() {
     .await;
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     assert!(
-        matches!(c, Err(Error::Overloaded { limit: 2, .. })),
+        matches!(
+            c,
+            Err(Error::Overloaded {
+                bound: jsonrpc_websocket::Bound::InFlight(2),
+                ..
+            })
+        ),
         "{c:?}"
     );
     assert_no_pending(&client);

@@ -485,7 +485,10 @@ async fn an_oversized_ping_is_a_protocol_violation() {
 }
 
 #[actix_rt::test]
-async fn a_flood_of_pings_is_answered_and_calls_go_on() {
+async fn a_flood_of_pings_is_answered_with_bounded_pongs_and_calls_go_on() {
+    // RFC 6455 §5.5.3: only the latest ping needs its pong. A flood of pings
+    // must not queue a pong each: the latest ping is answered, pongs come in
+    // order, and no more pongs come than pings.
     let server = RawServer::start(|mut conn: RawConn| async move {
         let request = conn.read_json().await.expect("a request");
         for i in 0..500u32 {
@@ -493,14 +496,21 @@ async fn a_flood_of_pings_is_answered_and_calls_go_on() {
         }
         conn.send_json(&response(&request["id"], json!("still here")))
             .await;
+        let mut last = None;
         let mut pongs = 0;
-        while pongs < 500 {
+        while last != Some(499) {
             match conn.read_frame().await {
-                Some(frame) if frame.opcode == OP_PONG => pongs += 1,
+                Some(frame) if frame.opcode == OP_PONG => {
+                    let n = u32::from_be_bytes(frame.payload[..4].try_into().unwrap());
+                    assert!(last.is_none_or(|l| n > l), "pong {n} after {last:?}");
+                    last = Some(n);
+                    pongs += 1;
+                }
                 Some(_) => {}
-                None => panic!("connection ended after {pongs} pongs"),
+                None => panic!("connection ended before the latest ping was answered"),
             }
         }
+        assert!(pongs <= 500, "{pongs} pongs for 500 pings");
         conn.idle(Duration::from_secs(5)).await;
     });
     let client = connect(&server.url()).await;

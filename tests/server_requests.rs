@@ -150,8 +150,8 @@ async fn closure_handlers_answer_and_can_be_registered_and_removed_at_run_time()
     let server = TestServer::start(standard);
     let client = connect_with(RpcConnection::builder(server.url()).register_fn(
         "math.double",
-        |params: Value| async move {
-            let n = params[0]
+        |req: ServerRequest| async move {
+            let n = req.params[0]
                 .as_i64()
                 .ok_or_else(|| ErrorObject::invalid_params("need a number"))?;
             Ok(json!(n * 2))

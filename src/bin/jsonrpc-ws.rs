@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use jsonrpc_websocket::serde_json::{self, value::RawValue, Value};
 use jsonrpc_websocket::{
     ConnectionBuilder, Error, ErrorObject, Params, Route, RpcConnection, ServerNotification,
+    ServerRequest,
 };
 
 /// The server answered with a JSON-RPC error object.
@@ -285,7 +286,7 @@ fn handle_server_messages(
 ) -> ConnectionBuilder {
     // A later handler at the same route replaces an earlier one.
     for (method, result) in replies {
-        builder = builder.register_fn(Route::from(method), move |_params: Value| {
+        builder = builder.register_fn(Route::from(method), move |_: ServerRequest| {
             let result = result.clone();
             async move { Ok::<_, ErrorObject>(result) }
         });

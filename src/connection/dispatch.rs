@@ -1,121 +1,143 @@
-//! Requests and notifications from the server: routing them to handlers and
-//! listeners, and writing the handlers' answers back.
+//! Requests from the server: routing each to its handler, bounding how many
+//! are in progress, and turning every outcome (a result, an error object, a
+//! stopped actor, a panic, a timeout, an answer too large to send) into the
+//! JSON answer the server is owed.
 //!
-//! Every handler runs as its own future on the connection's thread, so a
-//! slow handler delays nothing but its own answer.
+//! No socket in here: [`ServerRequests::route`] gives an [`Answer`] to send
+//! now or a future of one, and the connection writes it.
 
-use std::future::Future;
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix::prelude::*;
-use futures_util::future::{join_all, LocalBoxFuture};
+use actix::MailboxError;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt as _;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::frames::Outbound;
-use super::metrics::Metrics;
-use super::{RpcConnection, State};
-use crate::message::{
-    RegisterHandler, RegisterListener, ServerNotification, ServerRequest, UnregisterHandler,
-    UnregisterListeners,
-};
-use crate::protocol::{self, ErrorObject, Id, Notification, Request};
-use crate::registry::Registry;
+use crate::message::{RequestHandler, ServerRequest};
+use crate::protocol::{self, ErrorObject, Id, Request};
+use crate::registry::{Registry, Route};
+use crate::stats::{self, Metrics};
 
-/// What answers the requests matching one route.
-pub(crate) enum RequestHandler {
-    Actor(Recipient<ServerRequest>),
-    Func(Box<dyn Fn(Value) -> LocalBoxFuture<'static, Result<Value, ErrorObject>> + Send>),
-}
-
-impl RequestHandler {
-    pub(crate) fn func<F, Fut>(f: F) -> Self
-    where
-        F: Fn(Value) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
-    {
-        RequestHandler::Func(Box::new(move |params| Box::pin(f(params))))
-    }
-
-    fn is_alive(&self) -> bool {
-        match self {
-            RequestHandler::Actor(recipient) => recipient.connected(),
-            RequestHandler::Func(_) => true,
-        }
-    }
-}
-
-/// What is told of the notifications matching one route.
-pub(crate) enum Listener {
-    Actor(Recipient<ServerNotification>),
-    Func(Box<dyn Fn(ServerNotification) + Send>),
-}
-
-impl Listener {
-    fn is_alive(&self) -> bool {
-        match self {
-            Listener::Actor(recipient) => recipient.connected(),
-            Listener::Func(_) => true,
-        }
-    }
-}
-
-/// Handlers and listeners, registered in the builder or by message.
-#[derive(Default)]
-pub(crate) struct Routes {
-    pub handlers: Registry<RequestHandler>,
-    pub listeners: Registry<Vec<Listener>>,
-}
-
-impl Routes {
-    pub fn add_listener(&mut self, message: RegisterListener) {
-        self.listeners
-            .entry(message.route, Vec::new)
-            .push(message.listener);
-    }
-}
+/// The JSON text of one answer.
+pub(crate) type AnswerText = Vec<u8>;
 
 /// The answer to one request: ready now, or once its handler finishes.
 pub(crate) enum Answer {
-    Now(String),
-    Later(LocalBoxFuture<'static, Answered>),
+    Now(AnswerText),
+    Later(LocalBoxFuture<'static, AnswerText>),
 }
 
-/// Answers coming back from handler tasks.
-pub(crate) struct Delivery {
-    answered: Vec<Answered>,
-    batch: bool,
+impl Answer {
+    /// Polls a `Later` answer once (handlers that answer without waiting
+    /// are common): a future re-registers its waker each time it is polled,
+    /// so this poll with a no-op waker loses nothing.
+    pub fn now_or_later(self) -> Answer {
+        match self {
+            Answer::Later(mut work) => {
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match work.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(text) => Answer::Now(text),
+                    std::task::Poll::Pending => Answer::Later(work),
+                }
+            }
+            now => now,
+        }
+    }
 }
 
-impl StreamHandler<Delivery> for RpcConnection {
-    fn handle(&mut self, delivery: Delivery, _: &mut Self::Context) {
-        self.deliver(delivery.answered, delivery.batch);
+/// The limits a dispatcher enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Requests in the hands of handlers at once.
+    pub in_progress: usize,
+    /// How long a handler may take.
+    pub timeout: Duration,
+    /// The largest answer that may be sent.
+    pub answer_size: usize,
+}
+
+/// Routes, the count of requests in progress, and the limits.
+pub(crate) struct ServerRequests {
+    handlers: Registry<RequestHandler>,
+    in_progress: Rc<Cell<usize>>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+}
+
+/// Holds one of the `in_progress` places until dropped (answered, timed
+/// out, or dropped with the connection).
+struct Place {
+    in_progress: Rc<Cell<usize>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Place {
+    fn take(in_progress: &Rc<Cell<usize>>, metrics: &Arc<Metrics>) -> Place {
+        in_progress.set(in_progress.get() + 1);
+        stats::set(&metrics.server_requests_in_progress, in_progress.get());
+        Place {
+            in_progress: Rc::clone(in_progress),
+            metrics: Arc::clone(metrics),
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let n = self.in_progress.get().saturating_sub(1);
+        self.in_progress.set(n);
+        stats::set(&self.metrics.server_requests_in_progress, n);
+    }
+}
+
+impl ServerRequests {
+    pub fn new(handlers: Registry<RequestHandler>, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        ServerRequests {
+            handlers,
+            in_progress: Rc::default(),
+            limits,
+            metrics,
+        }
     }
 
-    /// The actor holds a sender itself, so this stream ends only with it.
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
+    /// Puts a handler at `route`, replacing the one there.
+    pub fn register(&mut self, route: Route, handler: RequestHandler) {
+        self.handlers.insert(route, handler);
+    }
 
-/// A handler's answer, whether it found its handler actor gone, and whether
-/// it counted against `max_server_requests`.
-pub(crate) struct Answered {
-    text: String,
-    handler_gone: bool,
-    counted: bool,
-}
+    /// Removes the handler at exactly `route`.
+    pub fn unregister(&mut self, route: &Route) {
+        self.handlers.remove(route);
+    }
 
-impl RpcConnection {
-    /// Routes one request to its handler; the answer keeps the request's id.
-    pub(super) fn answer_request(&mut self, request: Request) -> Answer {
-        Metrics::add(&self.metrics.server_requests, 1);
+    /// Requests in the hands of handlers now.
+    #[cfg(test)]
+    pub fn in_progress(&self) -> usize {
+        self.in_progress.get()
+    }
+
+    /// Routes one request; the answer keeps the request's id exactly.
+    pub fn route(&mut self, request: Request<'_>) -> Answer {
+        stats::add(&self.metrics.server_requests, 1);
         let Request { id, method, params } = request;
-        let params = match params.map(|raw| serde_json::from_str::<Value>(raw.get())) {
-            None => Value::Null,
-            Some(Ok(params)) => params,
-            Some(Err(err)) => {
-                return Answer::Now(error_text(&id, &ErrorObject::invalid_params(err)))
-            }
+        // The route first: an unknown method is -32601 even when busy.
+        let Some((route, handler)) = self.handlers.resolve(&method) else {
+            log::debug!("no handler for the server's request '{method}' (id {id})");
+            return Answer::Now(error(&id, &ErrorObject::method_not_found(&method)));
         };
-        if self.handlers_running >= self.config.max_server_requests {
-            let limit = self.config.max_server_requests;
+        if !handler.is_alive() {
+            self.handlers.remove(&route);
+            log::warn!("the handler at {route} has stopped; dropped it");
+            return Answer::Now(error(&id, &handler_stopped(&method)));
+        }
+        let limit = self.limits.in_progress;
+        if self.in_progress.get() >= limit {
+            stats::add(&self.metrics.server_requests_refused, 1);
             log::warn!(
                 "refused the server's request '{method}' (id {id}): {limit} already in progress"
             );
@@ -123,227 +145,303 @@ impl RpcConnection {
                 -32000,
                 format!("too many requests in progress (limit {limit})"),
             );
-            return Answer::Now(error_text(&id, &busy));
+            return Answer::Now(error(&id, &busy));
         }
-        let Some((route, handler)) = self.routes.handlers.resolve(&method) else {
-            log::debug!("no handler for the server's request '{method}' (id {id})");
-            return Answer::Now(error_text(&id, &ErrorObject::method_not_found(&method)));
+        let params = match params.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+            None => Value::Null,
+            Some(Ok(params)) => params,
+            Some(Err(err)) => return Answer::Now(error(&id, &ErrorObject::invalid_params(err))),
         };
-        if !handler.is_alive() {
-            self.routes.handlers.remove(&route);
-            log::warn!("the handler at {route} has stopped; dropped it");
-            return Answer::Now(error_text(&id, &handler_stopped(&method)));
-        }
-        self.handlers_running += 1;
-        let limit = self.config.request_timeout;
-        let work: LocalBoxFuture<'static, (Result<Value, ErrorObject>, bool)> = match handler {
-            RequestHandler::Actor(recipient) => {
-                let sent = recipient.send(ServerRequest {
-                    method: method.clone(),
-                    params,
-                    id: id.clone(),
-                });
-                let method = method.clone();
-                Box::pin(async move {
-                    match sent.await {
-                        Ok(outcome) => (outcome, false),
-                        Err(MailboxError::Closed) => (Err(handler_stopped(&method)), true),
-                        Err(MailboxError::Timeout) => (
-                            Err(ErrorObject::internal("handler mailbox timed out")),
-                            false,
-                        ),
-                    }
-                })
-            }
-            RequestHandler::Func(f) => {
-                let fut = f(params);
-                Box::pin(async move { (fut.await, false) })
-            }
+        let place = Place::take(&self.in_progress, &self.metrics);
+        let request = ServerRequest {
+            method: method.clone(),
+            params,
+            id: id.clone(),
         };
+        let work = start(handler, request);
+        let (limits, metrics) = (self.limits, Arc::clone(&self.metrics));
         Answer::Later(Box::pin(async move {
-            let (outcome, handler_gone) = match tokio::time::timeout(limit, work).await {
-                Ok(done) => done,
-                Err(_) => {
-                    let reason =
-                        format!("the handler for '{method}' did not answer within {limit:?}");
-                    (Err(ErrorObject::internal(reason)), false)
+            let outcome = match tokio::time::timeout(limits.timeout, work).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_panic)) => {
+                    stats::add(&metrics.handler_panics, 1);
+                    log::error!("the handler for '{method}' (id {id}) panicked");
+                    Err(ErrorObject::internal(format!(
+                        "the handler for '{method}' panicked"
+                    )))
                 }
+                Err(_elapsed) => Err(ErrorObject::internal(format!(
+                    "the handler for '{method}' did not answer within {:?}",
+                    limits.timeout
+                ))),
             };
+            drop(place);
             let text = match outcome {
-                Ok(result) => match serde_json::to_string(&result) {
-                    Ok(result) => protocol::encode_result_response(&id, &result),
-                    Err(err) => error_text(&id, &ErrorObject::internal(err)),
-                },
-                Err(error) => error_text(&id, &error),
+                Ok(result) => {
+                    let mut out = Vec::with_capacity(40 + result.get().len());
+                    protocol::write_result_response(&mut out, &id, result.get());
+                    out
+                }
+                Err(err) => error(&id, &err),
             };
-            Answered {
-                text,
-                handler_gone,
-                counted: true,
+            if text.len() > limits.answer_size {
+                log::warn!(
+                    "the answer to '{method}' (id {id}) is {} bytes, over the limit of {}",
+                    text.len(),
+                    limits.answer_size
+                );
+                let too_large = ErrorObject::internal(format!(
+                    "response too large ({} bytes, limit {})",
+                    text.len(),
+                    limits.answer_size
+                ));
+                return error(&id, &too_large);
             }
+            text
         }))
     }
+}
 
-    /// Sends answers once they are all ready: one message for a single
-    /// request, one batch (in request order) for a batch.
-    pub(super) fn send_answers(&mut self, mut answers: Vec<Answer>, batch: bool) {
-        if answers.is_empty() {
-            return;
-        }
-        if !batch {
-            if let Some(answer) = answers.pop() {
-                match answer {
-                    Answer::Now(text) => self.write(Outbound::Text(text)),
-                    Answer::Later(fut) => {
-                        self.answer_when_ready(async move { vec![fut.await] }, false)
+type Outcome = Result<Box<RawValue>, ErrorObject>;
+
+/// Starts the handler's work; a panic, now or while it runs, is an `Err`.
+fn start(
+    handler: &RequestHandler,
+    request: ServerRequest,
+) -> LocalBoxFuture<'static, Result<Outcome, Box<dyn std::any::Any + Send>>> {
+    match handler {
+        RequestHandler::Actor(recipient) => {
+            let method = request.method.clone();
+            let sent = recipient.send(request);
+            Box::pin(async move {
+                Ok(match sent.await {
+                    Ok(Ok(value)) => serde_json::value::to_raw_value(&value)
+                        .map_err(|err| ErrorObject::internal(format!("result is not JSON: {err}"))),
+                    Ok(Err(error)) => Err(error),
+                    Err(MailboxError::Closed) => Err(handler_stopped(&method)),
+                    Err(MailboxError::Timeout) => {
+                        Err(ErrorObject::internal("handler mailbox timed out"))
                     }
-                }
+                })
+            })
+        }
+        RequestHandler::Func(f) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| f(request))) {
+                Ok(work) => Box::pin(AssertUnwindSafe(work).catch_unwind()),
+                Err(panic) => Box::pin(std::future::ready(Err(panic))),
             }
-            return;
-        }
-        let all = join_all(answers.into_iter().map(|answer| match answer {
-            Answer::Now(text) => Box::pin(async move {
-                Answered {
-                    text,
-                    handler_gone: false,
-                    counted: false,
-                }
-            }),
-            Answer::Later(fut) => fut,
-        }));
-        self.answer_when_ready(all, true);
-    }
-
-    /// Delivers at once what handlers answer without waiting (most closures
-    /// do); spawns a task for the rest.
-    fn answer_when_ready(
-        &mut self,
-        work: impl Future<Output = Vec<Answered>> + 'static,
-        batch: bool,
-    ) {
-        let mut work = Box::pin(work);
-        // A future re-registers its waker each time it is polled, so one poll
-        // with a no-op waker before the task's own first poll loses nothing.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match work.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(answered) => self.deliver(answered, batch),
-            std::task::Poll::Pending => self.spawn_answer(work, batch),
-        }
-    }
-
-    /// Runs handler work as its own task, which comes back through the
-    /// answers channel. (A future spawned on the actor's context would be
-    /// polled on every event of the connection; a task is polled only when
-    /// it is woken.)
-    fn spawn_answer(&self, work: impl Future<Output = Vec<Answered>> + 'static, batch: bool) {
-        let answers = self.answers.clone();
-        let stopped = self.stopped.clone();
-        actix::spawn(async move {
-            // When the connection stops, handler work it still owns is
-            // dropped: its answer would have nowhere to go.
-            tokio::select! {
-                answered = work => {
-                    let _ = answers.unbounded_send(Delivery { answered, batch });
-                }
-                () = stopped.cancelled() => {}
-            }
-        });
-    }
-
-    fn deliver(&mut self, answered: Vec<Answered>, batch: bool) {
-        self.handlers_running -= answered.iter().filter(|a| a.counted).count();
-        if answered.iter().any(|a| a.handler_gone) {
-            self.routes.handlers.retain(|h| h.is_alive());
-        }
-        if self.state != State::Open {
-            log::debug!(
-                "dropped {} answer(s): the connection is closing",
-                answered.len()
-            );
-            return;
-        }
-        let texts: Vec<String> = answered.into_iter().map(|a| a.text).collect();
-        let text = if batch {
-            format!("[{}]", texts.join(","))
-        } else {
-            texts.concat()
-        };
-        self.write(Outbound::Text(text));
-    }
-
-    /// Tells every matching listener; notifications are never answered.
-    pub(super) fn tell_listeners(&mut self, notification: Notification) {
-        Metrics::add(&self.metrics.server_notifications, 1);
-        let Notification { method, params } = notification;
-        let params = params
-            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            .unwrap_or(Value::Null);
-        let message = ServerNotification { method, params };
-        let mut told = 0;
-        let mut gone = false;
-        for (_, listeners) in self.routes.listeners.matching(&message.method) {
-            for listener in listeners.iter() {
-                match listener {
-                    Listener::Actor(recipient) if recipient.connected() => {
-                        recipient.do_send(message.clone());
-                        told += 1;
-                    }
-                    Listener::Actor(_) => gone = true,
-                    Listener::Func(f) => {
-                        f(message.clone());
-                        told += 1;
-                    }
-                }
-            }
-        }
-        if gone {
-            self.routes.listeners.retain(|listeners| {
-                listeners.retain(Listener::is_alive);
-                !listeners.is_empty()
-            });
-        }
-        if told == 0 {
-            log::debug!("server notification '{}' has no listener", message.method);
         }
     }
 }
 
-fn error_text(id: &Id, error: &ErrorObject) -> String {
-    protocol::encode_error_response(id, error)
+/// The JSON text of an error answer.
+pub(crate) fn error(id: &Id, error: &ErrorObject) -> AnswerText {
+    let mut out = Vec::with_capacity(96);
+    protocol::write_error_response(&mut out, id, error);
+    out
 }
 
 fn handler_stopped(method: &str) -> ErrorObject {
     ErrorObject::internal(format!("the handler for '{method}' has stopped"))
 }
 
-impl Handler<RegisterHandler> for RpcConnection {
-    type Result = ();
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{parse, Inbound, Message};
+    use serde_json::json;
+    use std::future::Future;
 
-    fn handle(&mut self, msg: RegisterHandler, _: &mut Self::Context) {
-        self.routes.handlers.insert(msg.route, msg.handler);
+    fn dispatcher(limit: usize) -> (ServerRequests, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let limits = Limits {
+            in_progress: limit,
+            timeout: Duration::from_secs(5),
+            answer_size: 200,
+        };
+        (
+            ServerRequests::new(Registry::default(), limits, Arc::clone(&metrics)),
+            metrics,
+        )
     }
-}
 
-impl Handler<UnregisterHandler> for RpcConnection {
-    type Result = ();
-
-    fn handle(&mut self, msg: UnregisterHandler, _: &mut Self::Context) {
-        self.routes.handlers.remove(&msg.0);
+    /// Routes the request in `text` and returns the answer as JSON, if it
+    /// is ready without waiting.
+    fn route_now(d: &mut ServerRequests, text: &str) -> Option<Value> {
+        let Inbound::Single(Message::Request(request)) = parse(text) else {
+            panic!("not a request: {text}");
+        };
+        match d.route(request).now_or_later() {
+            Answer::Now(text) => Some(serde_json::from_slice(&text).unwrap()),
+            Answer::Later(_) => None,
+        }
     }
-}
 
-impl Handler<RegisterListener> for RpcConnection {
-    type Result = ();
-
-    fn handle(&mut self, msg: RegisterListener, _: &mut Self::Context) {
-        self.routes.add_listener(msg);
+    fn req(id: &str, method: &str) -> String {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":[1]}}"#)
     }
-}
 
-impl Handler<UnregisterListeners> for RpcConnection {
-    type Result = ();
+    fn func<F, Fut>(f: F) -> RequestHandler
+    where
+        F: Fn(ServerRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+    {
+        RequestHandler::func(f)
+    }
 
-    fn handle(&mut self, msg: UnregisterListeners, _: &mut Self::Context) {
-        self.routes.listeners.remove(&msg.0);
+    #[actix_rt::test]
+    async fn closures_get_the_whole_request_and_answer_with_its_exact_id() {
+        let (mut d, metrics) = dispatcher(4);
+        d.register(
+            Route::from("ui."),
+            func(|r: ServerRequest| async move {
+                Ok(json!({"method": r.method, "params": r.params, "id": r.id.to_string()}))
+            }),
+        );
+        let answer = route_now(&mut d, &req("1e2", "ui.open")).unwrap();
+        assert_eq!(
+            answer["result"],
+            json!({"method": "ui.open", "params": [1], "id": "1e2"})
+        );
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.server_requests, stats.server_requests_in_progress),
+            (1, 0)
+        );
+    }
+
+    #[actix_rt::test]
+    async fn unknown_methods_get_32601_even_when_busy() {
+        let (mut d, metrics) = dispatcher(1);
+        d.register(
+            Route::from("slow"),
+            func(|_| std::future::pending::<Result<Value, ErrorObject>>()),
+        );
+        let text = req("1", "slow");
+        let Inbound::Single(Message::Request(request)) = parse(&text) else {
+            unreachable!()
+        };
+        // Held: the slow handler keeps the only place while its work lives.
+        let _working = d.route(request);
+        let unknown = route_now(&mut d, &req("2", "nope")).unwrap();
+        assert_eq!(unknown["error"]["code"], -32601);
+        let busy = route_now(&mut d, &req("3", "slow")).unwrap();
+        assert_eq!(busy["error"]["code"], -32000);
+        assert_eq!(metrics.snapshot().server_requests_refused, 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_place_is_returned_when_the_work_is_dropped() {
+        let (mut d, metrics) = dispatcher(1);
+        d.register(
+            Route::from("slow"),
+            func(|_| std::future::pending::<Result<Value, ErrorObject>>()),
+        );
+        let text = req("1", "slow");
+        let Inbound::Single(Message::Request(request)) = parse(&text) else {
+            unreachable!()
+        };
+        let answer = d.route(request);
+        assert_eq!(
+            (
+                d.in_progress(),
+                metrics.snapshot().server_requests_in_progress
+            ),
+            (1, 1)
+        );
+        drop(answer);
+        assert_eq!(
+            (
+                d.in_progress(),
+                metrics.snapshot().server_requests_in_progress
+            ),
+            (0, 0)
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_panic_before_or_after_the_first_poll_is_a_32603_answer() {
+        let (mut d, metrics) = dispatcher(4);
+        d.register(
+            Route::from("at_once"),
+            RequestHandler::func(
+                |_: ServerRequest| -> std::future::Ready<Result<Value, ErrorObject>> {
+                    panic!("boom at once")
+                },
+            ),
+        );
+        d.register(
+            Route::from("in_future"),
+            func(|_| async { panic!("boom inside") }),
+        );
+        for method in ["at_once", "in_future"] {
+            let answer = route_now(&mut d, &req("7", method)).unwrap();
+            assert_eq!(answer["id"], 7);
+            assert_eq!(answer["error"]["code"], -32603, "{method}: {answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("panicked"),
+                "{answer}"
+            );
+        }
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.handler_panics, stats.server_requests_in_progress),
+            (2, 0)
+        );
+        assert_eq!(d.in_progress(), 0, "the places came back");
+    }
+
+    #[actix_rt::test]
+    async fn an_answer_over_the_size_limit_becomes_32603() {
+        let (mut d, _) = dispatcher(4);
+        d.register(
+            Route::from("big"),
+            func(|_| async { Ok(json!("x".repeat(500))) }),
+        );
+        let answer = route_now(&mut d, &req("1", "big")).unwrap();
+        assert_eq!(answer["error"]["code"], -32603);
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("response too large"),
+            "{answer}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn params_that_cannot_become_a_value_get_32602() {
+        let (mut d, _) = dispatcher(4);
+        d.register(Route::from("m"), func(|_| async { Ok(json!(1)) }));
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let text = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"m","params":{deep}}}"#);
+        let answer = route_now(&mut d, &text).unwrap();
+        assert_eq!(answer["error"]["code"], -32602);
+    }
+
+    #[actix_rt::test]
+    async fn results_that_are_raw_json_are_sent_exactly() {
+        let (mut d, _) = dispatcher(4);
+        d.register(
+            Route::from("exact"),
+            RequestHandler::func(|_: ServerRequest| async {
+                RawValue::from_string("[12345678901234567890123,1e2]".to_owned())
+                    .map_err(ErrorObject::internal)
+            }),
+        );
+        let text = req("1", "exact");
+        let Inbound::Single(Message::Request(request)) = parse(&text) else {
+            unreachable!()
+        };
+        let Answer::Now(text) = d.route(request).now_or_later() else {
+            panic!("not answered at once");
+        };
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"result":[12345678901234567890123,1e2]}"#
+        );
     }
 }

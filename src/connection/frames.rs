@@ -3,11 +3,12 @@
 //! Inbound, [`FrameAssembler`] joins continuation frames into whole messages
 //! and enforces the size limit on each frame *header*, before the payload is
 //! buffered: awc's own codec only notices an oversized frame after it has
-//! read all of it. Outbound, [`OutboundCodec`] writes masked client frames.
+//! read all of it. Outbound, [`seal`] turns a payload written after
+//! [`HEADER_ROOM`] into a masked client frame without copying it.
 
 use std::io;
 
-use actix_codec::{Decoder, Encoder};
+use actix_codec::Decoder;
 use actix_http::ws::{CloseReason, OpCode, Parser, ProtocolError};
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -98,6 +99,22 @@ impl FrameAssembler {
             partial: None,
             skip_bytes: 0,
             skipping_message: false,
+        }
+    }
+
+    /// How many more bytes the frame at the start of `src` needs, when its
+    /// header says so and it is within the limit: the reader reserves them in
+    /// one go instead of growing its buffer read by read.
+    pub fn wanted(&self, src: &[u8]) -> usize {
+        if self.skip_bytes > 0 {
+            return 0;
+        }
+        match data_header(src) {
+            Some(header) if header.payload_len <= self.limit as u64 => {
+                let total = header.header_len + header.payload_len as usize;
+                total.saturating_sub(src.len())
+            }
+            _ => 0,
         }
     }
 
@@ -201,32 +218,85 @@ impl Decoder for FrameAssembler {
     }
 }
 
-/// What the connection writes.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A complete JSON-RPC message.
-    Text(String),
-    /// The answer to a ping.
-    Pong(Bytes),
-    /// A close frame.
-    Close(Option<CloseReason>),
+/// Room kept in front of a payload for the largest client frame header:
+/// 2 bytes, an 8-byte length, a 4-byte mask.
+pub(crate) const HEADER_ROOM: usize = 14;
+
+/// An empty buffer with [`HEADER_ROOM`] in front, for a payload to be
+/// written straight after it and then [`seal`]ed into a frame: the message is
+/// never copied into a second buffer.
+pub(crate) fn frame_buffer(payload_capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_ROOM + payload_capacity);
+    buf.resize(HEADER_ROOM, 0);
+    buf
 }
 
-/// Encodes client frames (masked, as RFC 6455 requires of clients).
-pub(crate) struct OutboundCodec;
+/// Turns a [`frame_buffer`] holding a payload into one masked, final client
+/// frame (RFC 6455 §5.3: clients mask everything they send).
+pub(crate) fn seal(mut buf: Vec<u8>, opcode: OpCode) -> Bytes {
+    let len = buf.len().saturating_sub(HEADER_ROOM);
+    let mask: [u8; 4] = rand::random();
+    apply_mask(&mut buf[HEADER_ROOM..], mask);
+    let mut header = [0u8; HEADER_ROOM];
+    header[0] = 0x80 | u8::from(opcode);
+    let mut at = 2;
+    if len < 126 {
+        header[1] = 0x80 | len as u8;
+    } else if let Ok(len) = u16::try_from(len) {
+        header[1] = 0x80 | 126;
+        header[2..4].copy_from_slice(&len.to_be_bytes());
+        at = 4;
+    } else {
+        header[1] = 0x80 | 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        at = 10;
+    }
+    header[at..at + 4].copy_from_slice(&mask);
+    let header_len = at + 4;
+    let start = HEADER_ROOM - header_len;
+    buf[start..HEADER_ROOM].copy_from_slice(&header[..header_len]);
+    let mut frame = Bytes::from(buf);
+    frame.advance(start);
+    frame
+}
 
-impl Encoder<Outbound> for OutboundCodec {
-    type Error = io::Error;
+/// A masked text frame carrying `text`.
+pub(crate) fn text_frame(text: &[u8]) -> Bytes {
+    let mut buf = frame_buffer(text.len());
+    buf.extend_from_slice(text);
+    seal(buf, OpCode::Text)
+}
 
-    fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), io::Error> {
-        match item {
-            Outbound::Text(text) => Parser::write_message(dst, text, OpCode::Text, true, true),
-            Outbound::Pong(payload) => {
-                Parser::write_message(dst, payload, OpCode::Pong, true, true)
-            }
-            Outbound::Close(reason) => Parser::write_close(dst, reason, true),
-        }
-        Ok(())
+/// A masked pong echoing a ping's payload.
+pub(crate) fn pong_frame(payload: &[u8]) -> Bytes {
+    let mut buf = frame_buffer(payload.len());
+    buf.extend_from_slice(payload);
+    seal(buf, OpCode::Pong)
+}
+
+/// A masked close frame: the code, then the reason (the caller keeps both
+/// valid; see [`crate::message::Close`]).
+pub(crate) fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut buf = frame_buffer(2 + reason.len());
+    buf.extend_from_slice(&code.to_be_bytes());
+    buf.extend_from_slice(reason.as_bytes());
+    seal(buf, OpCode::Close)
+}
+
+/// XORs `payload` with the repeating 4-byte mask, eight bytes at a time.
+fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    // Whole chunks are multiples of 4, so the mask restarts at index 0.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
     }
 }
 
@@ -394,15 +464,42 @@ mod tests {
         assert_eq!(bad, vec![Frame::Close(None)]);
     }
 
+    /// Decodes one of our (masked) frames the way a server would.
+    fn server_side(frame: &[u8]) -> (bool, OpCode, Vec<u8>) {
+        let mut src = BytesMut::from(frame);
+        let (fin, opcode, payload) = Parser::parse(&mut src, true, 1 << 30).unwrap().unwrap();
+        assert!(src.is_empty(), "exactly one frame");
+        (fin, opcode, payload.map(|p| p.to_vec()).unwrap_or_default())
+    }
+
     #[test]
-    fn outbound_frames_are_masked_text() {
-        let mut dst = BytesMut::new();
-        OutboundCodec
-            .encode(Outbound::Text("{}".into()), &mut dst)
-            .unwrap();
-        assert_eq!(dst[0], 0x81, "fin + text");
-        assert_eq!(dst[1], 0x80 | 2, "masked, 2 bytes");
-        let mask = [dst[2], dst[3], dst[4], dst[5]];
-        assert_eq!([dst[6] ^ mask[0], dst[7] ^ mask[1]], *b"{}");
+    fn outbound_frames_are_masked_and_decode_back_at_every_length_class() {
+        for len in [0, 1, 7, 8, 9, 125, 126, 127, 65_535, 65_536, 70_001] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let frame = text_frame(&payload);
+            assert_eq!(frame[0], 0x81, "fin + text");
+            assert_ne!(frame[1] & 0x80, 0, "masked");
+            let (fin, opcode, back) = server_side(&frame);
+            assert!(fin);
+            assert_eq!(opcode, OpCode::Text);
+            assert_eq!(back, payload, "length {len}");
+        }
+    }
+
+    #[test]
+    fn control_frames_decode_back() {
+        let (_, opcode, payload) = server_side(&pong_frame(b"hi"));
+        assert_eq!((opcode, payload.as_slice()), (OpCode::Pong, &b"hi"[..]));
+        let (_, opcode, payload) = server_side(&close_frame(4000, "bye"));
+        assert_eq!(opcode, OpCode::Close);
+        assert_eq!(payload, [&4000u16.to_be_bytes()[..], b"bye"].concat());
+    }
+
+    #[test]
+    fn masks_differ_between_frames() {
+        let a = text_frame(b"same payload");
+        let b = text_frame(b"same payload");
+        let c = text_frame(b"same payload");
+        assert!(a != b || b != c, "three frames with the same mask");
     }
 }

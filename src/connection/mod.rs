@@ -1,116 +1,209 @@
 //! The [`RpcConnection`] actor: one websocket, its pending calls and its
 //! lifecycle.
 
-mod builder;
+mod dialer;
 mod dispatch;
 mod frames;
-mod metrics;
+mod listeners;
+mod outbox;
 mod pending;
-mod transport;
+mod session;
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use actix::dev::{MessageResponse, OneshotSender};
-use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
-use actix_codec::Framed;
-use actix_http::ws::{CloseCode, CloseReason, Codec};
-use awc::BoxedSocket;
 use bytes::Bytes;
+use bytestring::ByteString;
 use futures_channel::oneshot;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncReadExt, WriteHalf};
-use tokio_util::codec::FramedRead;
 
-pub use builder::ConnectionBuilder;
-pub use metrics::Stats;
+pub use dialer::{awc_client, awc_connector};
 
-pub(crate) use builder::Config;
-use dispatch::Answer;
-pub(crate) use dispatch::{Listener, RequestHandler, Routes};
-use frames::{Frame, FrameAssembler, FrameError, Outbound, OutboundCodec};
-use metrics::Metrics;
-use pending::{PendingCalls, Reply};
+pub(crate) use dialer::{split_userinfo, Auth, Dialer, Socket};
+use dispatch::{Answer, AnswerText, Limits, ServerRequests};
+use frames::{Frame, FrameError};
+use listeners::Listeners;
+use outbox::{Outbox, Refused};
+use pending::{PendingCalls, Responder};
+use session::{Session, WriterEnd, WriterEnded};
 
-use crate::client::Client;
-use crate::error::{CallInfo, Error};
-use crate::message::{Call, Close, GetStats, Notify};
-use crate::protocol::{self, ErrorObject, Id, Inbound, Message as RpcMessage};
+use crate::config::{Backpressure, Config};
+use crate::error::{Bound, CallInfo, Error};
+use crate::message::{
+    fit_close_reason, may_send_close_code, Call, Close, Disconnect, GetStats, Initiator, Notify,
+    RawCall, RegisterHandler, RegisterListener, Reply, UnregisterHandler, UnregisterListeners,
+};
+use crate::protocol::{self, ErrorObject, Inbound, Message as RpcMessage};
+use crate::registry::Registry;
+use crate::stats::{self, Metrics};
 
-/// Write buffer bounds: beyond `HIGH` bytes queued the actor stops taking
-/// new messages until the socket drains below `LOW`. Both leave room for a
-/// full-size message so one large call never stalls the reading side.
-const WRITE_BUFFER_LOW: usize = 256 * 1024;
+/// What every handle of a connection shares with the actor: thread-safe,
+/// so a [`Client`](crate::Client) can queue notifications without a
+/// round trip through the actor, and read the counters and the ending
+/// after the actor has stopped.
+pub(crate) struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub outbox: Arc<Outbox>,
+    /// `Some` once the connection has ended.
+    pub ended: tokio::sync::watch::Sender<Option<Disconnect>>,
+    pub request_timeout: Duration,
+    pub max_message_size: usize,
+    pub backpressure: Backpressure,
+}
+
+impl Shared {
+    /// Encodes and queues a notification: the work of [`Notify`], done in
+    /// the caller's task.
+    pub async fn notify(
+        &self,
+        method: Cow<'static, str>,
+        params: &protocol::Params,
+    ) -> Result<(), Error> {
+        let frame = encode_notification(&method, params, self.max_message_size)?;
+        let queued = match self.outbox.try_push(&frame) {
+            Err(Refused::Full) if self.backpressure == Backpressure::Wait => {
+                stats::add(&self.metrics.backpressure_waits, 1);
+                match tokio::time::timeout(self.request_timeout, self.outbox.push(frame)).await {
+                    Ok(queued) => queued,
+                    Err(_elapsed) => Err(Refused::Full),
+                }
+            }
+            other => other,
+        };
+        match queued {
+            Ok(()) => {
+                stats::add(&self.metrics.notifications_sent, 1);
+                Ok(())
+            }
+            Err(Refused::Full) => {
+                stats::add(&self.metrics.overloaded, 1);
+                Err(Error::Overloaded {
+                    bound: Bound::QueuedBytes(self.outbox.limit()),
+                    method,
+                })
+            }
+            Err(Refused::Closed) => Err(Error::NotConnected { method }),
+        }
+    }
+}
+
+/// A notification's frame, or why it cannot be sent.
+fn encode_notification(
+    method: &str,
+    params: &protocol::Params,
+    limit: usize,
+) -> Result<Bytes, Error> {
+    let params = params.wire().map_err(|reason| Error::InvalidParams {
+        method: method.to_owned().into(),
+        reason: reason.to_owned(),
+    })?;
+    let mut buf = frames::frame_buffer(48 + method.len() + params.map_or(0, str::len));
+    protocol::write_request(&mut buf, None, method, params);
+    let size = buf.len() - frames::HEADER_ROOM;
+    if size > limit {
+        return Err(Error::MessageTooLarge {
+            size: size as u64,
+            limit,
+            inbound: false,
+            call: None,
+        });
+    }
+    Ok(frames::seal(buf, actix_http::ws::OpCode::Text))
+}
 
 /// The actor that owns one websocket connection to a JSON-RPC server.
 ///
 /// Create it with [`RpcConnection::builder`]; talk to it with
 /// [`Call`], [`Notify`], [`Close`] and [`GetStats`] messages, or through the
-/// [`Client`] handle returned by [`connect`](ConnectionBuilder::connect).
+/// [`Client`](crate::Client) handle returned by
+/// [`connect`](crate::ConnectionBuilder::connect).
 ///
 /// # Actor lifecycle
 ///
 /// ## Open
 /// Starts once the handshake has succeeded (there is no "connecting" actor:
 /// `connect()` fails instead). Calls are written as they arrive and wait in
-/// the pending table for their response or their deadline. Responses
-/// complete their call; unknown ids and invalid messages are logged, counted
-/// and skipped; pings are answered; the server's requests go to their
-/// handlers and its notifications to their listeners.
+/// the pending table for their response or their deadline; a call that finds
+/// a bound full (`max_in_flight`, `max_queued_bytes`) waits in the same
+/// table for room, or fails, as [`Backpressure`](crate::Backpressure) says.
+/// A caller that stops waiting frees its call at once. Responses complete
+/// their call; unknown ids and invalid messages are logged, counted and
+/// skipped; pings are answered; the server's requests go to their handlers
+/// and its notifications to their listeners' queues.
 ///
 /// ## Draining
 /// Entered on the first of these, each failing every pending call at once
 /// (and every later call with [`Error::NotConnected`]):
-/// - [`Close`]: our close frame is sent; calls fail with [`Error::Closed`].
-/// - The server's close frame: it is echoed; calls fail with
+/// - [`Close`], or every [`Client`](crate::Client) and `Addr` dropped: our
+///   close frame is queued behind what is already queued; calls fail with
+///   [`Error::Closed`].
+/// - The server's close frame: it is answered; calls fail with
 ///   [`Error::Closed`] carrying its code and reason.
 /// - A message over the size limit: close code 1009; calls fail with
 ///   [`Error::MessageTooLarge`]. The message is discarded as it arrives.
 /// - A websocket protocol violation: close code 1002; calls fail with
 ///   [`Error::Disconnected`] naming the violation.
 ///
+/// After our close frame nothing else is sent (no answers, no pongs).
 /// Reading goes on, so the server's close frame is heard and its unread data
 /// does not turn our close into a reset.
 ///
 /// ## Stopped
-/// Once our close frame is flushed and the server has closed its side, or
+/// Once our close frame is written and the server has closed its side, or
 /// after the close timeout (default 1 s), or at once when the socket drops
 /// or fails ([`Error::Disconnected`]). The pending table is empty: every
 /// call has ended with its result or an error. Calls are never re-sent.
+/// Handler work still running is dropped. [`Client::closed`](crate::Client::closed)
+/// resolves with how it ended.
 pub struct RpcConnection {
     config: Config,
-    writer: FramedWrite<Outbound, WriteHalf<BoxedSocket>, OutboundCodec>,
+    /// Kept for reconnecting: the same URL, headers and credentials.
+    #[allow(dead_code)]
+    dialer: Dialer,
+    shared: Arc<Shared>,
+    session: Option<Session>,
     pending: PendingCalls,
-    metrics: Arc<Metrics>,
     next_id: u64,
     state: State,
     /// The deadline the expiry timer is armed for, and its handle.
     timer: Option<(Instant, SpawnHandle)>,
-    /// Handlers and listeners for what the server sends us.
-    routes: Routes,
-    /// Server requests whose handlers have not answered yet.
-    handlers_running: usize,
-    /// Where handler tasks send their answers (read as a stream by the actor).
-    answers: futures_channel::mpsc::UnboundedSender<dispatch::Delivery>,
+    requests: ServerRequests,
+    listeners: Listeners,
     /// Cancelled when the actor stops, ending handler tasks still running.
     stopped: tokio_util::sync::CancellationToken,
     /// Held by [`Close`] callers; told the outcome when the actor stops.
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// How the connection is ending, once it is.
+    ending: Option<Disconnect>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// Closing or closed: every call has failed, our close frame (if any) is
-    /// being flushed and the server's end of the conversation awaited. The
-    /// actor stops when both are done, or after the close timeout.
+    /// Closing or closed: every call has failed; our close frame (if any)
+    /// is being written and the server's end awaited. The actor stops when
+    /// both are done (or only the first, when `await_peer` is false), or
+    /// after the close timeout.
     Draining {
         flushed: bool,
         peer_done: bool,
+        await_peer: bool,
     },
+}
+
+/// Everything a connection is started with.
+pub(crate) struct Parts {
+    pub config: Config,
+    pub dialer: Dialer,
+    pub socket: Socket,
+    pub handlers: Registry<crate::message::RequestHandler>,
+    pub listeners: Vec<RegisterListener>,
 }
 
 impl RpcConnection {
@@ -124,64 +217,84 @@ impl RpcConnection {
     /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
     /// # Ok(()) }
     /// ```
-    pub fn builder(url: impl Into<String>) -> ConnectionBuilder {
-        ConnectionBuilder::new(url.into())
+    pub fn builder(url: impl Into<String>) -> crate::ConnectionBuilder {
+        crate::ConnectionBuilder::new(url.into())
     }
 
-    fn start(framed: Framed<BoxedSocket, Codec>, config: Config, routes: Routes) -> Client {
-        let parts = framed.into_parts();
-        let (read, write) = tokio::io::split(parts.io);
-        // Bytes that arrived with the handshake response are the first frames.
-        // They go in front of the socket (not into the decoder's buffer, which
-        // is only decoded after the next read: a server that speaks first and
-        // then waits would never be heard).
-        let early = std::io::Cursor::new(parts.read_buf.freeze());
-        let reader = FramedRead::new(
-            early.chain(read),
-            FrameAssembler::new(config.max_message_size),
-        );
+    /// Starts the actor on the current arbiter with an open socket.
+    pub(crate) fn start(parts: Parts) -> (Addr<RpcConnection>, Arc<Shared>) {
+        let Parts {
+            config,
+            dialer,
+            socket,
+            handlers,
+            listeners,
+        } = parts;
         let metrics = Arc::new(Metrics::default());
-        let shared = Arc::clone(&metrics);
+        let outbox = Outbox::new(config.max_queued_bytes, Arc::clone(&metrics));
+        let shared = Arc::new(Shared {
+            metrics: Arc::clone(&metrics),
+            outbox,
+            ended: tokio::sync::watch::Sender::new(None),
+            request_timeout: config.request_timeout,
+            max_message_size: config.max_message_size,
+            backpressure: config.backpressure,
+        });
+        let actor_shared = Arc::clone(&shared);
         let addr = RpcConnection::create(move |ctx| {
             ctx.set_mailbox_capacity(1024);
-            ctx.add_stream(reader);
-            let (answers, answered) = futures_channel::mpsc::unbounded();
-            ctx.add_stream(answered);
-            let mut writer = FramedWrite::new(write, OutboundCodec, ctx);
-            let high = config
-                .max_message_size
-                .saturating_mul(2)
-                .max(4 * WRITE_BUFFER_LOW);
-            writer.set_buffer_capacity(WRITE_BUFFER_LOW, high);
+            let limits = Limits {
+                in_progress: config.max_server_requests,
+                timeout: config.request_timeout,
+                answer_size: config.max_message_size,
+            };
+            let mut listener_table = Listeners::new(
+                listeners::Defaults {
+                    capacity: config.listener_capacity,
+                    overflow: config.listener_overflow,
+                },
+                Arc::clone(&metrics),
+            );
+            for listener in listeners {
+                listener_table.add(listener);
+            }
+            let pending = PendingCalls::new(Arc::clone(&metrics));
+            let session = Session::start(
+                socket.io,
+                socket.early,
+                Arc::clone(&actor_shared.outbox),
+                config.max_message_size,
+                ctx,
+            );
+            ctx.spawn(Housekeeping);
             RpcConnection {
+                requests: ServerRequests::new(handlers, limits, Arc::clone(&metrics)),
+                listeners: listener_table,
                 config,
-                writer,
-                pending: PendingCalls::default(),
-                metrics: shared,
+                dialer,
+                shared: actor_shared,
+                session: Some(session),
+                pending,
                 next_id: 1,
                 state: State::Open,
                 timer: None,
-                routes,
-                handlers_running: 0,
-                answers,
                 stopped: tokio_util::sync::CancellationToken::new(),
                 close_waiters: Vec::new(),
+                ending: None,
             }
         });
-        Client::new(addr, metrics)
+        (addr, shared)
     }
 
-    fn write(&mut self, item: Outbound) {
-        if let Outbound::Text(text) = &item {
-            Metrics::add(&self.metrics.bytes_sent, text.len() as u64);
-        }
-        self.writer.write(item);
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
-    /// Registers a call and writes its request; returns its id. The pending
-    /// entry exists before the frame is written, so no response can
-    /// overtake it; the reply's responder is attached right after, in the
-    /// same turn of the actor (see [`CallReply`]).
+    /// Registers a call and queues its request (or, when a bound is full
+    /// and the policy is to wait, its place in line); returns its id. The
+    /// pending entry exists before the frame can be written, so no response
+    /// can overtake it; the caller's responder is attached right after, in
+    /// the same turn of the actor (see [`CallReply`]).
     fn start_call(
         &mut self,
         method: Cow<'static, str>,
@@ -192,41 +305,86 @@ impl RpcConnection {
         if self.state != State::Open {
             return Err(Error::NotConnected { method });
         }
-        let params = match params.wire() {
-            Ok(params) => params,
-            Err(reason) => {
-                return Err(Error::InvalidParams {
-                    method,
-                    reason: reason.to_owned(),
-                })
-            }
-        };
-        if self.pending.len() >= self.config.max_in_flight {
-            return Err(Error::Overloaded {
-                limit: self.config.max_in_flight,
-                method,
-            });
-        }
+        let params = params.wire().map_err(|reason| Error::InvalidParams {
+            method: method.clone(),
+            reason: reason.to_owned(),
+        })?;
+        let limit = self.config.max_message_size;
+        let mut buf = frames::frame_buffer(48 + method.len() + params.map_or(0, str::len));
         let id = self.next_id;
-        self.next_id += 1;
-        let text = protocol::encode_request(Some(id), &method, params);
+        protocol::write_request(&mut buf, Some(id), &method, params);
+        let size = buf.len() - frames::HEADER_ROOM;
         let call = CallInfo { method, id };
-        if text.len() > self.config.max_message_size {
+        if size > limit {
             return Err(Error::MessageTooLarge {
-                size: text.len() as u64,
-                limit: self.config.max_message_size,
+                size: size as u64,
+                limit,
                 inbound: false,
                 call: Some(call),
             });
         }
+        let frame = frames::seal(buf, actix_http::ws::OpCode::Text);
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         let now = Instant::now();
-        let deadline = self.pending.insert(call, now, timeout);
-        self.metrics.set_pending(self.pending.len());
-        self.arm_timer(deadline, ctx);
-        self.write(Outbound::Text(text));
-        Metrics::add(&self.metrics.calls_sent, 1);
-        Ok(id)
+        let max_in_flight = self.config.max_in_flight;
+        let in_line = self.pending.unsent() > 0;
+        let refused = if self.pending.sent() >= max_in_flight || in_line {
+            Refused::Full
+        } else {
+            match self.shared.outbox.try_push(&frame) {
+                Ok(()) => {
+                    self.next_id += 1;
+                    let deadline = self.pending.insert(call, now, timeout);
+                    self.arm_timer(deadline, ctx);
+                    stats::add(&self.metrics().calls_sent, 1);
+                    return Ok(id);
+                }
+                Err(refused) => refused,
+            }
+        };
+        match (refused, self.config.backpressure) {
+            (Refused::Closed, _) => Err(Error::NotConnected {
+                method: call.method,
+            }),
+            // The line of waiting calls has the same bound as the calls in flight.
+            (Refused::Full, Backpressure::Wait) if self.pending.unsent() < max_in_flight => {
+                self.next_id += 1;
+                stats::add(&self.metrics().backpressure_waits, 1);
+                let deadline = self.pending.insert_unsent(call, frame, now, timeout);
+                self.arm_timer(deadline, ctx);
+                Ok(id)
+            }
+            (Refused::Full, _) => {
+                stats::add(&self.metrics().overloaded, 1);
+                let bound = if self.pending.sent() >= max_in_flight || in_line {
+                    Bound::InFlight(max_in_flight)
+                } else {
+                    Bound::QueuedBytes(self.shared.outbox.limit())
+                };
+                Err(Error::Overloaded {
+                    bound,
+                    method: call.method,
+                })
+            }
+        }
+    }
+
+    /// Sends waiting calls while there is room for them, in order. `false`
+    /// when one is still waiting for room in the outbound queue.
+    fn send_waiting(&mut self) -> bool {
+        while self.state == State::Open && self.pending.sent() < self.config.max_in_flight {
+            let Some((id, frame)) = self.pending.next_unsent() else {
+                return true;
+            };
+            match self.shared.outbox.try_push(&frame) {
+                Ok(()) => {
+                    self.pending.mark_sent(id);
+                    stats::add(&self.metrics().calls_sent, 1);
+                }
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Makes sure the expiry timer fires no later than `deadline`. One timer
@@ -242,11 +400,7 @@ impl RpcConnection {
         let delay = deadline.saturating_duration_since(Instant::now());
         let handle = ctx.run_later(delay, |act, ctx| {
             act.timer = None;
-            let (expired, next) = act.pending.expire(Instant::now());
-            if expired > 0 {
-                Metrics::add(&act.metrics.timeouts, expired as u64);
-                act.metrics.set_pending(act.pending.len());
-            }
+            let (_, next) = act.pending.expire(Instant::now());
             if let Some(next) = next {
                 act.arm_timer(next, ctx);
             }
@@ -255,40 +409,47 @@ impl RpcConnection {
     }
 
     fn on_message_bytes(&mut self, bytes: Bytes) {
-        Metrics::add(&self.metrics.bytes_received, bytes.len() as u64);
-        let Ok(text) = std::str::from_utf8(&bytes) else {
+        stats::add(&self.metrics().bytes_received, bytes.len() as u64);
+        // Validated once; results are then slices of this text, not copies.
+        let Ok(text) = ByteString::try_from(bytes) else {
             self.skip("message is not valid UTF-8");
             return;
         };
-        match protocol::parse(text) {
+        match protocol::parse(&text) {
             Inbound::Single(message) => {
-                let answers = self.on_rpc_message(message).into_iter().collect();
-                self.send_answers(answers, false);
+                if let Some(answer) = self.on_rpc_message(message, &text) {
+                    self.send_answer(answer);
+                }
             }
             Inbound::Batch(messages) => {
-                let answers = messages
+                let answers: Vec<Answer> = messages
                     .into_iter()
-                    .filter_map(|m| self.on_rpc_message(m))
+                    .filter_map(|m| self.on_rpc_message(m, &text))
                     .collect();
-                self.send_answers(answers, true);
+                self.send_batch_answer(answers);
             }
             Inbound::Garbage(reason) => self.skip(&reason),
         }
     }
 
     /// Handles one JSON-RPC object; returns the answer owed, if any.
-    fn on_rpc_message(&mut self, message: RpcMessage) -> Option<Answer> {
+    fn on_rpc_message(&mut self, message: RpcMessage<'_>, text: &ByteString) -> Option<Answer> {
         match message {
             RpcMessage::Response(response) => {
+                if response.id.is_null() {
+                    if let Err(error) = &response.outcome {
+                        stats::add(&self.metrics().null_id_errors, 1);
+                        log::warn!("the server could not process one of our messages: {error}");
+                        return None;
+                    }
+                }
+                let outcome = response.outcome.map(|raw| text.slice_ref(raw.get()));
                 let known = response
                     .id
                     .as_u64()
-                    .is_some_and(|id| self.pending.complete(id, response.outcome));
-                if known {
-                    Metrics::add(&self.metrics.responses, 1);
-                    self.metrics.set_pending(self.pending.len());
-                } else {
-                    Metrics::add(&self.metrics.unknown_ids, 1);
+                    .is_some_and(|id| self.pending.complete(id, outcome));
+                if !known {
+                    stats::add(&self.metrics().unknown_ids, 1);
                     log::warn!(
                         "ignored a response with id {} that matches no pending call",
                         response.id
@@ -297,45 +458,93 @@ impl RpcConnection {
                 None
             }
             RpcMessage::InvalidResponse { id, reason } => {
-                let pending_id = id.as_ref().and_then(Id::as_u64);
-                let failed = pending_id.is_some_and(|id| {
+                if let Some(id) = id.as_ref().and_then(|id| id.as_u64()) {
                     self.pending.fail(id, |call| Error::InvalidResponse {
                         call,
                         reason: reason.clone(),
-                    })
-                });
-                if failed {
-                    self.metrics.set_pending(self.pending.len());
+                    });
                 }
                 self.skip(&format!("invalid response: {reason}"));
                 None
             }
-            RpcMessage::Request(request) => Some(self.answer_request(request)),
+            RpcMessage::Request(request) => Some(self.requests.route(request)),
             RpcMessage::Notification(notification) => {
-                self.tell_listeners(notification);
+                self.listeners.tell(notification);
                 None
             }
             RpcMessage::InvalidRequest { id, reason } => {
                 self.skip(&format!("invalid request: {reason}"));
                 id.map(|id| {
-                    let error = ErrorObject::invalid_request(reason);
-                    Answer::Now(protocol::encode_error_response(&id, &error))
+                    Answer::Now(dispatch::error(&id, &ErrorObject::invalid_request(reason)))
                 })
             }
         }
     }
 
     fn skip(&self, reason: &str) {
-        Metrics::add(&self.metrics.invalid_messages, 1);
+        stats::add(&self.metrics().invalid_messages, 1);
         log::warn!("skipped an invalid message from the server: {reason}");
     }
 
-    /// Ends the connection: fails every pending call with `error`, writes a
-    /// close frame if there is one to write, and lets the actor stop once it
-    /// is flushed and the server is done (or after the close timeout).
+    /// Sends one answer now, or once its handler is done.
+    fn send_answer(&mut self, answer: Answer) {
+        match answer.now_or_later() {
+            Answer::Now(text) => queue_answer(&self.shared.outbox, &text),
+            Answer::Later(work) => self.answer_later(work),
+        }
+    }
+
+    /// Sends the answers to a batch as one batch, in request order, once
+    /// all are ready.
+    fn send_batch_answer(&mut self, answers: Vec<Answer>) {
+        if answers.is_empty() {
+            return;
+        }
+        let answers: Vec<Answer> = answers.into_iter().map(Answer::now_or_later).collect();
+        if answers.iter().all(|a| matches!(a, Answer::Now(_))) {
+            let texts = answers.into_iter().filter_map(|a| match a {
+                Answer::Now(text) => Some(text),
+                Answer::Later(_) => None,
+            });
+            queue_answer(&self.shared.outbox, &join_batch(texts));
+            return;
+        }
+        let all = futures_util::future::join_all(answers.into_iter().map(|answer| match answer {
+            Answer::Now(text) => Box::pin(std::future::ready(text))
+                as Pin<Box<dyn std::future::Future<Output = AnswerText>>>,
+            Answer::Later(work) => work,
+        }));
+        self.answer_later(async move { join_batch(all.await) });
+    }
+
+    /// Runs handler work as a task of its own (a future on the actor's
+    /// context would be polled on every event of the connection; a task is
+    /// polled only when woken). When the connection stops, work still
+    /// running is dropped: its answer would have nowhere to go.
+    fn answer_later(&self, work: impl std::future::Future<Output = AnswerText> + 'static) {
+        let outbox = Arc::clone(&self.shared.outbox);
+        let stopped = self.stopped.clone();
+        actix::spawn(async move {
+            tokio::select! {
+                text = work => queue_answer(&outbox, &text),
+                () = stopped.cancelled() => {}
+            }
+        });
+    }
+
+    /// Ends the connection: fails every pending call with `error`, queues a
+    /// close frame if there is one to send, and lets the actor stop once it
+    /// is written and the server is done (or after the close timeout).
     /// Reading goes on meanwhile, so the server's close frame is still heard
     /// and our socket is not reset under data the server has yet to read.
-    fn shut_down(&mut self, error: Error, close: Option<CloseReason>, ctx: &mut Context<Self>) {
+    fn shut_down(
+        &mut self,
+        error: Error,
+        close: Option<(u16, String)>,
+        ending: Disconnect,
+        await_peer: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if self.state != State::Open {
             return;
         }
@@ -343,36 +552,90 @@ impl RpcConnection {
         if failed > 0 {
             log::debug!("{failed} pending call(s) failed: {error}");
         }
-        self.metrics.set_pending(0);
+        self.ending = Some(ending);
         let flushed = match close {
-            Some(reason) => {
-                self.write(Outbound::Close(Some(reason)));
-                self.writer.close();
-                false
+            Some((code, reason)) => {
+                let frame = frames::close_frame(code, &reason);
+                !self.shared.outbox.push_close(frame)
             }
-            None => true,
+            None => {
+                self.shared.outbox.stop();
+                true
+            }
         };
         self.state = State::Draining {
             flushed,
             peer_done: false,
+            await_peer,
         };
         ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
     }
 
-    /// The server has closed its side (close frame or EOF).
-    fn peer_done(&mut self, ctx: &mut Context<Self>) {
-        if let State::Draining { flushed, .. } = self.state {
+    /// Closes from our side with a close frame (a [`Close`], or every handle gone).
+    fn close(&mut self, code: u16, reason: String, await_peer: bool, ctx: &mut Context<Self>) {
+        let error = Error::Closed {
+            code,
+            reason: if reason.is_empty() {
+                "closed by the client".to_owned()
+            } else {
+                reason.clone()
+            },
+            call: None,
+        };
+        let ending = Disconnect {
+            initiator: Initiator::Client,
+            code: Some(code),
+            reason: reason.clone(),
+            clean: false,
+        };
+        self.shut_down(error, Some((code, reason)), ending, await_peer, ctx);
+    }
+
+    /// The socket is gone or unusable: no closing handshake is possible.
+    fn lost(&mut self, cause: Option<crate::error::BoxError>, ctx: &mut Context<Self>) {
+        let reason = cause
+            .as_ref()
+            .map(|c| crate::error::chain_text(c.as_ref()))
+            .unwrap_or_else(|| "the server closed the socket without a close frame".to_owned());
+        let ending = Disconnect {
+            initiator: Initiator::Transport,
+            code: None,
+            reason,
+            clean: false,
+        };
+        let error = Error::Disconnected {
+            call: None,
+            source: cause,
+        };
+        self.shut_down(error, None, ending, true, ctx);
+        ctx.stop();
+    }
+
+    /// Moves the draining state forward; stops once nothing is left to wait for.
+    fn drained(&mut self, now_flushed: bool, now_peer_done: bool, ctx: &mut Context<Self>) {
+        if let State::Draining {
+            flushed,
+            peer_done,
+            await_peer,
+        } = self.state
+        {
+            let (flushed, peer_done) = (flushed || now_flushed, peer_done || now_peer_done);
             self.state = State::Draining {
                 flushed,
-                peer_done: true,
+                peer_done,
+                await_peer,
             };
-            if flushed {
+            if flushed && (peer_done || !await_peer) {
                 ctx.stop();
             }
         }
     }
 
-    fn on_close_frame(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
+    fn on_close_frame(
+        &mut self,
+        reason: Option<actix_http::ws::CloseReason>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.state == State::Open {
             let code = reason.as_ref().map_or(1005, |r| u16::from(r.code));
             let text = reason
@@ -382,15 +645,90 @@ impl RpcConnection {
             log::debug!("server closed the connection (code {code}: {text})");
             let error = Error::Closed {
                 code,
-                reason: text,
+                reason: text.clone(),
                 call: None,
             };
+            let ending = Disconnect {
+                initiator: Initiator::Server,
+                code: Some(code),
+                reason: text,
+                clean: false,
+            };
             // RFC 6455 §5.5.1: answer a close frame with a close frame,
-            // echoing its code (1005 "no code" itself may not be sent).
-            let echo = CloseReason::from(reason.map_or(CloseCode::Normal, |r| r.code));
-            self.shut_down(error, Some(echo), ctx);
+            // echoing its code when it may be sent (1005 "no code" may not).
+            let echo = if may_send_close_code(code) {
+                code
+            } else {
+                1000
+            };
+            self.shut_down(error, Some((echo, String::new())), ending, true, ctx);
         }
-        self.peer_done(ctx);
+        self.drained(false, true, ctx);
+    }
+
+    /// Every `Client` and `Addr` is gone: nothing can use the connection, so
+    /// it closes cleanly instead of living on through its read stream.
+    fn abandoned(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::Open {
+            log::debug!("every handle of the connection was dropped; closing it");
+            self.close(1000, String::new(), true, ctx);
+        }
+    }
+}
+
+/// Queues an answer the connection owes the server.
+fn queue_answer(outbox: &Outbox, text: &[u8]) {
+    if outbox.push_owed(frames::text_frame(text)).is_err() {
+        log::debug!("dropped an answer to the server: the connection is closing");
+    }
+}
+
+/// `[a,b,…]`.
+fn join_batch(texts: impl IntoIterator<Item = AnswerText>) -> AnswerText {
+    let mut out = vec![b'['];
+    for (i, text) in texts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&text);
+    }
+    out.push(b']');
+    out
+}
+
+/// Checks run on every turn of the actor, each a few loads when there is
+/// nothing to do: are all handles gone, did callers give up, can waiting
+/// calls go now.
+struct Housekeeping;
+
+impl ActorFuture<RpcConnection> for Housekeeping {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut RpcConnection,
+        ctx: &mut Context<RpcConnection>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        if !ctx.connected() {
+            act.abandoned(ctx);
+        }
+        let cancellations = act.pending.cancellations();
+        while let Poll::Ready(ids) = cancellations.poll_drain(task) {
+            for id in ids {
+                act.pending.cancel(id);
+            }
+        }
+        if act.pending.unsent() > 0 && !act.send_waiting() {
+            // Woken when the writer frees room in the outbound queue.
+            act.shared.outbox.register_room_waker(task);
+            act.send_waiting();
+        }
+        if act.state == State::Open {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 }
 
@@ -404,30 +742,49 @@ impl Actor for RpcConnection {
             source: None,
         };
         self.pending.fail_all(&error);
-        self.metrics.set_pending(0);
         Running::Stop
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
         self.stopped.cancel();
-        // Tell `Close` callers whether the server finished the handshake.
-        let clean = matches!(
-            self.state,
+        self.shared.outbox.stop();
+        if let Some(session) = self.session.take() {
+            session.end(ctx);
+        }
+        let (flushed, peer_done, await_peer) = match self.state {
             State::Draining {
-                peer_done: true,
-                ..
-            }
-        );
+                flushed,
+                peer_done,
+                await_peer,
+            } => (flushed, peer_done, await_peer),
+            State::Open => (false, false, true),
+        };
+        let mut ending = self.ending.take().unwrap_or(Disconnect {
+            initiator: Initiator::Transport,
+            code: None,
+            reason: "the connection stopped".to_owned(),
+            clean: false,
+        });
+        ending.clean = ending.code.is_some() && flushed && peer_done;
+        // Tell `Close` callers whether the closing handshake finished.
         for waiter in self.close_waiters.drain(..) {
-            let outcome = if clean {
+            let outcome = if ending.clean
+                || (ending.initiator == Initiator::Client && flushed && !await_peer)
+            {
                 Ok(())
-            } else {
+            } else if ending.code.is_some() {
                 Err(Error::CloseTimeout {
                     after: self.config.close_timeout,
+                })
+            } else {
+                Err(Error::Disconnected {
+                    call: None,
+                    source: Some(ending.reason.clone().into()),
                 })
             };
             let _ = waiter.send(outcome);
         }
+        self.shared.ended.send_replace(Some(ending));
     }
 }
 
@@ -435,7 +792,10 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
         match item {
             Ok(Frame::Message(bytes)) => self.on_message_bytes(bytes),
-            Ok(Frame::Ping(payload)) => self.write(Outbound::Pong(payload)),
+            Ok(Frame::Ping(payload)) => {
+                // Refused once our close frame is queued: nothing follows it.
+                self.shared.outbox.push_pong(frames::pong_frame(&payload));
+            }
             Ok(Frame::Pong(_)) => {}
             Ok(Frame::Close(reason)) => self.on_close_frame(reason, ctx),
             Ok(Frame::TooLarge { size, limit }) => {
@@ -446,33 +806,32 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
                     inbound: true,
                     call: None,
                 };
-                let close = CloseReason {
-                    code: CloseCode::Size,
-                    description: Some(format!("message exceeds {limit} bytes")),
+                let reason = format!("message exceeds {limit} bytes");
+                let ending = Disconnect {
+                    initiator: Initiator::Client,
+                    code: Some(1009),
+                    reason: reason.clone(),
+                    clean: false,
                 };
-                self.shut_down(error, Some(close), ctx);
+                self.shut_down(error, Some((1009, reason)), ending, true, ctx);
             }
             Err(FrameError::Protocol(reason)) => {
                 log::warn!("closing: {reason}");
-                let close = CloseReason {
-                    code: CloseCode::Protocol,
-                    description: Some(reason.clone()),
+                let ending = Disconnect {
+                    initiator: Initiator::Client,
+                    code: Some(1002),
+                    reason: reason.clone(),
+                    clean: false,
                 };
+                let close = (1002, fit_close_reason(&reason));
                 let error = Error::Disconnected {
                     call: None,
                     source: Some(reason.into()),
                 };
                 // The stream ends after an error: `finished` follows.
-                self.shut_down(error, Some(close), ctx);
+                self.shut_down(error, Some(close), ending, true, ctx);
             }
-            Err(FrameError::Io(err)) => {
-                let error = Error::Disconnected {
-                    call: None,
-                    source: Some(Box::new(err)),
-                };
-                self.shut_down(error, None, ctx);
-                ctx.stop();
-            }
+            Err(FrameError::Io(err)) => self.lost(Some(Box::new(err)), ctx),
         }
     }
 
@@ -480,38 +839,80 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
     fn finished(&mut self, ctx: &mut Self::Context) {
         if self.state == State::Open {
             // The peer vanished without a close frame: nothing left to say.
-            let error = Error::Disconnected {
-                call: None,
-                source: None,
-            };
-            self.shut_down(error, None, ctx);
-            ctx.stop();
+            self.lost(None, ctx);
         } else {
-            self.peer_done(ctx);
+            self.drained(false, true, ctx);
         }
     }
 }
 
-impl WriteHandler<std::io::Error> for RpcConnection {
-    fn error(&mut self, err: std::io::Error, ctx: &mut Self::Context) -> Running {
-        let error = Error::Disconnected {
-            call: None,
-            source: Some(Box::new(err)),
-        };
-        self.shut_down(error, None, ctx);
-        ctx.stop();
-        Running::Stop
-    }
+impl Handler<WriterEnded> for RpcConnection {
+    type Result = ();
 
-    /// Our close frame has been flushed.
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        if let State::Draining { peer_done, .. } = self.state {
-            self.state = State::Draining {
-                flushed: true,
-                peer_done,
-            };
-            if peer_done {
-                ctx.stop();
+    fn handle(&mut self, msg: WriterEnded, ctx: &mut Self::Context) {
+        match msg.0 {
+            WriterEnd::CloseSent => self.drained(true, false, ctx),
+            WriterEnd::Stopped => {}
+            WriterEnd::Failed(err) => {
+                if self.state == State::Open {
+                    self.lost(Some(Box::new(err)), ctx);
+                } else {
+                    // Our close frame cannot go out: nothing left to wait for.
+                    ctx.stop();
+                }
+            }
+        }
+    }
+}
+
+/// Tells an actix reply channel the decoded outcome of a [`Call`].
+struct Decoding<T>(OneshotSender<Result<T, Error>>);
+
+impl<T: DeserializeOwned> Responder for Decoding<T> {
+    fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
+        // NOTE: the caller may have stopped waiting; the channel then drops
+        // the outcome, which is normal.
+        let _ = self.0.send(outcome.and_then(Reply::decode::<T>));
+    }
+    fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.0.poll_closed(cx)
+    }
+}
+
+/// Tells an actix reply channel the raw outcome of a [`RawCall`]; the
+/// caller decodes it in its own task.
+struct Raw(OneshotSender<Result<Reply, Error>>);
+
+impl Responder for Raw {
+    fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
+        let _ = self.0.send(outcome);
+    }
+    fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.0.poll_closed(cx)
+    }
+}
+
+/// The connection's answer to a [`Call`]: actix passes it the sender's reply
+/// channel, which goes straight into the pending-call table, so the result
+/// travels from the socket to the caller with no task or channel between.
+#[doc(hidden)]
+pub struct CallReply<M> {
+    started: Result<(PendingCalls, u64), Error>,
+    message: PhantomData<fn() -> M>,
+}
+
+impl<M> CallReply<M> {
+    fn deliver<R>(
+        self,
+        tx: Option<OneshotSender<Result<R, Error>>>,
+        responder: impl FnOnce(OneshotSender<Result<R, Error>>) -> Box<dyn Responder>,
+    ) {
+        // `None`: sent with `do_send`; nobody waits for the outcome.
+        let Some(tx) = tx else { return };
+        match self.started {
+            Ok((pending, id)) => pending.attach(id, responder(tx)),
+            Err(error) => {
+                let _ = tx.send(Err(error));
             }
         }
     }
@@ -521,80 +922,56 @@ impl<T> Handler<Call<T>> for RpcConnection
 where
     T: DeserializeOwned + 'static,
 {
-    type Result = CallReply<T>;
+    type Result = CallReply<Call<T>>;
 
     fn handle(&mut self, msg: Call<T>, ctx: &mut Self::Context) -> Self::Result {
         CallReply {
             started: self
                 .start_call(msg.method, &msg.params, msg.timeout, ctx)
                 .map(|id| (self.pending.clone(), id)),
-            result: PhantomData,
+            message: PhantomData,
         }
     }
 }
 
-/// The connection's answer to a [`Call`]: actix passes it the sender's reply
-/// channel, which goes straight into the pending-call table, so the result
-/// travels from the socket to the caller with no task or channel between.
-pub struct CallReply<T> {
-    started: Result<(PendingCalls, u64), Error>,
-    result: PhantomData<fn() -> T>,
-}
-
-impl<T> MessageResponse<RpcConnection, Call<T>> for CallReply<T>
+impl<T> MessageResponse<RpcConnection, Call<T>> for CallReply<Call<T>>
 where
     T: DeserializeOwned + 'static,
 {
     fn handle(self, _: &mut Context<RpcConnection>, tx: Option<OneshotSender<Result<T, Error>>>) {
-        // `None`: sent with `do_send`; nobody waits for the outcome.
-        let Some(tx) = tx else { return };
-        match self.started {
-            Ok((pending, id)) => pending.attach(
-                id,
-                Box::new(move |outcome| {
-                    let _ = tx.send(outcome.and_then(decode::<T>));
-                }),
-            ),
-            Err(error) => {
-                let _ = tx.send(Err(error));
-            }
+        self.deliver(tx, |tx| Box::new(Decoding(tx)));
+    }
+}
+
+impl Handler<RawCall> for RpcConnection {
+    type Result = CallReply<RawCall>;
+
+    fn handle(&mut self, msg: RawCall, ctx: &mut Self::Context) -> Self::Result {
+        CallReply {
+            started: self
+                .start_call(msg.method, &msg.params, msg.timeout, ctx)
+                .map(|id| (self.pending.clone(), id)),
+            message: PhantomData,
         }
     }
 }
 
-/// Decodes a raw result into the caller's type.
-fn decode<T: DeserializeOwned>(reply: Reply) -> Result<T, Error> {
-    serde_json::from_str(reply.result.get()).map_err(|source| Error::Decode {
-        call: reply.call,
-        target: std::any::type_name::<T>(),
-        source,
-    })
+impl MessageResponse<RpcConnection, RawCall> for CallReply<RawCall> {
+    fn handle(
+        self,
+        _: &mut Context<RpcConnection>,
+        tx: Option<OneshotSender<Result<Reply, Error>>>,
+    ) {
+        self.deliver(tx, |tx| Box::new(Raw(tx)));
+    }
 }
 
 impl Handler<Notify> for RpcConnection {
-    type Result = Result<(), Error>;
+    type Result = ResponseFuture<Result<(), Error>>;
 
     fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> Self::Result {
-        let Notify { method, params } = msg;
-        if self.state != State::Open {
-            return Err(Error::NotConnected { method });
-        }
-        let params = params.wire().map_err(|reason| Error::InvalidParams {
-            method: method.clone(),
-            reason: reason.to_owned(),
-        })?;
-        let text = protocol::encode_request(None, &method, params);
-        if text.len() > self.config.max_message_size {
-            return Err(Error::MessageTooLarge {
-                size: text.len() as u64,
-                limit: self.config.max_message_size,
-                inbound: false,
-                call: None,
-            });
-        }
-        self.write(Outbound::Text(text));
-        Metrics::add(&self.metrics.notifications_sent, 1);
-        Ok(())
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { shared.notify(msg.method, &msg.params).await })
     }
 }
 
@@ -604,20 +981,13 @@ impl Handler<Close> for RpcConnection {
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.close_waiters.push(tx);
-        let error = Error::Closed {
-            code: msg.code,
-            reason: if msg.reason.is_empty() {
-                "closed by the client".to_owned()
-            } else {
-                msg.reason.clone()
-            },
-            call: None,
-        };
-        let reason = CloseReason {
-            code: CloseCode::from(msg.code),
-            description: (!msg.reason.is_empty()).then_some(msg.reason),
-        };
-        self.shut_down(error, Some(reason), ctx);
+        let await_peer = msg.timeout != Some(Duration::ZERO);
+        if self.state == State::Open {
+            if let Some(timeout) = msg.timeout.filter(|t| !t.is_zero()) {
+                ctx.run_later(timeout, |_, ctx| ctx.stop());
+            }
+        }
+        self.close(msg.code, msg.reason, await_peer, ctx);
         // Resolves when the actor stops (see `stopped`).
         Box::pin(async move { rx.await.unwrap_or(Ok(())) })
     }
@@ -627,8 +997,38 @@ impl Handler<GetStats> for RpcConnection {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.metrics.snapshot())
+        MessageResult(self.metrics().snapshot())
     }
 }
 
-pub(crate) use metrics::Metrics as SharedMetrics;
+impl Handler<RegisterHandler> for RpcConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterHandler, _: &mut Self::Context) {
+        self.requests.register(msg.route, msg.handler);
+    }
+}
+
+impl Handler<UnregisterHandler> for RpcConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterHandler, _: &mut Self::Context) {
+        self.requests.unregister(&msg.0);
+    }
+}
+
+impl Handler<RegisterListener> for RpcConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: RegisterListener, _: &mut Self::Context) {
+        self.listeners.add(msg);
+    }
+}
+
+impl Handler<UnregisterListeners> for RpcConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnregisterListeners, _: &mut Self::Context) {
+        self.listeners.remove(&msg.0);
+    }
+}

@@ -1,45 +1,60 @@
 //! The pending-call table: id → who is waiting, and until when.
 //!
-//! No actix in here: the actor decides when to call [`PendingCalls::expire`];
-//! this type only keeps the books, so every path is unit-tested.
+//! A call is either *sent* (its frame is queued for the socket; it waits for
+//! the response) or *unsent* (a bound was full: it waits, first come first
+//! served, with its frame ready, to be sent). Both kinds share deadlines,
+//! responders and cancellation, so a call waiting for room ends like any
+//! other: result, error, timeout or disconnect.
+//!
+//! No actix in here: the actor decides when to call [`PendingCalls::expire`]
+//! and [`PendingCalls::cancel`]; this type keeps the books and its own gauge
+//! (`Stats::pending`), so every path is unit-tested.
+//!
+//! A caller that stops waiting (drops its future) must not leave its entry
+//! behind until the timeout. Each waiting caller's reply channel is asked to
+//! wake a [`CancelWaker`] when its receiving side is dropped; the waker
+//! queues the id in [`Cancellations`], which the actor drains.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
+use bytes::Bytes;
+use bytestring::ByteString;
+use futures_util::task::AtomicWaker;
 
 use crate::error::{CallInfo, Error};
+use crate::message::Reply;
 use crate::protocol::ErrorObject;
+use crate::stats::{self, Metrics};
 
-/// A successful answer: the raw result, with the call it answers (so the
-/// waiting side can name it if decoding fails).
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub call: CallInfo,
-    pub result: Box<RawValue>,
+/// Told the outcome of one call, once.
+pub(crate) trait Responder {
+    /// Delivers the outcome.
+    fn respond(self: Box<Self>, outcome: Result<Reply, Error>);
+    /// Ready once the caller has stopped waiting; otherwise `cx`'s waker is
+    /// woken when it does.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
-
-/// Told the outcome of one call, once. It decodes the result for its caller
-/// and sends it on actix's own reply channel: no second channel, no task.
-pub(crate) type Responder = Box<dyn FnOnce(Result<Reply, Error>)>;
 
 struct Entry {
     call: CallInfo,
     deadline: Instant,
     timeout: Duration,
     /// `None` until attached, and for calls nobody waits for (`do_send`).
-    responder: Option<Responder>,
+    responder: Option<Box<dyn Responder>>,
+    /// The frame of a call not sent yet.
+    unsent: Option<Bytes>,
 }
 
 impl Entry {
     fn tell(self, outcome: impl FnOnce(CallInfo) -> Result<Reply, Error>) {
         if let Some(responder) = self.responder {
-            // NOTE: the caller may have stopped waiting; its channel then
-            // drops the outcome, which is normal.
-            responder(outcome(self.call));
+            responder.respond(outcome(self.call));
         }
     }
 }
@@ -65,57 +80,269 @@ impl Hasher for IdHasher {
 
 type Table = HashMap<u64, Entry, BuildHasherDefault<IdHasher>>;
 
+/// Ids of calls whose callers went away, queued from any thread.
+#[derive(Default)]
+pub(crate) struct Cancellations {
+    ids: Mutex<Vec<u64>>,
+    waker: AtomicWaker,
+}
+
+impl Cancellations {
+    /// Takes the queued ids, or registers `cx` to hear of the next.
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Vec<u64>> {
+        let ids = self.take();
+        if !ids.is_empty() {
+            return Poll::Ready(ids);
+        }
+        self.waker.register(cx.waker());
+        let ids = self.take();
+        if ids.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ids)
+        }
+    }
+
+    fn take(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn push(&self, id: u64) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        self.waker.wake();
+    }
+}
+
+/// Woken when the caller of call `id` drops its receiving end.
+struct CancelWaker {
+    id: u64,
+    queue: Arc<Cancellations>,
+}
+
+impl Wake for CancelWaker {
+    fn wake(self: Arc<Self>) {
+        self.queue.push(self.id);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.push(self.id);
+    }
+}
+
+struct Inner {
+    entries: Table,
+    /// Every entry's (deadline, id), in deadline order: expiring is a walk
+    /// from the front, whatever the mix of timeouts.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Ids of unsent calls in arrival order; ids of calls that ended while
+    /// waiting are skipped when met, and compacted away when they pile up.
+    unsent: VecDeque<u64>,
+    /// How many entries are unsent.
+    unsent_count: usize,
+    metrics: Arc<Metrics>,
+    cancellations: Arc<Cancellations>,
+}
+
+impl Inner {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        self.deadlines.remove(&(entry.deadline, id));
+        if entry.unsent.is_some() {
+            self.unsent_count -= 1;
+            if self.unsent.len() > 2 * self.unsent_count + 16 {
+                let entries = &self.entries;
+                self.unsent
+                    .retain(|id| entries.get(id).is_some_and(|e| e.unsent.is_some()));
+            }
+        }
+        self.update_gauges();
+        Some(entry)
+    }
+
+    fn update_gauges(&self) {
+        stats::set(&self.metrics.pending, self.entries.len());
+        stats::set(&self.metrics.queued_calls, self.unsent_count);
+    }
+
+    fn insert(
+        &mut self,
+        call: CallInfo,
+        deadline: Instant,
+        timeout: Duration,
+        unsent: Option<Bytes>,
+    ) {
+        let id = call.id;
+        if unsent.is_some() {
+            self.unsent.push_back(id);
+            self.unsent_count += 1;
+        }
+        self.deadlines.insert((deadline, id));
+        self.entries.insert(
+            id,
+            Entry {
+                deadline,
+                timeout,
+                call,
+                responder: None,
+                unsent,
+            },
+        );
+        self.update_gauges();
+    }
+}
+
 /// Calls sent and not yet answered. A cheap handle: the actor holds one, and
 /// each call's reply holds one just long enough to attach its responder
 /// (actix hands over the reply channel after the handler has returned).
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub(crate) struct PendingCalls {
-    entries: Rc<RefCell<Table>>,
+    inner: Rc<RefCell<Inner>>,
 }
 
 impl PendingCalls {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        PendingCalls {
+            inner: Rc::new(RefCell::new(Inner {
+                entries: Table::default(),
+                deadlines: BTreeSet::new(),
+                unsent: VecDeque::new(),
+                unsent_count: 0,
+                metrics,
+                cancellations: Arc::default(),
+            })),
+        }
+    }
+
+    /// Calls in the table, sent or not.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.entries.borrow().len()
+        self.inner.borrow().entries.len()
+    }
+
+    /// Calls sent and waiting for their response.
+    pub fn sent(&self) -> usize {
+        let inner = self.inner.borrow();
+        inner.entries.len() - inner.unsent_count
+    }
+
+    /// Calls waiting to be sent.
+    pub fn unsent(&self) -> usize {
+        self.inner.borrow().unsent_count
     }
 
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.entries.borrow().is_empty()
+        self.len() == 0
     }
 
-    /// Registers a call that must end by `now + timeout`; returns that
+    /// Where the ids of abandoned calls are queued.
+    pub fn cancellations(&self) -> Arc<Cancellations> {
+        Arc::clone(&self.inner.borrow().cancellations)
+    }
+
+    /// Registers a sent call that must end by `now + timeout`; returns that
     /// deadline. A timeout too large to add (`Duration::MAX`) means "a
     /// century", not a panic.
     pub fn insert(&self, call: CallInfo, now: Instant, timeout: Duration) -> Instant {
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        let entry = Entry {
-            deadline,
-            timeout,
-            call,
-            responder: None,
-        };
-        self.entries.borrow_mut().insert(entry.call.id, entry);
+        let deadline = deadline(now, timeout);
+        self.inner
+            .borrow_mut()
+            .insert(call, deadline, timeout, None);
         deadline
     }
 
-    /// Says who waits for call `id`.
-    pub fn attach(&self, id: u64, responder: Responder) {
-        if let Some(entry) = self.entries.borrow_mut().get_mut(&id) {
+    /// Registers a call that waits to be sent, behind every other such call.
+    pub fn insert_unsent(
+        &self,
+        call: CallInfo,
+        frame: Bytes,
+        now: Instant,
+        timeout: Duration,
+    ) -> Instant {
+        let deadline = deadline(now, timeout);
+        self.inner
+            .borrow_mut()
+            .insert(call, deadline, timeout, Some(frame));
+        deadline
+    }
+
+    /// The oldest unsent call: its id and frame.
+    pub fn next_unsent(&self) -> Option<(u64, Bytes)> {
+        let mut inner = self.inner.borrow_mut();
+        while let Some(&id) = inner.unsent.front() {
+            if let Some(frame) = inner.entries.get(&id).and_then(|e| e.unsent.clone()) {
+                return Some((id, frame));
+            }
+            inner.unsent.pop_front();
+        }
+        None
+    }
+
+    /// Marks the oldest unsent call, `id`, as sent.
+    pub fn mark_sent(&self, id: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let was_unsent = inner
+            .entries
+            .get_mut(&id)
+            .and_then(|e| e.unsent.take())
+            .is_some();
+        if was_unsent {
+            inner.unsent_count -= 1;
+            if inner.unsent.front() == Some(&id) {
+                inner.unsent.pop_front();
+            }
+            inner.update_gauges();
+        }
+    }
+
+    /// Says who waits for call `id`. A caller that is already gone frees
+    /// the entry at once.
+    pub fn attach(&self, id: u64, mut responder: Box<dyn Responder>) {
+        let queue = self.cancellations();
+        let waker = Waker::from(Arc::new(CancelWaker { id, queue }));
+        let gone = responder
+            .poll_gone(&mut Context::from_waker(&waker))
+            .is_ready();
+        let mut inner = self.inner.borrow_mut();
+        if gone {
+            if inner.remove(id).is_some() {
+                stats::add(&inner.metrics.cancelled, 1);
+            }
+            return;
+        }
+        if let Some(entry) = inner.entries.get_mut(&id) {
             entry.responder = Some(responder);
         }
     }
 
+    /// Frees the entry of call `id` if its caller has stopped waiting;
+    /// returns whether it did.
+    pub fn cancel(&self, id: u64) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let gone = match inner.entries.get_mut(&id) {
+            Some(entry) => entry.responder.as_mut().is_some_and(|r| {
+                r.poll_gone(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
+            }),
+            None => false,
+        };
+        if gone && inner.remove(id).is_some() {
+            stats::add(&inner.metrics.cancelled, 1);
+            return true;
+        }
+        false
+    }
+
     fn remove(&self, id: u64) -> Option<Entry> {
-        self.entries.borrow_mut().remove(&id)
+        self.inner.borrow_mut().remove(id)
     }
 
     /// Delivers the server's answer. Returns `false` for an id nobody waits for.
-    pub fn complete(&self, id: u64, outcome: Result<Box<RawValue>, ErrorObject>) -> bool {
+    pub fn complete(&self, id: u64, outcome: Result<ByteString, ErrorObject>) -> bool {
         let Some(entry) = self.remove(id) else {
             return false;
         };
+        stats::add(&self.inner.borrow().metrics.responses, 1);
+        // Told outside the borrow: a responder may be anything.
         entry.tell(|call| match outcome {
             Ok(result) => Ok(Reply { call, result }),
             Err(error) => Err(Error::Rpc {
@@ -140,33 +367,50 @@ impl PendingCalls {
     /// calls left.
     pub fn expire(&self, now: Instant) -> (usize, Option<Instant>) {
         let mut due = Vec::new();
-        let mut next: Option<Instant> = None;
-        for (id, entry) in self.entries.borrow().iter() {
-            if entry.deadline <= now {
-                due.push(*id);
-            } else {
-                next = Some(next.map_or(entry.deadline, |n| n.min(entry.deadline)));
+        let next = {
+            let mut inner = self.inner.borrow_mut();
+            while let Some(&(deadline, id)) = inner.deadlines.first() {
+                if deadline > now {
+                    break;
+                }
+                if let Some(entry) = inner.remove(id) {
+                    due.push(entry);
+                }
             }
+            stats::add(&inner.metrics.timeouts, due.len() as u64);
+            inner.deadlines.first().map(|&(deadline, _)| deadline)
+        };
+        let n = due.len();
+        for entry in due {
+            let after = entry.timeout;
+            entry.tell(|call| Err(Error::Timeout { call, after }));
         }
-        // Told outside the borrow: a responder may be anything.
-        for id in &due {
-            if let Some(entry) = self.remove(*id) {
-                let after = entry.timeout;
-                entry.tell(|call| Err(Error::Timeout { call, after }));
-            }
-        }
-        (due.len(), next)
+        (n, next)
     }
 
     /// Fails every call with (a copy of) `error`; the table is empty afterwards.
     pub fn fail_all(&self, error: &Error) -> usize {
-        let entries: Vec<Entry> = self.entries.borrow_mut().drain().map(|(_, e)| e).collect();
+        let entries: Vec<Entry> = {
+            let mut inner = self.inner.borrow_mut();
+            inner.deadlines.clear();
+            inner.unsent.clear();
+            inner.unsent_count = 0;
+            let entries = inner.entries.drain().map(|(_, e)| e).collect();
+            inner.update_gauges();
+            entries
+        };
         let n = entries.len();
         for entry in entries {
             entry.tell(|call| Err(error.for_call(call)));
         }
         n
     }
+}
+
+/// `now + timeout`, or a century from now when that does not fit.
+pub(crate) fn deadline(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[cfg(test)]
@@ -181,8 +425,20 @@ mod tests {
         }
     }
 
-    fn raw(text: &str) -> Box<RawValue> {
-        RawValue::from_string(text.to_owned()).unwrap()
+    struct Channel(oneshot::Sender<Result<Reply, Error>>);
+
+    impl Responder for Channel {
+        fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
+            let _ = self.0.send(outcome);
+        }
+        fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.poll_canceled(cx)
+        }
+    }
+
+    fn table() -> (PendingCalls, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        (PendingCalls::new(Arc::clone(&metrics)), metrics)
     }
 
     /// Inserts call `id` with a responder that forwards to the returned channel.
@@ -194,45 +450,43 @@ mod tests {
     ) -> oneshot::Receiver<Result<Reply, Error>> {
         let (tx, rx) = oneshot::channel();
         table.insert(call(id), now, timeout);
-        table.attach(
-            id,
-            Box::new(move |outcome| {
-                let _ = tx.send(outcome);
-            }),
-        );
+        table.attach(id, Box::new(Channel(tx)));
         rx
     }
 
     #[test]
-    fn each_call_gets_its_own_answer_once() {
-        let table = PendingCalls::default();
+    fn each_call_gets_its_own_answer_once_and_the_gauge_follows() {
+        let (table, metrics) = table();
         let now = Instant::now();
         let mut rx1 = waiting(&table, 1, now, Duration::from_secs(1));
         let mut rx2 = waiting(&table, 2, now, Duration::from_secs(1));
-        assert!(table.complete(2, Ok(raw("\"two\""))));
+        assert_eq!(metrics.snapshot().pending, 2);
+        assert!(table.complete(2, Ok(ByteString::from_static("\"two\""))));
         assert!(table.complete(1, Err(ErrorObject::new(-1, "no"))));
         assert!(
-            !table.complete(1, Ok(raw("1"))),
+            !table.complete(1, Ok(ByteString::from_static("1"))),
             "a second answer is unknown"
         );
         assert!(table.is_empty());
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.responses), (0, 2));
         let two = rx2.try_recv().unwrap().unwrap().unwrap();
-        assert_eq!((two.call.id, two.result.get()), (2, "\"two\""));
+        assert_eq!((two.call.id, &*two.result), (2, "\"two\""));
         let one = rx1.try_recv().unwrap().unwrap().unwrap_err();
         assert_eq!(one.rpc_error().unwrap().code, -1);
     }
 
     #[test]
     fn a_call_nobody_waits_for_still_completes() {
-        let table = PendingCalls::default();
+        let (table, _) = table();
         table.insert(call(9), Instant::now(), Duration::from_secs(1));
-        assert!(table.complete(9, Ok(raw("null"))));
+        assert!(table.complete(9, Ok(ByteString::from_static("null"))));
         assert!(table.is_empty());
     }
 
     #[test]
     fn expire_fails_only_due_calls_and_reports_the_next_deadline() {
-        let table = PendingCalls::default();
+        let (table, metrics) = table();
         let now = Instant::now();
         let mut rx_short = waiting(&table, 1, now, Duration::from_millis(10));
         let mut rx_long = waiting(&table, 2, now, Duration::from_secs(5));
@@ -249,11 +503,32 @@ mod tests {
         );
         assert!(rx_long.try_recv().unwrap().is_none());
         assert_eq!(table.len(), 1);
+        assert_eq!(metrics.snapshot().timeouts, 1);
+    }
+
+    #[test]
+    fn expiry_walks_deadlines_in_order_whatever_the_insertion_order() {
+        let (table, _) = table();
+        let now = Instant::now();
+        // Staggered: later ids get earlier deadlines.
+        for id in 0..1000u64 {
+            table.insert(call(id), now, Duration::from_millis(1000 - id));
+        }
+        let (n, next) = table.expire(now + Duration::from_millis(500));
+        assert_eq!(n, 500, "ids 500..1000 had timeouts of at most 500 ms");
+        assert_eq!(next, Some(now + Duration::from_millis(501)));
+        assert_eq!(table.len(), 500);
+        // Completed calls leave the deadline index too.
+        for id in 0..500u64 {
+            assert!(table.complete(id, Ok(ByteString::from_static("1"))));
+        }
+        assert!(table.inner.borrow().deadlines.is_empty());
+        assert_eq!(table.expire(now + Duration::from_secs(9)), (0, None));
     }
 
     #[test]
     fn fail_all_empties_the_table_and_tells_everyone() {
-        let table = PendingCalls::default();
+        let (table, metrics) = table();
         let now = Instant::now();
         let mut receivers: Vec<_> = (0..100)
             .map(|id| waiting(&table, id, now, Duration::from_secs(1)))
@@ -264,8 +539,12 @@ mod tests {
             reason: "away".into(),
             call: None,
         };
+        // The caller that left is only queued for cancelling; the actor would
+        // have freed it, but failing it too is harmless.
         assert_eq!(table.fail_all(&closed), 100);
         assert!(table.is_empty());
+        assert!(table.inner.borrow().deadlines.is_empty());
+        assert_eq!(metrics.snapshot().pending, 0);
         for (id, mut rx) in receivers.into_iter().enumerate() {
             let err = rx.try_recv().unwrap().unwrap().unwrap_err();
             assert_eq!(err.close_code(), Some(1001));
@@ -275,7 +554,7 @@ mod tests {
 
     #[test]
     fn fail_one_names_the_call() {
-        let table = PendingCalls::default();
+        let (table, _) = table();
         let mut rx = waiting(&table, 7, Instant::now(), Duration::from_secs(1));
         assert!(table.fail(7, |call| Error::InvalidResponse {
             call,
@@ -284,5 +563,97 @@ mod tests {
         assert!(!table.fail(7, |_| unreachable!()));
         let err = rx.try_recv().unwrap().unwrap().unwrap_err();
         assert_eq!(err.to_string(), "invalid response to 'm7' (id 7): bad");
+    }
+
+    #[test]
+    fn a_caller_that_goes_away_queues_its_id_and_cancel_frees_the_entry() {
+        let (table, metrics) = table();
+        let now = Instant::now();
+        let rx = waiting(&table, 3, now, Duration::from_secs(3600));
+        let _kept = waiting(&table, 4, now, Duration::from_secs(3600));
+        let queue = table.cancellations();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(queue.poll_drain(&mut cx).is_pending());
+        drop(rx);
+        let Poll::Ready(ids) = queue.poll_drain(&mut cx) else {
+            panic!("the dropped receiver queued nothing");
+        };
+        assert_eq!(ids, [3]);
+        assert!(table.cancel(3));
+        assert!(!table.cancel(3), "already freed");
+        assert!(!table.cancel(4), "its caller still waits");
+        assert_eq!(table.len(), 1);
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.cancelled), (1, 1));
+        assert_eq!(table.inner.borrow().deadlines.len(), 1);
+    }
+
+    #[test]
+    fn a_caller_gone_before_attaching_frees_the_entry_at_once() {
+        let (table, metrics) = table();
+        let (tx, rx) = oneshot::channel();
+        drop(rx);
+        table.insert(call(5), Instant::now(), Duration::from_secs(1));
+        table.attach(5, Box::new(Channel(tx)));
+        assert!(table.is_empty());
+        assert_eq!(metrics.snapshot().cancelled, 1);
+    }
+
+    #[test]
+    fn unsent_calls_wait_in_order_and_end_like_any_other() {
+        let (table, metrics) = table();
+        let now = Instant::now();
+        table.insert(call(1), now, Duration::from_secs(5));
+        for id in 2..=4 {
+            table.insert_unsent(
+                call(id),
+                Bytes::from(vec![id as u8]),
+                now,
+                Duration::from_secs(id),
+            );
+        }
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.queued_calls), (4, 3));
+        assert_eq!((table.sent(), table.unsent()), (1, 3));
+        // The first in line times out while waiting; the next is then first.
+        let (n, _) = table.expire(now + Duration::from_secs(2));
+        assert_eq!(n, 1);
+        let (id, frame) = table.next_unsent().unwrap();
+        assert_eq!((id, &frame[..]), (3, &[3u8][..]));
+        table.mark_sent(3);
+        assert_eq!((table.sent(), table.unsent()), (2, 1));
+        assert_eq!(table.next_unsent().map(|(id, _)| id), Some(4));
+        assert!(table.complete(3, Ok(ByteString::from_static("1"))));
+        assert_eq!(
+            table.fail_all(&Error::NotConnected { method: "x".into() }),
+            2
+        );
+        assert!(table.next_unsent().is_none());
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.queued_calls), (0, 0));
+    }
+
+    #[test]
+    fn the_line_of_unsent_ids_does_not_pile_up_with_ended_calls() {
+        let (table, _) = table();
+        let now = Instant::now();
+        table.insert_unsent(call(0), Bytes::new(), now, Duration::from_secs(60));
+        for id in 1..10_000 {
+            table.insert_unsent(call(id), Bytes::new(), now, Duration::from_secs(60));
+            assert!(table.fail(id, |call| Error::Timeout {
+                call,
+                after: Duration::ZERO
+            }));
+        }
+        assert!(table.inner.borrow().unsent.len() < 100);
+        assert_eq!(table.next_unsent().map(|(id, _)| id), Some(0));
+    }
+
+    #[test]
+    fn endless_timeouts_do_not_overflow() {
+        let (table, _) = table();
+        let now = Instant::now();
+        let at = table.insert(call(1), now, Duration::MAX);
+        assert!(at > now + Duration::from_secs(3600 * 24 * 365));
     }
 }

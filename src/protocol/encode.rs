@@ -1,59 +1,81 @@
-//! Outbound JSON text, written straight into one `String` per message: the
-//! params were serialized when built, so no value is serialized twice.
-
-use std::fmt::Write as _;
+//! Outbound JSON text, written straight into the buffer the frame is sent
+//! from: the params were serialized when built, so no value is serialized
+//! twice and no text is copied twice.
 
 use super::{ErrorObject, Id};
 
 /// `{"jsonrpc":"2.0","id":1,"method":"m","params":[..]}`; without `id` it is
 /// a notification.
-pub fn encode_request(id: Option<u64>, method: &str, params: Option<&str>) -> String {
-    let mut out = String::with_capacity(48 + method.len() + params.map_or(0, str::len));
-    out.push_str(r#"{"jsonrpc":"2.0","#);
+pub fn write_request(out: &mut Vec<u8>, id: Option<u64>, method: &str, params: Option<&str>) {
+    out.reserve(48 + method.len() + params.map_or(0, str::len));
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
-        out.push_str(r#""id":"#);
-        push_u64(&mut out, id);
-        out.push(',');
+        out.extend_from_slice(br#""id":"#);
+        push_u64(out, id);
+        out.push(b',');
     }
-    out.push_str(r#""method":"#);
-    push_json_string(&mut out, method);
+    out.extend_from_slice(br#""method":"#);
+    push_json_string(out, method);
     if let Some(params) = params {
-        out.push_str(r#","params":"#);
-        out.push_str(params);
+        out.extend_from_slice(br#","params":"#);
+        out.extend_from_slice(params.as_bytes());
     }
-    out.push('}');
-    out
+    out.push(b'}');
 }
 
 /// `{"jsonrpc":"2.0","id":..,"result":..}` with `result` already JSON text.
-pub fn encode_result_response(id: &Id, result: &str) -> String {
-    let mut out = String::with_capacity(40 + result.len());
-    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-    push_id(&mut out, id);
-    out.push_str(r#","result":"#);
-    out.push_str(result);
-    out.push('}');
-    out
+pub fn write_result_response(out: &mut Vec<u8>, id: &Id, result: &str) {
+    out.reserve(40 + result.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    id.write_json(out);
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
 }
 
 /// `{"jsonrpc":"2.0","id":..,"error":{..}}`.
-pub fn encode_error_response(id: &Id, error: &ErrorObject) -> String {
-    let mut out = String::with_capacity(64 + error.message.len());
-    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-    push_id(&mut out, id);
-    out.push_str(r#","error":"#);
-    match serde_json::to_string(error) {
-        Ok(text) => out.push_str(&text),
+pub fn write_error_response(out: &mut Vec<u8>, id: &Id, error: &ErrorObject) {
+    out.reserve(64 + error.message.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    id.write_json(out);
+    out.extend_from_slice(br#","error":"#);
+    if serde_json::to_writer(&mut *out, error).is_err() {
         // An ErrorObject holds only strings, numbers and raw JSON; kept total anyway.
-        Err(_) => out.push_str(r#"{"code":-32603,"message":"internal error"}"#),
+        out.extend_from_slice(br#"{"code":-32603,"message":"internal error"}"#);
     }
-    out.push('}');
-    out
+    out.push(b'}');
+}
+
+/// [`write_request`] into a new `String`.
+#[cfg(any(test, feature = "bench-internals"))]
+pub fn encode_request(id: Option<u64>, method: &str, params: Option<&str>) -> String {
+    text(|out| write_request(out, id, method, params))
+}
+
+/// [`write_result_response`] into a new `String`.
+#[cfg(any(test, feature = "bench-internals"))]
+pub fn encode_result_response(id: &Id, result: &str) -> String {
+    text(|out| write_result_response(out, id, result))
+}
+
+/// [`write_error_response`] into a new `String`.
+#[cfg(test)]
+pub fn encode_error_response(id: &Id, error: &ErrorObject) -> String {
+    text(|out| write_error_response(out, id, error))
+}
+
+#[cfg(any(test, feature = "bench-internals"))]
+fn text(write: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut out = Vec::new();
+    write(&mut out);
+    // Everything written above is UTF-8: ASCII, `&str`s and serde_json output.
+    String::from_utf8(out)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// Decimal digits of `n`, without the formatting machinery (this runs once
 /// per call).
-fn push_u64(out: &mut String, mut n: u64) {
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -64,31 +86,19 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[start..] {
-        out.push(char::from(d));
-    }
-}
-
-fn push_id(out: &mut String, id: &Id) {
-    match id {
-        Id::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Id::String(s) => push_json_string(out, s),
-        Id::Null => out.push_str("null"),
-    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Quotes `s` as a JSON string; the common case (no escapes needed) copies it
 /// as is.
-fn push_json_string(out: &mut String, s: &str) {
+pub(crate) fn push_json_string(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        // Serializing a str to JSON cannot fail.
-        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        // Serializing a str to JSON cannot fail; kept total anyway.
+        out.extend_from_slice(b"\"\"");
     }
 }
 
@@ -102,9 +112,9 @@ mod tests {
     #[test]
     fn ids_are_written_in_decimal() {
         for n in [0, 7, 10, 99, 1234567890, u64::MAX] {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_u64(&mut out, n);
-            assert_eq!(out, n.to_string());
+            assert_eq!(out, n.to_string().as_bytes());
         }
     }
 
@@ -130,8 +140,9 @@ mod tests {
         for (id, text) in [
             (Id::from(3), "3"),
             (Id::from("a\"b"), r#""a\"b""#),
-            (Id::Null, "null"),
+            (Id::null(), "null"),
             (serde_json::from_str::<Id>("-2").unwrap(), "-2"),
+            (serde_json::from_str::<Id>("1e2").unwrap(), "1e2"),
         ] {
             assert_eq!(
                 encode_result_response(&id, "true"),
@@ -178,7 +189,7 @@ mod tests {
 
         #[test]
         fn result_response_round_trips(id in any::<u64>(), key in ".*", result in json_value()) {
-            let ids = [Id::from(id), Id::String(key), Id::Null];
+            let ids = [Id::from(id), Id::from(key), Id::null()];
             for id in ids {
                 let text = encode_result_response(&id, &result.to_string());
                 let Inbound::Single(Message::Response(resp)) = parse(&text) else {

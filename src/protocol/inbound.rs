@@ -6,14 +6,15 @@ use serde_json::value::RawValue;
 
 use super::{ErrorObject, Id};
 
-/// One inbound websocket message, classified.
+/// One inbound websocket message, classified. Borrows from the message's
+/// text: results and params stay raw JSON until someone asks for a type.
 #[derive(Debug)]
-pub enum Inbound {
+pub enum Inbound<'a> {
     /// A single JSON object.
-    Single(Message),
+    Single(Message<'a>),
     /// A JSON array: a batch of messages (responses to our batch, or requests
     /// from the server).
-    Batch(Vec<Message>),
+    Batch(Vec<Message<'a>>),
     /// Not JSON-RPC at all: invalid JSON, a scalar, or an empty array. The
     /// string says why.
     Garbage(String),
@@ -21,13 +22,13 @@ pub enum Inbound {
 
 /// One JSON-RPC object from the peer.
 #[derive(Debug)]
-pub enum Message {
+pub enum Message<'a> {
     /// The answer to one of our calls.
-    Response(Response),
+    Response(Response<'a>),
     /// A request from the server that expects an answer.
-    Request(Request),
+    Request(Request<'a>),
     /// A notification from the server; never answered.
-    Notification(Notification),
+    Notification(Notification<'a>),
     /// Has a `method` but is not a valid request. Answered with -32600 when
     /// an id could be read.
     InvalidRequest {
@@ -50,31 +51,31 @@ pub enum Message {
 /// A response: the id of the call it answers and its outcome. That a
 /// response has exactly one of `result` and `error` is expressed by the type.
 #[derive(Debug)]
-pub struct Response {
+pub struct Response<'a> {
     /// The id of the call this answers.
     pub id: Id,
     /// The raw `result` JSON, or the `error` object.
-    pub outcome: Result<Box<RawValue>, ErrorObject>,
+    pub outcome: Result<&'a RawValue, ErrorObject>,
 }
 
 /// A request sent to us by the server.
 #[derive(Debug)]
-pub struct Request {
+pub struct Request<'a> {
     /// Its id, echoed exactly in our answer.
     pub id: Id,
     /// The full method name.
     pub method: String,
     /// The raw `params` (an array or an object), if any.
-    pub params: Option<Box<RawValue>>,
+    pub params: Option<&'a RawValue>,
 }
 
 /// A notification sent to us by the server.
 #[derive(Debug)]
-pub struct Notification {
+pub struct Notification<'a> {
     /// The full method name.
     pub method: String,
     /// The raw `params` (an array or an object), if any.
-    pub params: Option<Box<RawValue>>,
+    pub params: Option<&'a RawValue>,
 }
 
 /// Every member borrowed and optional, so that a wrongly typed member still
@@ -102,7 +103,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 /// Classifies one inbound text message. Never fails: what cannot be read is
 /// [`Inbound::Garbage`] or an invalid [`Message`].
-pub fn parse(text: &str) -> Inbound {
+pub fn parse(text: &str) -> Inbound<'_> {
     match text.trim_start().as_bytes().first() {
         Some(b'{') => match serde_json::from_str::<Envelope<'_>>(text) {
             Ok(envelope) => Inbound::Single(classify(envelope)),
@@ -118,7 +119,7 @@ pub fn parse(text: &str) -> Inbound {
     }
 }
 
-fn classify_item(item: &RawValue) -> Message {
+fn classify_item(item: &RawValue) -> Message<'_> {
     match serde_json::from_str::<Envelope<'_>>(item.get()) {
         Ok(envelope) => classify(envelope),
         Err(err) => Message::InvalidRequest {
@@ -128,12 +129,12 @@ fn classify_item(item: &RawValue) -> Message {
     }
 }
 
-fn classify(env: Envelope<'_>) -> Message {
+fn classify(env: Envelope<'_>) -> Message<'_> {
     let version_ok = env.jsonrpc.is_some_and(|v| v.get() == "\"2.0\"");
-    let id = match env.id.map(|raw| serde_json::from_str::<Id>(raw.get())) {
+    let id = match env.id.map(|raw| Id::from_json(raw.get())) {
         None => None,
-        Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
+        Some(Some(id)) => Some(id),
+        Some(None) => {
             let reason = "id must be a number, a string or null".to_owned();
             return match env.method {
                 Some(_) => Message::InvalidRequest { id: None, reason },
@@ -158,7 +159,7 @@ fn classify(env: Envelope<'_>) -> Message {
         if env.result.is_some() || error.is_some() {
             return invalid("a request cannot carry result or error");
         }
-        let params = env.params.map(|p| p.to_owned());
+        let params = env.params;
         if let Some(p) = &params {
             if !matches!(p.get().as_bytes().first(), Some(b'[' | b'{')) {
                 return invalid("params must be an array or an object");
@@ -177,7 +178,7 @@ fn classify(env: Envelope<'_>) -> Message {
     let outcome = match (env.result, error) {
         (Some(_), Some(_)) => return invalid("response has both result and error"),
         (None, None) => return invalid("message has neither method, result nor error"),
-        (Some(result), None) => Ok(result.to_owned()),
+        (Some(result), None) => Ok(result),
         (None, Some(error)) => match serde_json::from_str::<ErrorObject>(error.get()) {
             Ok(error) => Err(error),
             Err(err) => {

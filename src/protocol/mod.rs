@@ -12,11 +12,12 @@ mod params;
 
 pub use error_object::ErrorObject;
 pub use id::Id;
-pub use inbound::{Inbound, Message, Notification, Request};
+pub use inbound::{parse, Inbound, Message, Notification, Request};
 pub use params::{Params, ParamsBuilder};
 
-pub use encode::{encode_error_response, encode_request, encode_result_response};
-pub use inbound::parse;
+#[cfg(feature = "bench-internals")]
+pub use encode::{encode_request, encode_result_response};
+pub use encode::{write_error_response, write_request, write_result_response};
 
 /// Standard JSON-RPC 2.0 error codes.
 pub mod codes {

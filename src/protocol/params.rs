@@ -78,6 +78,34 @@ impl Params {
         Self::shaped(args, b'{', "named params must serialize to a JSON object")
     }
 
+    /// Params given as JSON text, sent exactly as written: numbers keep
+    /// their digits (`12345678901234567890123` is not rounded to a float)
+    /// and objects their key order. The text must be one JSON array or
+    /// object; anything else is kept as an error for the call to report.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::Params;
+    /// let p = Params::from_json(r#"[12345678901234567890123, {"b": 1, "a": 2}]"#);
+    /// assert_eq!(p.to_json(), Some(r#"[12345678901234567890123, {"b": 1, "a": 2}]"#));
+    /// assert!(Params::from_json("5").is_invalid());
+    /// assert!(Params::from_json("[1,").is_invalid());
+    /// ```
+    pub fn from_json(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        if let Err(err) = serde_json::from_str::<&serde_json::value::RawValue>(trimmed) {
+            return Params::invalid(format!("params are not valid JSON: {err}"));
+        }
+        match trimmed.as_bytes().first() {
+            Some(b'[' | b'{') if trimmed.len() == text.len() => Params(Repr::Json(text.into())),
+            Some(b'[' | b'{') => Params(Repr::Json(trimmed.into())),
+            _ => Params::invalid(format!(
+                "params must be a JSON array or object, got `{}`",
+                preview(trimmed)
+            )),
+        }
+    }
+
     fn shaped<T: Serialize + ?Sized>(args: &T, open: u8, wrong_shape: &str) -> Self {
         match serde_json::to_string(args) {
             Ok(text) if text.as_bytes().first() == Some(&open) => {
@@ -133,6 +161,13 @@ impl From<Value> for Params {
             Value::Array(_) | Value::Object(_) => Params(Repr::Json(value.to_string().into())),
             scalar => Params::positional(&[scalar]),
         }
+    }
+}
+
+/// Raw JSON is sent exactly as it is (see [`Params::from_json`]).
+impl From<Box<serde_json::value::RawValue>> for Params {
+    fn from(raw: Box<serde_json::value::RawValue>) -> Self {
+        Params::from_json(String::from(Box::<str>::from(raw)))
     }
 }
 

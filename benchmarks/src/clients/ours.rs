@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use jsonrpc_websocket::{params, Call, Client, ErrorObject, Notify, Params, RpcConnection};
+use jsonrpc_websocket::{
+    params, Call, Client, ErrorObject, Notify, Params, RpcConnection, ServerRequest,
+};
 use serde_json::Value;
 
 use crate::scenarios::{check_echo, server_request_sample, Env, Measure, Plan, RpcBench, Sample};
@@ -120,8 +122,8 @@ pub async fn server_request(env: &Env, plan: &Plan) -> Result<Sample> {
     let result = env.sreq.start(plan.warmup, plan.count, plan.limit);
     let measure = Measure::start();
     let client = builder!(env.sreq_url.as_str())
-        .register_fn("bench.ping", |params: Value| async move {
-            Ok::<Value, ErrorObject>(params)
+        .register_fn("bench.ping", |req: ServerRequest| async move {
+            Ok::<Value, ErrorObject>(req.params)
         })
         .connect()
         .await?;

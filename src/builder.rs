@@ -1,51 +1,25 @@
-//! Configuration of a connection, and the handshake that opens it.
+//! [`ConnectionBuilder`]: configures a connection, dials it, starts its
+//! actor and hands back a [`Client`].
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
+use actix::Recipient;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
+use serde::Serialize;
 
-use std::future::Future;
-
-use actix::Recipient;
-use serde_json::Value;
-
-use super::{transport, Routes};
 use crate::client::Client;
+use crate::config::{Backpressure, Config};
+use crate::connection::{Auth, Dialer, Parts, RpcConnection};
+use crate::delivery::Overflow;
 use crate::error::Error;
-use crate::message::{RegisterHandler, RegisterListener, ServerNotification, ServerRequest};
+use crate::message::{
+    RegisterHandler, RegisterListener, RequestHandler, ServerNotification, ServerRequest,
+};
 use crate::protocol::ErrorObject;
-use crate::registry::Route;
-
-/// Settings of one connection. `Default` is the only place defaults live.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub close_timeout: Duration,
-    pub max_message_size: usize,
-    pub max_in_flight: usize,
-    pub max_server_requests: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            close_timeout: Duration::from_secs(1),
-            max_message_size: 16 * 1024 * 1024,
-            max_in_flight: 65_536,
-            max_server_requests: 1024,
-        }
-    }
-}
-
-enum Auth {
-    Basic { user: String, password: String },
-    Bearer(String),
-}
+use crate::registry::{Registry, Route};
 
 /// Builds and opens a connection; start one with
 /// [`RpcConnection::builder`](crate::RpcConnection::builder).
@@ -76,13 +50,22 @@ pub struct ConnectionBuilder {
     headers: Vec<(HeaderName, HeaderValue)>,
     subprotocols: Vec<String>,
     auth: Option<Auth>,
+    /// The credentials came from the URL (`ws://user:pass@host`).
+    auth_from_url: bool,
     client: Option<awc::Client>,
-    routes: Routes,
+    handlers: Registry<RequestHandler>,
+    listeners: Vec<RegisterListener>,
     invalid: Option<Error>,
 }
 
 impl ConnectionBuilder {
     pub(crate) fn new(url: String) -> Self {
+        // `ws://user:pass@host` means basic auth, as in the Python library;
+        // the credentials never reach awc inside the URL.
+        let (url, auth) = match crate::connection::split_userinfo(&url) {
+            Some((stripped, user, password)) => (stripped, Some(Auth::Basic { user, password })),
+            None => (url, None),
+        };
         let invalid = check_url(&url).err().map(|reason| Error::InvalidConfig {
             reason: format!("bad URL {url:?}: {reason}"),
         });
@@ -91,11 +74,23 @@ impl ConnectionBuilder {
             config: Config::default(),
             headers: Vec::new(),
             subprotocols: Vec::new(),
-            auth: None,
+            auth_from_url: auth.is_some(),
+            auth,
             client: None,
-            routes: Routes::default(),
+            handlers: Registry::default(),
+            listeners: Vec::new(),
             invalid,
         }
+    }
+
+    /// Credentials given twice are refused, as aiohttp refuses them.
+    fn set_auth(&mut self, auth: Auth) {
+        if self.auth_from_url {
+            self.keep_first_error(
+                "the URL already carries credentials (user:password@); do not also set basic_auth or bearer_auth".into(),
+            );
+        }
+        self.auth = Some(auth);
     }
 
     fn keep_first_error(&mut self, reason: String) {
@@ -155,9 +150,11 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Sends `Authorization: Basic …` with the handshake. Default: none.
+    /// Sends `Authorization: Basic …` with the handshake. Credentials in
+    /// the URL (`ws://user:pass@host`) do the same; giving both is reported
+    /// by [`connect`](Self::connect). Default: none.
     pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
-        self.auth = Some(Auth::Basic {
+        self.set_auth(Auth::Basic {
             user: user.into(),
             password: password.into(),
         });
@@ -170,14 +167,20 @@ impl ConnectionBuilder {
         if HeaderValue::try_from(format!("Bearer {token}")).is_err() {
             self.keep_first_error("bad bearer token: not a valid header value".into());
         }
-        self.auth = Some(Auth::Bearer(token));
+        self.set_auth(Auth::Bearer(token));
         self
     }
 
-    /// Uses this awc client (its connector, TLS setup and handshake timeout)
-    /// instead of one made for the connection — the equivalent of passing an
-    /// aiohttp session to the Python library. Default: a client of our own
-    /// with `TCP_NODELAY` set.
+    /// Uses this awc client (its connector, TLS setup and default headers)
+    /// instead of the shared one — the equivalent of passing an aiohttp
+    /// session to the Python library.
+    ///
+    /// Default: [`awc_client()`](crate::awc_client), one client per thread
+    /// shared by every connection made there, with `TCP_NODELAY` and no cap
+    /// on open connections. A client from `awc::Client::new()` has neither
+    /// (Nagle's algorithm delays small frames, and it stops at 100 open
+    /// connections): build yours on [`awc_connector()`](crate::awc_connector)
+    /// to keep both.
     pub fn client(mut self, client: awc::Client) -> Self {
         self.client = Some(client);
         self
@@ -215,11 +218,46 @@ impl ConnectionBuilder {
         self
     }
 
-    /// How many calls may wait for a response at once; a call beyond that
-    /// fails at once with [`Error::Overloaded`] instead of growing memory.
-    /// Default: 65,536.
+    /// How many calls may wait for a response at once. A call beyond that
+    /// waits for a place (up to its timeout) or fails with
+    /// [`Error::Overloaded`], as [`backpressure`](Self::backpressure) says; at
+    /// most as many again may wait. Default: 65,536.
     pub fn max_in_flight(mut self, calls: usize) -> Self {
         self.config.max_in_flight = calls.max(1);
+        self
+    }
+
+    /// How many outbound bytes may be queued for the socket and not yet
+    /// written (a server that reads slowly, or not at all, fills it). Beyond
+    /// it, calls and notifications wait or fail, as
+    /// [`backpressure`](Self::backpressure) says; a message larger than the
+    /// whole budget goes alone. Answers owed to the server's requests are
+    /// never refused, but while they alone exceed the budget the connection
+    /// stops reading from the server. Default: 4 MiB.
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_queued_bytes = bytes.max(1);
+        self
+    }
+
+    /// What calls and notifications do when `max_in_flight` or
+    /// `max_queued_bytes` is full. Default: [`Backpressure::Wait`].
+    pub fn backpressure(mut self, policy: Backpressure) -> Self {
+        self.config.backpressure = policy;
+        self
+    }
+
+    /// How many notifications may wait in each listener's queue (a listener
+    /// may choose its own with [`RegisterListener::capacity`]). Default: 1,024.
+    pub fn listener_capacity(mut self, notifications: usize) -> Self {
+        self.config.listener_capacity = notifications.max(1);
+        self
+    }
+
+    /// What a listener's full queue does with one more notification (a
+    /// listener may choose its own with [`RegisterListener::overflow`]).
+    /// Default: [`Overflow::DropOldest`].
+    pub fn listener_overflow(mut self, overflow: Overflow) -> Self {
+        self.config.listener_overflow = overflow;
         self
     }
 
@@ -233,47 +271,59 @@ impl ConnectionBuilder {
         recipient: Recipient<ServerRequest>,
     ) -> Self {
         let message = RegisterHandler::actor(route, recipient);
-        self.routes.handlers.insert(message.route, message.handler);
+        self.handlers.insert(message.route, message.handler);
         self
     }
 
-    /// Answers the server's requests matching `route` with a closure: the
-    /// equivalent of the Python library's `server.ns.method = fn`.
+    /// Answers the server's requests matching `route` with a closure, given
+    /// the whole [`ServerRequest`]: the equivalent of the Python library's
+    /// `server.ns.method = fn` (see [`RegisterHandler::func`]).
     ///
     /// ```
-    /// # use jsonrpc_websocket::{ErrorObject, RpcConnection};
-    /// # use serde_json::{json, Value};
+    /// # use jsonrpc_websocket::{ErrorObject, RpcConnection, ServerRequest};
+    /// # use serde_json::json;
     /// let builder = RpcConnection::builder("ws://127.0.0.1:9090")
-    ///     .register_fn("client.ping", |_params: Value| async { Ok::<_, ErrorObject>(json!("pong")) });
+    ///     .register_fn("ui.", |req: ServerRequest| async move {
+    ///         Ok::<_, ErrorObject>(json!({"you called": req.method}))
+    ///     });
     /// ```
-    pub fn register_fn<F, Fut>(mut self, route: impl Into<Route>, f: F) -> Self
+    pub fn register_fn<F, Fut, R>(mut self, route: impl Into<Route>, f: F) -> Self
     where
-        F: Fn(Value) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Value, ErrorObject>> + 'static,
+        F: Fn(ServerRequest) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, ErrorObject>> + 'static,
+        R: Serialize,
     {
         let message = RegisterHandler::func(route, f);
-        self.routes.handlers.insert(message.route, message.handler);
+        self.handlers.insert(message.route, message.handler);
         self
     }
 
     /// Sends the server's notifications matching `route` to this actor (see
     /// [`RegisterListener`]). Default: none.
-    pub fn listen(
-        mut self,
-        route: impl Into<Route>,
-        recipient: Recipient<ServerNotification>,
-    ) -> Self {
-        self.routes
-            .add_listener(RegisterListener::actor(route, recipient));
-        self
+    pub fn listen(self, route: impl Into<Route>, recipient: Recipient<ServerNotification>) -> Self {
+        self.listener(RegisterListener::actor(route, recipient))
     }
 
     /// Passes the server's notifications matching `route` to a closure.
-    pub fn on_notification<F>(mut self, route: impl Into<Route>, f: F) -> Self
+    pub fn on_notification<F>(self, route: impl Into<Route>, f: F) -> Self
     where
         F: Fn(ServerNotification) + Send + 'static,
     {
-        self.routes.add_listener(RegisterListener::func(route, f));
+        self.listener(RegisterListener::func(route, f))
+    }
+
+    /// Adds a listener with its own queue settings.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{Overflow, RegisterListener, RpcConnection, ServerNotification};
+    /// let builder = RpcConnection::builder("ws://127.0.0.1:9090").listener(
+    ///     RegisterListener::func("prices.", |n: ServerNotification| println!("{}", n.params))
+    ///         .capacity(1)
+    ///         .overflow(Overflow::DropOldest), // only the latest price matters
+    /// );
+    /// ```
+    pub fn listener(mut self, listener: RegisterListener) -> Self {
+        self.listeners.push(listener);
         self
     }
 
@@ -286,9 +336,8 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Opens the websocket and starts the [`RpcConnection`](crate::RpcConnection)
-    /// actor on the current actix arbiter. Returns only once the handshake has
-    /// succeeded.
+    /// Opens the websocket and starts the [`RpcConnection`] actor on the
+    /// current actix arbiter. Returns only once the handshake has succeeded.
     ///
     /// Must be awaited inside a running actix system (`#[actix::main]`,
     /// `#[actix_rt::test]`, `actix_rt::System::new().block_on(..)`, or within
@@ -299,34 +348,29 @@ impl ConnectionBuilder {
     /// [`Error::InvalidConfig`] for a bad URL or header;
     /// [`Error::Handshake`] when the server answers with an HTTP status (its
     /// code is kept, e.g. 401); [`Error::Transport`] when the server cannot be
-    /// reached, with the awc error as `source()`.
+    /// reached, with the cause as `source()`.
     pub async fn connect(self) -> Result<Client, Error> {
         if let Some(err) = self.invalid {
             return Err(err);
         }
-        let client = self
-            .client
-            .unwrap_or_else(|| transport::default_client(self.config.connect_timeout));
-        let mut request = client
-            .ws(self.url.as_str())
-            .max_frame_size(self.config.max_message_size);
-        for (name, value) in self.headers {
-            request = request.header(name, value);
-        }
-        if !self.subprotocols.is_empty() {
-            request = request.protocols(&self.subprotocols);
-        }
-        request = match self.auth {
-            Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(&password)),
-            Some(Auth::Bearer(token)) => request.bearer_auth(token),
-            None => request,
+        let dialer = Dialer {
+            url: self.url,
+            headers: self.headers,
+            subprotocols: self.subprotocols,
+            auth: self.auth,
+            client: self.client,
+            connect_timeout: self.config.connect_timeout,
+            max_message_size: self.config.max_message_size,
         };
-        let framed = transport::handshake(request, &self.url, self.config.connect_timeout).await?;
-        Ok(super::RpcConnection::start(
-            framed,
-            self.config,
-            self.routes,
-        ))
+        let socket = dialer.dial().await?;
+        let (addr, shared) = RpcConnection::start(Parts {
+            config: self.config,
+            dialer,
+            socket,
+            handlers: self.handlers,
+            listeners: self.listeners,
+        });
+        Ok(Client::new(addr, shared))
     }
 }
 
@@ -341,6 +385,7 @@ impl fmt::Debug for ConnectionBuilder {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("auth", &self.auth.is_some())
+            .field("subprotocols", &self.subprotocols)
             .field("invalid", &self.invalid)
             .finish()
     }
@@ -410,6 +455,26 @@ mod tests {
         for bad in ["", "a b", "a,b", "é", "x\n"] {
             let builder = ConnectionBuilder::new("ws://h/".into()).subprotocols([bad]);
             assert!(builder.invalid.is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_basic_auth_and_cannot_be_given_twice() {
+        let builder = ConnectionBuilder::new("ws://ann:s3cret@127.0.0.1:9/rpc".into());
+        assert_eq!(builder.url, "ws://127.0.0.1:9/rpc");
+        assert!(matches!(
+            &builder.auth,
+            Some(Auth::Basic { user, password }) if user == "ann" && password == "s3cret"
+        ));
+        assert!(builder.invalid.is_none());
+        for twice in [
+            ConnectionBuilder::new("ws://ann:x@h/".into()).basic_auth("bob", "y"),
+            ConnectionBuilder::new("ws://ann:x@h/".into()).bearer_auth("t"),
+        ] {
+            let Some(Error::InvalidConfig { reason }) = twice.invalid else {
+                panic!("credentials given twice were accepted");
+            };
+            assert!(reason.contains("already carries credentials"), "{reason}");
         }
     }
 
