@@ -21,6 +21,25 @@ use crate::message::{
 use crate::protocol::ErrorObject;
 use crate::registry::{Registry, Route};
 
+impl RpcConnection {
+    /// Starts configuring a connection to `url` (`ws://` or `wss://`;
+    /// `ws://user:password@host` sends basic auth).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{Error, RpcConnection};
+    /// # async fn demo() -> Result<(), Error> {
+    /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
+    /// # Ok(()) }
+    /// ```
+    // Defined here, not in `connection`: what is built depends on what
+    // builds it, never the other way round.
+    pub fn builder(url: impl Into<String>) -> ConnectionBuilder {
+        ConnectionBuilder::new(url.into())
+    }
+}
+
 /// Builds and opens a connection; start one with
 /// [`RpcConnection::builder`](crate::RpcConnection::builder).
 ///

@@ -343,3 +343,75 @@ async fn an_endless_timeout_is_accepted_not_a_panic() {
     assert_eq!(v, json!([1]));
     assert_no_pending(&client);
 }
+
+/// Records the thread it was decoded on.
+struct DecodedOn(std::thread::ThreadId);
+
+impl<'de> Deserialize<'de> for DecodedOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d)?;
+        Ok(DecodedOn(std::thread::current().id()))
+    }
+}
+
+#[actix_rt::test]
+async fn client_results_are_decoded_by_the_caller_not_on_the_connection() {
+    let server = TestServer::start(standard);
+    // The connection on an arbiter thread of its own; the caller here.
+    let arbiter = actix::Arbiter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let url = server.url();
+    // The connect future is not Send (awc's client is per thread): start it there.
+    arbiter.spawn_fn(move || {
+        actix_rt::spawn(async move {
+            let _ = tx.send(
+                jsonrpc_websocket::RpcConnection::builder(url)
+                    .connect()
+                    .await,
+            );
+        });
+    });
+    let client = within("connect", rx).await.unwrap().unwrap();
+    let here = std::thread::current().id();
+    let DecodedOn(by_client) = within("call", client.call("echo", params![1]))
+        .await
+        .unwrap();
+    assert_eq!(by_client, here, "Client::call decodes in the caller's task");
+    // `Call::typed` through the address decodes on the connection's thread,
+    // as documented.
+    let DecodedOn(by_actor) = within(
+        "send",
+        client.addr().send(Call::new("echo", params![1]).typed()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_ne!(by_actor, here);
+    within("close", client.close())
+        .await
+        .expect("a clean close");
+    assert_no_pending(&client);
+    arbiter.stop();
+}
+
+#[actix_rt::test]
+async fn calls_beyond_the_in_flight_limit_wait_for_a_place_by_default() {
+    let server = TestServer::start(standard);
+    let client = support::connect_with(
+        jsonrpc_websocket::RpcConnection::builder(server.url()).max_in_flight(2),
+    )
+    .await;
+    let slow = |ms: u64| client.call::<Value>("sleep", params![ms]);
+    let (a, b, c) = within("calls", async {
+        futures_util::join!(slow(100), slow(100), slow(0))
+    })
+    .await;
+    assert!(a.is_ok() && b.is_ok() && c.is_ok(), "{a:?} {b:?} {c:?}");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.backpressure_waits, stats.overloaded),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_no_pending(&client);
+}

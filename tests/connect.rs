@@ -35,6 +35,29 @@ async fn connecting_to_a_closed_port_is_a_transport_error_with_its_cause() {
         causes.iter().any(|c| c.to_lowercase().contains("refused")),
         "the cause names the refusal: {causes:?}"
     );
+    // Each level says something new: no level repeats the one beneath it.
+    for pair in causes.windows(2) {
+        assert!(!pair[0].contains(&pair[1]), "repeated cause: {causes:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn many_connections_share_the_default_client_without_a_cap() {
+    // awc's default connector stops at 100 open connections.
+    let server = TestServer::start(standard);
+    let connects = (0..120).map(|_| RpcConnection::builder(server.url()).connect());
+    let clients = within("120 connects", futures_util::future::join_all(connects)).await;
+    let clients: Vec<_> = clients
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|err| panic!("{err}"));
+    server.wait_connections_async(120, support::BOUND).await;
+    for client in &clients {
+        within("close", client.close())
+            .await
+            .expect("a clean close");
+        assert_no_pending(client);
+    }
 }
 
 #[actix_rt::test]

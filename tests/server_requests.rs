@@ -185,6 +185,27 @@ async fn closure_handlers_answer_and_can_be_registered_and_removed_at_run_time()
 }
 
 #[actix_rt::test]
+async fn a_closure_on_a_namespace_sees_which_method_was_called() {
+    let server = TestServer::start(standard);
+    let client = connect_with(RpcConnection::builder(server.url()).register_fn(
+        "ui.",
+        |req: ServerRequest| async move {
+            Ok::<_, ErrorObject>(json!({"method": req.method, "id": req.id.to_string()}))
+        },
+    ))
+    .await;
+    for (id, method) in [(1, "ui.a"), (2, "ui.b")] {
+        let answer = ask(&server, request(json!(id), method, json!([]))).await;
+        assert_eq!(
+            answer["result"],
+            json!({"method": method, "id": id.to_string()}),
+            "{answer}"
+        );
+    }
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
 async fn an_unknown_method_gets_32601_naming_it_and_the_connection_stays_usable() {
     let server = TestServer::start(standard);
     let client = connect(&server.url()).await;

@@ -169,6 +169,8 @@ pub struct RpcConnection {
     shared: Arc<Shared>,
     session: Option<Session>,
     pending: PendingCalls,
+    /// Where the ids of calls whose callers went away are queued.
+    cancellations: Arc<pending::Cancellations>,
     next_id: u64,
     state: State,
     /// The deadline the expiry timer is armed for, and its handle.
@@ -181,6 +183,8 @@ pub struct RpcConnection {
     close_waiters: Vec<oneshot::Sender<Result<(), Error>>>,
     /// How the connection is ending, once it is.
     ending: Option<Disconnect>,
+    /// How long draining may take before the actor stops anyway.
+    drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,20 +211,6 @@ pub(crate) struct Parts {
 }
 
 impl RpcConnection {
-    /// Starts configuring a connection to `url` (`ws://` or `wss://`).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # use jsonrpc_websocket::{Error, RpcConnection};
-    /// # async fn demo() -> Result<(), Error> {
-    /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn builder(url: impl Into<String>) -> crate::ConnectionBuilder {
-        crate::ConnectionBuilder::new(url.into())
-    }
-
     /// Starts the actor on the current arbiter with an open socket.
     pub(crate) fn start(parts: Parts) -> (Addr<RpcConnection>, Arc<Shared>) {
         let Parts {
@@ -267,7 +257,9 @@ impl RpcConnection {
                 ctx,
             );
             ctx.spawn(Housekeeping);
+            let config_close_timeout = config.close_timeout;
             RpcConnection {
+                cancellations: pending.cancellations(),
                 requests: ServerRequests::new(handlers, limits, Arc::clone(&metrics)),
                 listeners: listener_table,
                 config,
@@ -281,6 +273,7 @@ impl RpcConnection {
                 stopped: tokio_util::sync::CancellationToken::new(),
                 close_waiters: Vec::new(),
                 ending: None,
+                drain_timeout: config_close_timeout,
             }
         });
         (addr, shared)
@@ -327,6 +320,12 @@ impl RpcConnection {
         let timeout = timeout.unwrap_or(self.config.request_timeout);
         let now = Instant::now();
         let max_in_flight = self.config.max_in_flight;
+        if self.pending.sent() >= max_in_flight {
+            // Callers that gave up may not have been counted out yet.
+            for id in self.cancellations.take() {
+                self.pending.cancel(id);
+            }
+        }
         let in_line = self.pending.unsent() > 0;
         let refused = if self.pending.sent() >= max_in_flight || in_line {
             Refused::Full
@@ -365,6 +364,16 @@ impl RpcConnection {
                     bound,
                     method: call.method,
                 })
+            }
+        }
+    }
+
+    /// Frees the entries of calls whose callers stopped waiting; `task` is
+    /// woken when more do.
+    fn cancel_abandoned_calls(&mut self, task: &mut std::task::Context<'_>) {
+        while let Poll::Ready(ids) = self.cancellations.poll_drain(task) {
+            for id in ids {
+                self.pending.cancel(id);
             }
         }
     }
@@ -545,9 +554,24 @@ impl RpcConnection {
         await_peer: bool,
         ctx: &mut Context<Self>,
     ) {
+        let drain = self.config.close_timeout;
+        self.shut_down_within(error, close, ending, await_peer, drain, ctx);
+    }
+
+    /// [`shut_down`](Self::shut_down), stopping after `drain` at the latest.
+    fn shut_down_within(
+        &mut self,
+        error: Error,
+        close: Option<(u16, String)>,
+        ending: Disconnect,
+        await_peer: bool,
+        drain: Duration,
+        ctx: &mut Context<Self>,
+    ) {
         if self.state != State::Open {
             return;
         }
+        self.drain_timeout = drain;
         let failed = self.pending.fail_all(&error);
         if failed > 0 {
             log::debug!("{failed} pending call(s) failed: {error}");
@@ -568,11 +592,19 @@ impl RpcConnection {
             peer_done: false,
             await_peer,
         };
-        ctx.run_later(self.config.close_timeout, |_, ctx| ctx.stop());
+        ctx.run_later(drain, |_, ctx| ctx.stop());
     }
 
-    /// Closes from our side with a close frame (a [`Close`], or every handle gone).
-    fn close(&mut self, code: u16, reason: String, await_peer: bool, ctx: &mut Context<Self>) {
+    /// Closes from our side with a close frame (a [`Close`], or every handle
+    /// gone), waiting up to `drain` for the closing handshake.
+    fn close(
+        &mut self,
+        code: u16,
+        reason: String,
+        await_peer: bool,
+        drain: Duration,
+        ctx: &mut Context<Self>,
+    ) {
         let error = Error::Closed {
             code,
             reason: if reason.is_empty() {
@@ -588,7 +620,7 @@ impl RpcConnection {
             reason: reason.clone(),
             clean: false,
         };
-        self.shut_down(error, Some((code, reason)), ending, await_peer, ctx);
+        self.shut_down_within(error, Some((code, reason)), ending, await_peer, drain, ctx);
     }
 
     /// The socket is gone or unusable: no closing handshake is possible.
@@ -671,7 +703,8 @@ impl RpcConnection {
     fn abandoned(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::Open {
             log::debug!("every handle of the connection was dropped; closing it");
-            self.close(1000, String::new(), true, ctx);
+            let drain = self.config.close_timeout;
+            self.close(1000, String::new(), true, drain, ctx);
         }
     }
 }
@@ -713,12 +746,7 @@ impl ActorFuture<RpcConnection> for Housekeeping {
         if !ctx.connected() {
             act.abandoned(ctx);
         }
-        let cancellations = act.pending.cancellations();
-        while let Poll::Ready(ids) = cancellations.poll_drain(task) {
-            for id in ids {
-                act.pending.cancel(id);
-            }
-        }
+        act.cancel_abandoned_calls(task);
         if act.pending.unsent() > 0 && !act.send_waiting() {
             // Woken when the writer frees room in the outbound queue.
             act.shared.outbox.register_room_waker(task);
@@ -774,7 +802,7 @@ impl Actor for RpcConnection {
                 Ok(())
             } else if ending.code.is_some() {
                 Err(Error::CloseTimeout {
-                    after: self.config.close_timeout,
+                    after: self.drain_timeout,
                 })
             } else {
                 Err(Error::Disconnected {
@@ -981,13 +1009,14 @@ impl Handler<Close> for RpcConnection {
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.close_waiters.push(tx);
+        // A zero timeout: do not wait for the server, but still give our
+        // close frame the usual time to be written.
         let await_peer = msg.timeout != Some(Duration::ZERO);
-        if self.state == State::Open {
-            if let Some(timeout) = msg.timeout.filter(|t| !t.is_zero()) {
-                ctx.run_later(timeout, |_, ctx| ctx.stop());
-            }
-        }
-        self.close(msg.code, msg.reason, await_peer, ctx);
+        let drain = msg
+            .timeout
+            .filter(|t| !t.is_zero())
+            .unwrap_or(self.config.close_timeout);
+        self.close(msg.code, msg.reason, await_peer, drain, ctx);
         // Resolves when the actor stops (see `stopped`).
         Box::pin(async move { rx.await.unwrap_or(Ok(())) })
     }

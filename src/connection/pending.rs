@@ -103,7 +103,8 @@ impl Cancellations {
         }
     }
 
-    fn take(&self) -> Vec<u64> {
+    /// Takes the queued ids without waiting for more.
+    pub fn take(&self) -> Vec<u64> {
         std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -140,6 +141,10 @@ struct Inner {
     unsent_count: usize,
     metrics: Arc<Metrics>,
     cancellations: Arc<Cancellations>,
+    /// Entries `expire` has looked at, for the test that keeps it from
+    /// scanning the whole table on every tick.
+    #[cfg(test)]
+    examined: usize,
 }
 
 impl Inner {
@@ -208,6 +213,8 @@ impl PendingCalls {
                 unsent_count: 0,
                 metrics,
                 cancellations: Arc::default(),
+                #[cfg(test)]
+                examined: 0,
             })),
         }
     }
@@ -370,6 +377,10 @@ impl PendingCalls {
         let next = {
             let mut inner = self.inner.borrow_mut();
             while let Some(&(deadline, id)) = inner.deadlines.first() {
+                #[cfg(test)]
+                {
+                    inner.examined += 1;
+                }
                 if deadline > now {
                     break;
                 }
@@ -524,6 +535,26 @@ mod tests {
         }
         assert!(table.inner.borrow().deadlines.is_empty());
         assert_eq!(table.expire(now + Duration::from_secs(9)), (0, None));
+    }
+
+    #[test]
+    fn each_expiry_tick_looks_only_at_what_is_due() {
+        // Staggered deadlines used to make every tick scan the whole table:
+        // n calls, n ticks, n² looks.
+        let (table, _) = table();
+        let now = Instant::now();
+        const N: u64 = 20_000;
+        for id in 0..N {
+            table.insert(call(id), now, Duration::from_millis(N - id));
+        }
+        for tick in 1..=N {
+            table.inner.borrow_mut().examined = 0;
+            let (expired, _) = table.expire(now + Duration::from_millis(tick));
+            assert_eq!(expired, 1);
+            let examined = table.inner.borrow().examined;
+            assert!(examined <= 2, "tick {tick} looked at {examined} entries");
+        }
+        assert!(table.is_empty());
     }
 
     #[test]

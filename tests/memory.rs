@@ -1,0 +1,286 @@
+//! Memory bounds: each test floods one path and asserts that the live heap
+//! of this process grows by less than a bound. A counting allocator keeps
+//! the figure; the tests take turns (a lock), so one flood is measured at a
+//! time. (The in-process servers allocate too; their share is small and
+//! freed, and the bounds leave room for it.)
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use jsonrpc_websocket::{
+    params, Backpressure, Error, Overflow, RegisterListener, RpcConnection, ServerNotification,
+};
+use support::{assert_no_pending, connect_with, json, within, RawConn, RawServer};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only
+// the size is counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static HEAP: Counting = Counting;
+
+/// One flood at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+const MIB: isize = 1024 * 1024;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn assert_grew_less_than(before: isize, bound: isize, what: &str) {
+    let grown = live() - before;
+    assert!(
+        grown < bound,
+        "{what}: the heap grew by {} KiB (bound {} KiB)",
+        grown / 1024,
+        bound / 1024
+    );
+}
+
+#[actix_rt::test]
+async fn notifications_to_a_server_that_does_not_read_are_bounded() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let server = support::silent_peer();
+    let client = connect_with(
+        RpcConnection::builder(server.url())
+            .max_queued_bytes(4 << 20)
+            .backpressure(Backpressure::Fail),
+    )
+    .await;
+    let before = live();
+    let big = "n".repeat(1 << 20);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..300 {
+        match within("notify", client.notify("upload", params![big])).await {
+            Ok(()) => accepted += 1,
+            Err(Error::Overloaded { .. }) => refused += 1,
+            Err(err) => panic!("{err}"),
+        }
+        assert!(
+            client.stats().queued_bytes <= 5 << 20,
+            "{:?}",
+            client.stats()
+        );
+    }
+    // Before the fix all 300 were accepted and kept: ~300 MiB.
+    assert!(
+        refused > 0 && accepted < 300,
+        "accepted {accepted}, refused {refused}"
+    );
+    assert_grew_less_than(before, 16 * MIB, "300 x 1 MiB notifications");
+    assert_eq!(client.stats().overloaded, refused);
+}
+
+#[actix_rt::test]
+async fn a_waiting_notification_gives_up_after_the_request_timeout() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let server = support::silent_peer();
+    let client = connect_with(
+        RpcConnection::builder(server.url())
+            .max_queued_bytes(1 << 20)
+            .request_timeout(Duration::from_millis(50)),
+    )
+    .await;
+    let before = live();
+    let big = "w".repeat(1 << 20);
+    let mut sent = 0;
+    let refused = loop {
+        match within("notify", client.notify("upload", params![big])).await {
+            Ok(()) => sent += 1,
+            Err(err) => break err,
+        }
+        assert!(
+            sent < 100,
+            "100 MiB accepted by a server that does not read"
+        );
+    };
+    assert!(matches!(refused, Error::Overloaded { .. }), "{refused:?}");
+    assert!(client.stats().backpressure_waits >= 1);
+    assert_grew_less_than(before, 16 * MIB, "notifications waiting for room");
+}
+
+#[actix_rt::test]
+async fn calls_that_time_out_do_not_leave_their_bytes_behind() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let server = support::silent_peer();
+    let client = connect_with(
+        RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    let before = live();
+    let big = "c".repeat(1 << 20);
+    let calls = (0..64).map(|_| client.call::<serde_json::Value>("upload", params![big]));
+    let results = within("calls", futures_util::future::join_all(calls)).await;
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(e) if e.is_timeout())));
+    drop(results);
+    // Only what fits the outbound queue stays (until the socket takes it).
+    assert!(
+        client.stats().queued_bytes <= 5 << 20,
+        "{:?}",
+        client.stats()
+    );
+    assert_grew_less_than(before, 16 * MIB, "64 timed-out 1 MiB calls");
+    assert_no_pending(&client);
+}
+
+/// A listener that cannot keep up: each notification takes until released.
+struct Slow {
+    released: tokio::sync::watch::Receiver<bool>,
+    got: std::sync::Arc<(AtomicIsize, AtomicIsize, tokio::sync::Notify)>,
+}
+
+impl actix::Actor for Slow {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<ServerNotification> for Slow {
+    type Result = actix::ResponseFuture<()>;
+
+    fn handle(&mut self, n: ServerNotification, _: &mut Self::Context) -> Self::Result {
+        let (got, missed, changed) = &*self.got;
+        got.fetch_add(1, Ordering::SeqCst);
+        missed.fetch_add(n.missed as isize, Ordering::SeqCst);
+        changed.notify_one();
+        let mut released = self.released.clone();
+        Box::pin(async move {
+            let _ = released.wait_for(|go| *go).await;
+        })
+    }
+}
+
+#[actix_rt::test]
+async fn a_slow_listener_under_a_flood_stays_within_its_queue() {
+    use actix::Actor as _;
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    const FLOOD: isize = 20_000;
+    // The flood is written straight to the socket, one frame at a time, in
+    // answer to a "flood" call; the answer comes after the last one.
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let request = conn.read_json().await.expect("the flood call");
+        let payload = "p".repeat(4096);
+        for i in 0..FLOOD {
+            let n = format!(r#"{{"jsonrpc":"2.0","method":"feed","params":[{i},"{payload}"]}}"#);
+            conn.send_text(&n).await;
+        }
+        conn.send_json(&support::response(&request["id"], json!("flooded")))
+            .await;
+        conn.idle(Duration::from_secs(10)).await;
+    });
+    let (release, released) = tokio::sync::watch::channel(false);
+    let got = std::sync::Arc::new((
+        AtomicIsize::new(0),
+        AtomicIsize::new(0),
+        tokio::sync::Notify::new(),
+    ));
+    let listener = Slow {
+        released,
+        got: std::sync::Arc::clone(&got),
+    }
+    .start();
+    let client = connect_with(
+        RpcConnection::builder(server.url()).listener(
+            RegisterListener::actor("feed", listener.recipient())
+                .capacity(1024)
+                .overflow(Overflow::DropOldest),
+        ),
+    )
+    .await;
+    let before = live();
+    let answer: serde_json::Value = within("the flood", client.call("flood", params![]))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!("flooded"));
+    // Before the fix every notification waited in the listener's mailbox (~90 MB).
+    assert_grew_less_than(
+        before,
+        24 * MIB,
+        "20,000 x 4 KB notifications to a stalled listener",
+    );
+    release.send(true).unwrap();
+    let (delivered, missed, changed) = &*got;
+    within("every notification delivered or counted", async {
+        while delivered.load(Ordering::SeqCst) + missed.load(Ordering::SeqCst) < FLOOD {
+            changed.notified().await;
+        }
+    })
+    .await;
+    let (delivered, missed) = (
+        delivered.load(Ordering::SeqCst),
+        missed.load(Ordering::SeqCst),
+    );
+    assert_eq!(delivered + missed, FLOOD);
+    // The one being handled, then a full queue; the rest were dropped oldest first.
+    assert!((1024..=1025).contains(&delivered), "{delivered} delivered");
+    assert_eq!(client.stats().notifications_dropped, missed as u64);
+    assert_no_pending(&client);
+}
+
+#[actix_rt::test]
+async fn a_peer_that_floods_requests_and_never_reads_cannot_grow_our_memory() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let server = RawServer::start(move |mut conn: RawConn| {
+        let done_tx = done_tx.clone();
+        async move {
+            // Requests for an unknown method (answered at once) and pings,
+            // as fast as we take them, never reading an answer.
+            let request = r#"{"jsonrpc":"2.0","id":1,"method":"no.such.method.with.a.long.name"}"#;
+            let mut sent = 0;
+            let flood = async {
+                for _ in 0..200_000 {
+                    conn.send_text(request).await;
+                    conn.send_frame(true, support::raw::OP_PING, b"ping").await;
+                    sent += 1;
+                }
+            };
+            // Our client stops reading once the answers it owes fill its
+            // budget, so this blocks; the bound ends it.
+            let _ = tokio::time::timeout(Duration::from_secs(3), flood).await;
+            let _ = done_tx.send(sent);
+            conn.idle(Duration::from_secs(5)).await;
+        }
+    });
+    let before = live();
+    let client = connect_with(RpcConnection::builder(server.url()).max_queued_bytes(1 << 20)).await;
+    let sent = within("the flood", done.recv()).await.unwrap();
+    assert!(sent < 200_000, "the peer was never slowed down");
+    assert_grew_less_than(
+        before,
+        16 * MIB,
+        "a flood of requests nobody reads the answers to",
+    );
+    assert!(
+        client.stats().queued_bytes <= 3 << 20,
+        "{:?}",
+        client.stats()
+    );
+    assert_no_pending(&client);
+}
