@@ -9,7 +9,6 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use jsonrpc_websocket::{
@@ -45,7 +44,7 @@ unsafe impl GlobalAlloc for Counting {
 static HEAP: Counting = Counting;
 
 /// One flood at a time.
-static TURN: Mutex<()> = Mutex::new(());
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MIB: isize = 1024 * 1024;
 
@@ -65,7 +64,7 @@ fn assert_grew_less_than(before: isize, bound: isize, what: &str) {
 
 #[actix_rt::test]
 async fn notifications_to_a_server_that_does_not_read_are_bounded() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let server = support::silent_peer();
     let client = connect_with(
         RpcConnection::builder(server.url())
@@ -99,7 +98,7 @@ async fn notifications_to_a_server_that_does_not_read_are_bounded() {
 
 #[actix_rt::test]
 async fn a_waiting_notification_gives_up_after_the_request_timeout() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let server = support::silent_peer();
     let client = connect_with(
         RpcConnection::builder(server.url())
@@ -127,7 +126,7 @@ async fn a_waiting_notification_gives_up_after_the_request_timeout() {
 
 #[actix_rt::test]
 async fn calls_that_time_out_do_not_leave_their_bytes_behind() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let server = support::silent_peer();
     let client = connect_with(
         RpcConnection::builder(server.url()).request_timeout(Duration::from_millis(200)),
@@ -179,7 +178,7 @@ impl actix::Handler<ServerNotification> for Slow {
 #[actix_rt::test]
 async fn a_slow_listener_under_a_flood_stays_within_its_queue() {
     use actix::Actor as _;
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     const FLOOD: isize = 20_000;
     // The flood is written straight to the socket, one frame at a time, in
     // answer to a "flood" call; the answer comes after the last one.
@@ -245,7 +244,7 @@ async fn a_slow_listener_under_a_flood_stays_within_its_queue() {
 
 #[actix_rt::test]
 async fn a_peer_that_floods_requests_and_never_reads_cannot_grow_our_memory() {
-    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = TURN.lock().await;
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let server = RawServer::start(move |mut conn: RawConn| {
         let done_tx = done_tx.clone();
