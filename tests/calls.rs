@@ -1,7 +1,7 @@
 //! Calls and notifications over a real socket: what arrives at the server,
 //! and what comes back.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `jsonrpc-ws` binary, run as a child process against in-process test
 //! servers: what it prints, what reaches the server, and its exit codes.
 
-mod support;
+use test_support as support;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

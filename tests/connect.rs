@@ -1,7 +1,7 @@
 //! Opening connections: transport failures, rejected handshakes, headers
 //! and credentials.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 

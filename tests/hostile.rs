@@ -2,7 +2,7 @@
 //! fragments, binary frames, oversized messages and protocol violations.
 //! Every call must end, and the pending table must end empty.
 
-mod support;
+use test_support as support;
 
 use std::time::{Duration, Instant};
 
@@ -156,12 +156,12 @@ async fn the_servers_close_frame_is_echoed() {
         assert_eq!(frame.close_code().map(|c| c.0), Some(4002));
     });
     let client = connect(&server.url()).await;
-    within("actor stop", async {
-        while client.is_connected() {
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    let end = within("the end", client.closed()).await;
+    assert_eq!(
+        (end.initiator, end.code, end.reason.as_str()),
+        (jsonrpc_websocket::Initiator::Server, Some(4002), "bye")
+    );
+    assert!(!client.is_connected());
     assert_no_pending(&client);
 }
 

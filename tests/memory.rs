@@ -4,8 +4,7 @@
 //! time. (The in-process servers allocate too; their share is small and
 //! freed, and the bounds leave room for it.)
 
-#[path = "support/mod.rs"]
-mod support;
+use test_support as support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};

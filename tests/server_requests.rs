@@ -1,7 +1,7 @@
 //! Requests and notifications from the server: routing to handler actors and
 //! closures, answers with the server's ids, batches, and concurrency.
 
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ impl Handler<Stop> for Recorder {
 
 /// Collects notifications.
 struct Inbox {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<ServerNotification>>>,
+    seen: tokio::sync::mpsc::UnboundedSender<ServerNotification>,
 }
 
 impl Actor for Inbox {
@@ -58,7 +58,7 @@ impl Handler<ServerNotification> for Inbox {
     type Result = ();
 
     fn handle(&mut self, n: ServerNotification, _: &mut Context<Self>) {
-        self.seen.lock().unwrap().push(n);
+        let _ = self.seen.send(n);
     }
 }
 
@@ -251,10 +251,9 @@ async fn a_stopped_handler_actor_gives_32603_and_is_dropped() {
         "gone"
     );
     within("stop", handler.send(Stop)).await.unwrap();
+    // A message sent after Stop finds the mailbox closed once the actor is gone.
     within("stopped", async {
-        while handler.connected() {
-            actix_rt::time::sleep(Duration::from_millis(2)).await;
-        }
+        while handler.send(Stop).await.is_ok() {}
     })
     .await;
     let answer = ask(&server, request(json!(2), "svc.x", json!([]))).await;
@@ -350,9 +349,9 @@ async fn an_invalid_request_gets_32600_with_its_id() {
 #[actix_rt::test]
 async fn a_notification_reaches_two_listeners_and_is_never_answered() {
     let server = TestServer::start(standard);
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, mut actors_seen) = tokio::sync::mpsc::unbounded_channel();
     let first = Inbox { seen: seen.clone() }.start();
-    let second = Inbox { seen: seen.clone() }.start();
+    let second = Inbox { seen }.start();
     let (tx, mut closure_seen) = tokio::sync::mpsc::unbounded_channel();
     let client = connect_with(
         RpcConnection::builder(server.url())
@@ -380,13 +379,8 @@ async fn a_notification_reaches_two_listeners_and_is_never_answered() {
         .await
         .unwrap();
     assert_eq!(by_closure.params, json!({"price": 10}));
-    within("two listeners", async {
-        while seen.lock().unwrap().len() < 2 {
-            actix_rt::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
-    for n in seen.lock().unwrap().iter() {
+    for _ in 0..2 {
+        let n = within("two listeners", actors_seen.recv()).await.unwrap();
         assert_eq!(
             (n.method.as_str(), &n.params),
             ("market.tick", &json!({"price": 10}))
@@ -399,11 +393,16 @@ async fn a_notification_reaches_two_listeners_and_is_never_answered() {
 #[actix_rt::test]
 async fn a_slow_handler_does_not_delay_other_calls() {
     let server = TestServer::start(standard);
+    // The handler answers only once released: no clock involved.
+    let (release, released) = tokio::sync::watch::channel(false);
     let client = connect_with(RpcConnection::builder(server.url()).register_fn(
         "slow",
-        |_| async {
-            actix_rt::time::sleep(Duration::from_secs(2)).await;
-            Ok(json!("finally"))
+        move |_: ServerRequest| {
+            let mut released = released.clone();
+            async move {
+                let _ = released.wait_for(|go| *go).await;
+                Ok::<_, ErrorObject>(json!("finally"))
+            }
         },
     ))
     .await;
@@ -414,22 +413,15 @@ async fn a_slow_handler_does_not_delay_other_calls() {
     });
     let results = within("100 calls", futures_util::future::join_all(calls)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    // All 100 answered while the slow handler still works on its answer.
-    let answered_slow = server.received().iter().any(|m| m["id"] == "slow-1");
-    assert!(
-        !answered_slow,
-        "the slow handler answered before the 100 calls finished"
+    // 1 request in, 100 calls in, no answer to the slow request yet.
+    let received = server.received();
+    assert_eq!(received.len(), 100, "{received:?}");
+    release.send(true).unwrap();
+    let received = server.wait_received_async(101, BOUND).await;
+    assert_eq!(
+        received[100],
+        json!({"jsonrpc": "2.0", "id": "slow-1", "result": "finally"})
     );
-    let slow = within("slow answer", async {
-        loop {
-            if let Some(m) = server.received().into_iter().find(|m| m["id"] == "slow-1") {
-                return m;
-            }
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(slow["result"], "finally");
     assert_no_pending(&client);
 }
 

@@ -1,5 +1,5 @@
 //! Tests of the test support code itself, with a tiny client written directly on awc.
-mod support;
+use test_support as support;
 
 use std::time::Duration;
 

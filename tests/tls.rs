@@ -2,7 +2,7 @@
 //! crypto provider) and TLS failures are transport errors, never panics.
 #![cfg(feature = "rustls")]
 
-mod support;
+use test_support as support;
 
 use jsonrpc_websocket::{Error, RpcConnection};
 use support::{chain, within};

@@ -1,8 +1,7 @@
 //! Regression tests for the defects the hardening work fixed: each failed on
 //! the code before its fix. Memory bounds are asserted in `tests/memory.rs`.
 
-#[path = "../support/mod.rs"]
-mod support;
+use test_support as support;
 
 mod after_close;
 mod cancellation;

@@ -17,7 +17,8 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Item, Session};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{join_bounded, panic_message, reraise_recorded, Watched, STARTUP_TIMEOUT};
+use crate::thread::{panic_message, ServerThread};
+use crate::Watched;
 
 type Handler = dyn Fn(&Value) -> Action + Send + Sync + 'static;
 
@@ -50,6 +51,9 @@ pub enum Action {
     Ping(Vec<u8>),
 }
 
+/// The largest frame and message the server accepts; bigger ones close with 1009.
+const MAX_FRAME_SIZE: usize = 64 * 1024 * 1024;
+
 /// Shared between the test thread, the handshake handler and the connection tasks.
 struct State {
     received: Vec<Value>,
@@ -67,25 +71,13 @@ struct Inner {
     handler: Box<Handler>,
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
-    max_frame_size: usize,
 }
 
 /// Builder for [`TestServer`] options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TestServerBuilder {
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
-    max_frame_size: usize,
-}
-
-impl Default for TestServerBuilder {
-    fn default() -> Self {
-        TestServerBuilder {
-            required_headers: Vec::new(),
-            reject_with: None,
-            max_frame_size: 64 * 1024 * 1024,
-        }
-    }
 }
 
 impl TestServerBuilder {
@@ -100,13 +92,6 @@ impl TestServerBuilder {
     /// Rejects every handshake with this HTTP status (e.g. 401, 403, 500).
     pub fn reject_with(mut self, status: u16) -> Self {
         self.reject_with = Some(status);
-        self
-    }
-
-    /// Maximum frame size and aggregated (continuation) message size the server accepts; bigger
-    /// inbound messages make the server close with 1009. Default 64 MiB.
-    pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
         self
     }
 
@@ -129,7 +114,6 @@ impl TestServerBuilder {
             handler: Box::new(handler),
             required_headers: self.required_headers,
             reject_with: self.reject_with,
-            max_frame_size: self.max_frame_size,
         });
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -138,13 +122,9 @@ impl TestServerBuilder {
             .local_addr()
             .expect("TestServer: local_addr of listener failed");
 
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let app_inner = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("test-server-{}", addr.port()))
-            .spawn(move || {
-                let _done = done_tx; // dropped when this thread ends, even by panic
+        let (thread, handle) =
+            ServerThread::spawn(format!("test-server-{}", addr.port()), move |ready| {
                 let system = actix_rt::System::new();
                 let result = system.block_on(async move {
                     let data = web::Data::from(app_inner);
@@ -158,27 +138,16 @@ impl TestServerBuilder {
                     .shutdown_timeout(1)
                     .listen(listener)?
                     .run();
-                    let _ = handle_tx.send(server.handle());
+                    let _ = ready.send(server.handle());
                     server.await
                 });
                 result.expect("TestServer: actix HttpServer failed");
-            })
-            .expect("TestServer: spawning server thread failed");
-
-        let handle = match handle_rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(handle) => handle,
-            Err(_) => {
-                // The thread died (or hung) before running the server: surface its panic.
-                join_bounded("TestServer", thread, done_rx);
-                panic!("TestServer: server thread did not start within {STARTUP_TIMEOUT:?}");
-            }
-        };
-
+            });
         TestServer {
             addr,
             inner,
             handle,
-            thread: Some((thread, done_rx)),
+            thread,
         }
     }
 }
@@ -192,7 +161,7 @@ pub struct TestServer {
     addr: std::net::SocketAddr,
     inner: Arc<Inner>,
     handle: actix_web::dev::ServerHandle,
-    thread: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>)>,
+    thread: ServerThread,
 }
 
 impl TestServer {
@@ -340,23 +309,7 @@ impl TestServer {
         self.inner.watched.lock().conns.len()
     }
 
-    /// Blocks (bounded) until `connections() == n`. Panics on timeout. Same caveat as
-    /// [`wait_received`](Self::wait_received); see [`wait_connections_async`](Self::wait_connections_async).
-    pub fn wait_connections(&self, n: usize, timeout: Duration) {
-        if self
-            .inner
-            .watched
-            .wait_blocking(timeout, |s| (s.conns.len() == n).then_some(()))
-            .is_none()
-        {
-            panic!(
-                "TestServer: timed out after {timeout:?} waiting for {n} connection(s); have {}",
-                self.connections()
-            );
-        }
-    }
-
-    /// Async version of [`wait_connections`](Self::wait_connections).
+    /// Waits (async, bounded) until `connections() == n`. Panics on timeout.
     pub async fn wait_connections_async(&self, n: usize, timeout: Duration) {
         if self
             .inner
@@ -377,11 +330,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         // Sends the stop command right away; the returned future only awaits completion.
         drop(self.handle.stop(false));
-        if let Some((thread, done)) = self.thread.take() {
-            join_bounded("TestServer", thread, done);
-        }
+        self.thread.join();
         let panics = std::mem::take(&mut self.inner.watched.lock().panics);
-        reraise_recorded("TestServer handler", panics);
+        self.thread.raise_recorded(panics);
     }
 }
 
@@ -418,9 +369,9 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
         Err(err) => return HttpResponse::from_error(err),
     };
     let stream = stream
-        .max_frame_size(inner.max_frame_size)
+        .max_frame_size(MAX_FRAME_SIZE)
         .aggregate_continuations()
-        .max_continuation_size(inner.max_frame_size);
+        .max_continuation_size(MAX_FRAME_SIZE);
 
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     // Registered before the 101 goes out, so a client that sees the handshake complete also
@@ -697,7 +648,7 @@ pub fn response(id: &Value, result: Value) -> Value {
 }
 
 /// `{"jsonrpc":"2.0","id":id,"error":{"code":code,"message":message[,"data":data]}}`.
-pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
+fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({"code": code, "message": message});
     if let Some(data) = data {
         error["data"] = data;

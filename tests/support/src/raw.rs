@@ -13,7 +13,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{join_bounded, panic_message, reraise_recorded, Watched, STARTUP_TIMEOUT};
+use crate::thread::{panic_message, ServerThread};
+use crate::Watched;
 
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -50,7 +51,7 @@ pub struct RawServer {
     addr: SocketAddr,
     shared: Arc<Watched<State>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<(std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>)>,
+    thread: ServerThread,
 }
 
 impl RawServer {
@@ -90,13 +91,9 @@ impl RawServer {
             panics: Vec::new(),
         }));
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("raw-server-{}", addr.port()))
-            .spawn(move || {
-                let _done = done_tx; // dropped when this thread ends, even by panic
+        let (thread, ()) =
+            ServerThread::spawn(format!("raw-server-{}", addr.port()), move |ready| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -106,22 +103,16 @@ impl RawServer {
                     Arc::new(mode),
                     thread_shared,
                     shutdown_rx,
-                    ready_tx,
+                    ready,
                 ));
                 // Dropping the runtime cancels every connection task (dropping its socket).
                 drop(runtime);
-            })
-            .expect("RawServer: spawning server thread failed");
-
-        if ready_rx.recv_timeout(STARTUP_TIMEOUT).is_err() {
-            join_bounded("RawServer", thread, done_rx);
-            panic!("RawServer: server thread did not start within {STARTUP_TIMEOUT:?}");
-        }
+            });
         RawServer {
             addr,
             shared,
             shutdown: Some(shutdown_tx),
-            thread: Some((thread, done_rx)),
+            thread,
         }
     }
 
@@ -140,21 +131,6 @@ impl RawServer {
         self.shared.lock().accepted
     }
 
-    /// Waits (async, bounded) until at least `n` connections were accepted. Panics on timeout.
-    pub async fn wait_accepted_async(&self, n: usize, timeout: Duration) {
-        if self
-            .shared
-            .wait_async(timeout, |s| (s.accepted >= n).then_some(()))
-            .await
-            .is_none()
-        {
-            panic!(
-                "RawServer: timed out after {timeout:?} waiting for {n} accepted connection(s); have {}",
-                self.connections_accepted()
-            );
-        }
-    }
-
     /// The HTTP request heads (request line + headers, without the final blank line) of every
     /// handshake request read so far, in order.
     pub fn requests(&self) -> Vec<String> {
@@ -167,11 +143,9 @@ impl Drop for RawServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some((thread, done)) = self.thread.take() {
-            join_bounded("RawServer", thread, done);
-        }
+        self.thread.join();
         let panics = std::mem::take(&mut self.shared.lock().panics);
-        reraise_recorded("RawServer script", panics);
+        self.thread.raise_recorded(panics);
     }
 }
 
@@ -504,10 +478,5 @@ impl RawConn {
             }
         })
         .await;
-    }
-
-    /// Half-closes the write side (TCP FIN) without a close frame.
-    pub async fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown().await;
     }
 }

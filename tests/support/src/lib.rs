@@ -1,4 +1,5 @@
-//! In-process fake peers shared by the integration tests.
+//! In-process fake peers for the integration tests of `jsonrpc-websocket`
+//! and its CLI.
 //!
 //! * [`TestServer`]: an actix-web + actix-ws JSON-RPC peer whose answers are scripted by a
 //!   handler returning [`Action`]s ([`standard`] covers the common methods).
@@ -6,21 +7,20 @@
 //!   byte-level tests.
 //!
 //! Every server binds `127.0.0.1:0`, runs on its own thread with its own runtime and shuts down
-//! (bounded) when dropped. Include with `mod support;` from an integration test file.
-#![allow(dead_code, unused_imports)]
+//! (bounded) when dropped, re-raising any panic from inside it.
 
 pub mod raw;
 pub mod server;
+mod thread;
 
-use std::any::Any;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use raw::{RawConn, RawFrame, RawServer};
 pub use serde_json::{json, Value};
-pub use server::{error_response, response, standard, Action, TestServer, TestServerBuilder};
+pub use server::{response, standard, Action, TestServer};
 
-/// How long `Drop` of a server waits for its thread to finish before giving up (and leaking it).
+/// How long dropping a server waits for its thread to finish before giving up (and leaking it).
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server constructor waits for its thread to report readiness.
 pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,62 +98,6 @@ impl<T> Watched<T> {
             }
         };
         tokio::time::timeout(timeout, wait).await.ok()
-    }
-}
-
-/// Best-effort text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
-    }
-}
-
-/// Joins a server thread whose completion is signalled by `done` being disconnected (the thread
-/// holds the sender and drops it when it ends, even by panic). Bounded by [`SHUTDOWN_TIMEOUT`];
-/// re-raises the thread's panic unless the current thread is already panicking.
-pub(crate) fn join_bounded(
-    what: &str,
-    thread: std::thread::JoinHandle<()>,
-    done: std::sync::mpsc::Receiver<()>,
-) {
-    match done.recv_timeout(SHUTDOWN_TIMEOUT) {
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            eprintln!(
-                "warning: {what} thread did not stop within {SHUTDOWN_TIMEOUT:?}; leaking it"
-            );
-        }
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(payload) = thread.join() {
-                if !std::thread::panicking() {
-                    std::panic::resume_unwind(payload);
-                } else {
-                    eprintln!(
-                        "{what} thread panicked: {}",
-                        panic_message(payload.as_ref())
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// Panics (unless already panicking) if any panic was recorded inside a server task.
-pub(crate) fn reraise_recorded(what: &str, panics: Vec<String>) {
-    if panics.is_empty() {
-        return;
-    }
-    let msg = format!(
-        "{what}: {} panic(s) inside the server: {panics:?}",
-        panics.len()
-    );
-    if std::thread::panicking() {
-        eprintln!("{msg}");
-    } else {
-        panic!("{msg}");
     }
 }
 
