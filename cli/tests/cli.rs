@@ -1,6 +1,8 @@
 //! The `jsonrpc-ws` binary, run as a child process against in-process test
 //! servers: what it prints, what reaches the server, and its exit codes.
 
+// The integration-test servers shared with the library's own tests.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Read;

@@ -215,7 +215,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
         .target(env_logger::Target::Stderr)
         .init();
-    actix::System::new().block_on(run(cli))
+    jsonrpc_websocket::actix::System::new().block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> ExitCode {
