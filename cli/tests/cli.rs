@@ -277,6 +277,27 @@ fn a_refused_connection_exits_2() {
 }
 
 #[test]
+fn a_refused_connection_prints_its_cause_chain_once() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run(&["call", &url, "echo", "--timeout", "5"]);
+    out.assert_failure(&url);
+    let line = out.stderr_lines()[0];
+    assert!(line.to_lowercase().contains("refused"), "{out:#?}");
+    // `error: <error>: <its source>: ...`, each layer once.
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[..i].contains(part),
+            "{part:?} is printed twice in {line:?}"
+        );
+    }
+}
+
+#[test]
 fn an_unanswered_handshake_is_bounded_by_the_timeout() {
     // The kernel completes the TCP handshake; nobody ever answers the HTTP one.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
