@@ -3,11 +3,15 @@
 
 use test_support as support;
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{json, last_request, response, standard, RawServer, TestServer, Value};
+use serde_json::value::RawValue;
+use support::raw::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use support::{json, last_request, response, standard, RawConn, RawServer, TestServer, Value};
 
 /// Every run of the binary is killed (and the test failed) after this long.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
@@ -271,6 +275,27 @@ fn a_refused_connection_exits_2() {
 }
 
 #[test]
+fn a_refused_connection_prints_its_cause_chain_once() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}/");
+    let out = run(&["call", &url, "echo", "--timeout", "5"]);
+    out.assert_failure(&url);
+    let line = out.stderr_lines()[0];
+    assert!(line.to_lowercase().contains("refused"), "{out:#?}");
+    // `error: <error>: <its source>: ...`, each layer once.
+    let parts: Vec<&str> = line.split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[..i].contains(part),
+            "{part:?} is printed twice in {line:?}"
+        );
+    }
+}
+
+#[test]
 fn an_unanswered_handshake_is_bounded_by_the_timeout() {
     // The kernel completes the TCP handshake; nobody ever answers the HTTP one.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -478,4 +503,113 @@ fn replies_answer_server_requests_and_notifications_are_printed() {
             r#"{"method":"bare","params":null}"#
         ]
     );
+}
+
+// ---- the user's JSON goes out exactly as written ---------------------------
+
+/// The members of one JSON-RPC message, each as the exact text it was sent
+/// with: no `Value` in between, so numbers keep their digits and objects
+/// their key order.
+fn members(payload: &str) -> HashMap<String, Box<RawValue>> {
+    serde_json::from_str(payload)
+        .unwrap_or_else(|err| panic!("not one JSON object ({err}): {payload}"))
+}
+
+/// The payload of the client's next text frame, answering pings. `None` once
+/// the client goes away or sends its close frame (which is answered, so the
+/// client closes cleanly).
+async fn next_text(conn: &mut RawConn) -> Option<String> {
+    loop {
+        let frame = conn.read_frame().await?;
+        match frame.opcode {
+            OP_TEXT => {
+                assert!(frame.fin, "a fragmented message: {frame:?}");
+                return Some(String::from_utf8(frame.payload).expect("text frames are UTF-8"));
+            }
+            OP_PING => conn.send_frame(true, OP_PONG, &frame.payload).await,
+            OP_CLOSE => {
+                conn.send_close(1000, "").await;
+                return None;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn params_reach_the_server_exactly_as_written() {
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = received.clone();
+    // Records each message, answers calls with null.
+    let server = RawServer::start(move |mut conn| {
+        let log = log.clone();
+        async move {
+            while let Some(text) = next_text(&mut conn).await {
+                log.lock().unwrap().push(text.clone());
+                if let Some(id) = members(&text).get("id") {
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{},"result":null}}"#, id.get());
+                    conn.send_text(&answer).await;
+                }
+            }
+        }
+    });
+
+    // Digits beyond f64, and keys out of order.
+    let call_params = r#"[12345678901234567890123,{"b":1,"a":2}]"#;
+    let out = run(&["call", &server.url(), "echo", call_params]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "null\n"), "{out:#?}");
+
+    // Spacing, exponents, negative zero and escapes are kept too.
+    let notify_params = r#"{"z": [1.50e3, -0.0, "\u00e9"], "a": {}}"#;
+    let out = run(&["notify", &server.url(), "log.write", notify_params]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:#?}");
+
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(members(&received[0])["params"].get(), call_params);
+    assert_eq!(members(&received[1])["params"].get(), notify_params);
+}
+
+#[test]
+fn a_reply_reaches_the_server_exactly_as_written() {
+    let answers = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = answers.clone();
+    // Asks the client once while its call waits, then answers the call.
+    let server = RawServer::start(move |mut conn| {
+        let log = log.clone();
+        async move {
+            let Some(call) = next_text(&mut conn).await else {
+                return;
+            };
+            conn.send_text(r#"{"jsonrpc":"2.0","id":"s1","method":"ask"}"#)
+                .await;
+            let Some(answer) = next_text(&mut conn).await else {
+                return;
+            };
+            log.lock().unwrap().push(answer);
+            let id = members(&call)["id"].get().to_owned();
+            conn.send_text(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"done"}}"#))
+                .await;
+            while next_text(&mut conn).await.is_some() {}
+        }
+    });
+
+    let reply = r#"{"z": 1, "a": 12345678901234567890123}"#;
+    let out = run(&[
+        "call",
+        &server.url(),
+        "go",
+        "--reply",
+        &format!("ask={reply}"),
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "\"done\"\n"),
+        "{out:#?}"
+    );
+    let answers = answers.lock().unwrap().clone();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let answer = members(&answers[0]);
+    assert_eq!(answer["id"].get(), r#""s1""#, "{answers:?}");
+    assert_eq!(answer["result"].get(), reply, "{answers:?}");
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use awc::http::header::{HeaderName, HeaderValue};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
-use jsonrpc_websocket::serde_json::{self, value::RawValue, Value};
+use jsonrpc_websocket::serde_json::{self, value::RawValue};
 use jsonrpc_websocket::{
     ConnectionBuilder, Error, ErrorObject, Params, Route, RpcConnection, ServerNotification,
     ServerRequest,
@@ -39,8 +39,8 @@ const MAX_TIMEOUT_SECS: f64 = u32::MAX as f64;
     about = "Call methods and send notifications on a JSON-RPC 2.0 websocket server",
     after_help = "\
 PARAMS is JSON: an array for positional params, an object for named params;
-leave it out to send no params. Options may come before or after the
-subcommand's arguments.
+leave it out to send no params. PARAMS and --reply results are sent exactly
+as written. Options may come before or after the subcommand's arguments.
 
 Exit status: 0 success, 1 the server answered with a JSON-RPC error
 (`error <code>: <message>` and `data: <json>` on stderr), 2 transport,
@@ -74,9 +74,10 @@ struct Target {
     /// The method to call or notify.
     method: String,
 
-    /// The params as JSON: an array (positional) or an object (named).
+    /// The params as JSON: an array (positional) or an object (named),
+    /// sent exactly as written.
     #[arg(value_parser = parse_params)]
-    params: Option<Value>,
+    params: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,8 +127,9 @@ struct Options {
     )]
     max_message_size: Option<u64>,
 
-    /// Answers the server's requests for METHOD with this JSON result while
-    /// waiting (repeatable; the last one for a METHOD wins). METHOD may be
+    /// Answers the server's requests for METHOD with this JSON result, sent
+    /// exactly as written, while waiting (repeatable; the last one for a
+    /// METHOD wins). METHOD may be
     /// `*` (every method) or end with `.` (every method under a prefix).
     /// Requests nothing answers get error -32601.
     #[arg(
@@ -136,7 +138,7 @@ struct Options {
         value_name = "METHOD=JSON",
         value_parser = parse_reply
     )]
-    replies: Vec<(String, Value)>,
+    replies: Vec<(String, Box<RawValue>)>,
 
     /// Prints each notification from the server as one JSON line on stderr:
     /// {"method":...,"params":...}.
@@ -146,11 +148,14 @@ struct Options {
 
 // ---- argument parsers: every failure is a usage error (exit 64) -----------
 
-fn parse_params(text: &str) -> Result<Value, String> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(value @ (Value::Array(_) | Value::Object(_))) => Ok(value),
-        Ok(_) => Err("PARAMS must be a JSON array (positional) or object (named)".into()),
-        Err(err) => Err(format!("PARAMS is not valid JSON: {err}")),
+/// Checks PARAMS and keeps its text, to be sent as written (numbers keep
+/// their digits, objects their key order).
+fn parse_params(text: &str) -> Result<String, String> {
+    let raw = serde_json::from_str::<&RawValue>(text)
+        .map_err(|err| format!("PARAMS is not valid JSON: {err}"))?;
+    match raw.get().as_bytes().first() {
+        Some(b'[' | b'{') => Ok(raw.get().to_owned()),
+        _ => Err("PARAMS must be a JSON array (positional) or object (named)".into()),
     }
 }
 
@@ -185,7 +190,8 @@ fn parse_basic_auth(text: &str) -> Result<(String, String), String> {
     Ok((user.to_owned(), password.to_owned()))
 }
 
-fn parse_reply(text: &str) -> Result<(String, Value), String> {
+/// Checks the JSON and keeps its text: the answer is sent as written.
+fn parse_reply(text: &str) -> Result<(String, Box<RawValue>), String> {
     let (method, json) = text
         .split_once('=')
         .ok_or_else(|| "expected METHOD=JSON (no '=' found)".to_owned())?;
@@ -215,7 +221,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
         .target(env_logger::Target::Stderr)
         .init();
-    actix::System::new().block_on(run(cli))
+    jsonrpc_websocket::actix::System::new().block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> ExitCode {
@@ -229,7 +235,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(client) => client,
         Err(err) => return fail(&err),
     };
-    let params = target.params.map_or_else(Params::none, Params::from);
+    let params = target.params.map_or_else(Params::none, Params::from_json);
     let code = if is_call {
         // The raw result keeps the server's key order and number spelling.
         match client.call::<Box<RawValue>>(target.method, params).await {
@@ -281,7 +287,7 @@ fn configure(builder: ConnectionBuilder, options: Options) -> ConnectionBuilder 
 /// sends on its own while a call waits.
 fn handle_server_messages(
     mut builder: ConnectionBuilder,
-    replies: Vec<(String, Value)>,
+    replies: Vec<(String, Box<RawValue>)>,
     print_notifications: bool,
 ) -> ConnectionBuilder {
     // A later handler at the same route replaces an earlier one.
