@@ -1,6 +1,7 @@
 //! Side-by-side benchmarks of `jsonrpc-websocket` against jsonrpsee's
-//! WebSocket client and a raw tokio-tungstenite floor, all talking to one
-//! in-process jsonrpsee server. See `benchmarks/README.md`.
+//! WebSocket client and two raw floors (tokio-tungstenite, and awc as the
+//! library uses it), all talking to one jsonrpsee server. See
+//! `benchmarks/README.md`.
 
 mod alloc;
 mod clients;
@@ -39,7 +40,8 @@ options:
                     N/200 (min 3), connect N/50 (min 3)
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
-  --clients LIST    comma-separated subset of: ours-client,ours-addr,jsonrpsee,raw
+  --clients LIST    comma-separated subset of:
+                    ours-client,ours-addr,jsonrpsee,raw-tungstenite (or raw),raw-awc
   --smoke           tiny counts and 1 repeat, for CI (seconds)
   --json PATH       JSON-lines output (default: $CARGO_TARGET_DIR or the
                     workspace target/, then benchmarks.jsonl)

@@ -1,6 +1,6 @@
 //! Scenarios, their plans and metrics, and the scenario loops shared by every
 //! client that exposes an awaitable call (ours ×2 and jsonrpsee; the raw
-//! client has its own loops in `clients::raw`).
+//! clients have their own loops in `clients::raw` and `clients::raw_awc`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,14 +32,16 @@ pub enum ClientKind {
     OursAddr,
     Jsonrpsee,
     Raw,
+    RawAwc,
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 4] = [
+    pub const ALL: [ClientKind; 5] = [
         ClientKind::OursClient,
         ClientKind::OursAddr,
         ClientKind::Jsonrpsee,
         ClientKind::Raw,
+        ClientKind::RawAwc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +50,7 @@ impl ClientKind {
             ClientKind::OursAddr => "ours-addr",
             ClientKind::Jsonrpsee => "jsonrpsee",
             ClientKind::Raw => "raw-tungstenite",
+            ClientKind::RawAwc => "raw-awc",
         }
     }
 
@@ -106,7 +109,9 @@ impl Scenario {
     /// connection as `ours-client` (the handler is registered on the builder).
     pub fn clients(self) -> &'static [ClientKind] {
         match self {
-            Scenario::ServerRequest => &[ClientKind::OursClient, ClientKind::Raw],
+            Scenario::ServerRequest => {
+                &[ClientKind::OursClient, ClientKind::Raw, ClientKind::RawAwc]
+            }
             _ => &ClientKind::ALL,
         }
     }
