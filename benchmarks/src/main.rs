@@ -6,6 +6,7 @@
 mod alloc;
 mod clients;
 mod cpu;
+mod idle;
 mod report;
 mod scenarios;
 mod server;
@@ -26,12 +27,14 @@ static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 const DEFAULT_CALLS: u64 = 40_000;
 const SMOKE_CALLS: u64 = 50;
+const DEFAULT_IDLE: u64 = 1_000;
+const SMOKE_IDLE: u64 = 50;
 
 const USAGE: &str = "\
 usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
 
 scenarios (default: all):
-  seq inflight16 inflight256 blob1m upload1m notify connect server_request memory
+  seq inflight16 inflight256 blob1m upload1m notify connect server_request memory idle
 
 options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
@@ -39,6 +42,7 @@ options:
                     inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
                     N/200 (min 3), connect N/50 (min 3)
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
+  --idle N          connections held open in `idle` (default 1000, smoke 50)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
   --clients LIST    comma-separated subset of:
                     ours-client,ours-addr,jsonrpsee,raw-tungstenite (or raw),raw-awc
@@ -54,6 +58,7 @@ struct Args {
     repeat: usize,
     calls: u64,
     pending: u64,
+    idle: u64,
     limit: Duration,
     smoke: bool,
     json: PathBuf,
@@ -62,7 +67,8 @@ struct Args {
 fn parse_args() -> Result<Option<Args>> {
     let mut scenarios = Vec::new();
     let mut clients = ClientKind::ALL.to_vec();
-    let (mut repeat, mut calls, mut pending, mut limit, mut json) = (None, None, None, None, None);
+    let (mut repeat, mut calls, mut pending, mut idle, mut limit, mut json) =
+        (None, None, None, None, None, None);
     let mut smoke = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -76,6 +82,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--repeat" => repeat = Some(value("--repeat")?.parse::<usize>()?.max(1)),
             "--calls" => calls = Some(value("--calls")?.parse::<u64>()?.max(1)),
             "--pending" => pending = Some(value("--pending")?.parse::<u64>()?.max(1)),
+            "--idle" => idle = Some(value("--idle")?.parse::<u64>()?.max(1)),
             "--time-limit" => {
                 limit = Some(Duration::from_secs_f64(value("--time-limit")?.parse()?))
             }
@@ -114,6 +121,7 @@ fn parse_args() -> Result<Option<Args>> {
         repeat: repeat.unwrap_or(if smoke { 1 } else { 5 }),
         calls: calls.unwrap_or(if smoke { SMOKE_CALLS } else { DEFAULT_CALLS }),
         pending: pending.unwrap_or(if smoke { 500 } else { 10_000 }),
+        idle: idle.unwrap_or(if smoke { SMOKE_IDLE } else { DEFAULT_IDLE }),
         limit: limit.unwrap_or(Duration::from_secs(if smoke { 5 } else { 10 })),
         smoke,
         json,
@@ -132,6 +140,8 @@ fn plan(s: Scenario, args: &Args) -> Plan {
         Scenario::Blob1m | Scenario::Upload1m => ((n / 200).max(3), 2),
         Scenario::Connect => ((n / 50).max(3), 2),
         Scenario::Memory => (args.pending, 100),
+        // One warm-up connection (opened, called, closed) before measuring.
+        Scenario::Idle => (args.idle, 1),
     };
     Plan {
         count,
@@ -141,6 +151,22 @@ fn plan(s: Scenario, args: &Args) -> Plan {
 }
 
 fn main() -> ExitCode {
+    // The hidden modes of the `idle` scenario: this binary re-executed.
+    let argv: Vec<String> = std::env::args().collect();
+    let hidden = match argv.get(1).map(String::as_str) {
+        Some(idle::SERVE_ARG) => Some(idle::serve_main()),
+        Some(idle::CHILD_ARG) => Some(idle::child_main(&argv[2..])),
+        _ => None,
+    };
+    if let Some(result) = hidden {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match real_main() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -156,6 +182,7 @@ fn real_main() -> Result<bool> {
         return Ok(true);
     };
     let started = Instant::now();
+    idle::raise_nofile();
     let servers = server::start()?;
     let env = Env {
         rpc_url: servers.rpc_url.clone(),
@@ -186,6 +213,20 @@ fn real_main() -> Result<bool> {
             continue;
         }
         let plan = plan(scenario, &args);
+        // `idle` talks to a server in a process of its own, started here and
+        // stopped at the end of the scenario.
+        let idle_server = if scenario == Scenario::Idle {
+            match idle::IdleServer::start() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("  idle: ERROR {e:#}");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let mut outcomes: Vec<Outcome> = clients
             .iter()
             .map(|&kind| Outcome {
@@ -200,8 +241,11 @@ fn real_main() -> Result<bool> {
                 let ix = (i + r) % clients.len();
                 let kind = clients[ix];
                 let t = Instant::now();
-                let result =
-                    clients::run_once(kind, scenario, &plan, &env).map_err(|e| format!("{e:#}"));
+                let result = match &idle_server {
+                    Some(server) => idle::run_once(kind, &plan, &server.url),
+                    None => clients::run_once(kind, scenario, &plan, &env),
+                }
+                .map_err(|e| format!("{e:#}"));
                 match &result {
                     Ok(s) => eprintln!(
                         "  {:<14} {}/{} {:<16} {:>12} {} ({} {}, {:.1}s)",
@@ -229,6 +273,7 @@ fn real_main() -> Result<bool> {
                 outcomes[ix].runs.push(result);
             }
         }
+        drop(idle_server);
         println!();
         for ix in 0..scenario.metrics().len() {
             println!("{}", report::table(scenario, ix, &outcomes, args.repeat));

@@ -51,6 +51,9 @@ pub fn run_once(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) ->
 }
 
 async fn body(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
+    if scenario == Scenario::Idle {
+        return Err(anyhow!("idle runs in child processes (see idle.rs)"));
+    }
     if !scenario.clients().contains(&kind) {
         return Err(anyhow!(
             "{} does not take part in {}",

@@ -259,6 +259,7 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
     match scenario {
         Scenario::Connect => return connect_loop(&client, &env.rpc_url, plan).await,
         Scenario::ServerRequest => return server_request(&client, env, plan).await,
+        Scenario::Idle => bail!("idle runs in its own process (see idle.rs)"),
         _ => {}
     }
     let mut c = Conn::connect(&client, &env.rpc_url).await?;
@@ -276,7 +277,7 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         }
         Scenario::Notify => notify(&mut c, plan).await?,
         Scenario::Memory => memory(&mut c, plan, env).await?,
-        Scenario::Connect | Scenario::ServerRequest => unreachable!(),
+        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     c.close().await?;
     Ok(sample)
