@@ -317,95 +317,168 @@ fn real_main() -> Result<bool> {
     Ok(failures == 0)
 }
 
-/// The headline ratios, each with its direction.
+/// What a summary row must reach: its ratio (ours-client / other) at least
+/// or at most this.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    /// No target; higher (`true`) or lower is better.
+    None(bool),
+}
+
+impl Target {
+    fn text(self) -> String {
+        match self {
+            Target::AtLeast(t) => format!("target >= {t:.2}"),
+            Target::AtMost(t) => format!("target <= {t:.2}"),
+            Target::None(true) => "no target, >1 better".into(),
+            Target::None(false) => "no target, <1 better".into(),
+        }
+    }
+
+    fn verdict(self, ratio: Option<f64>) -> &'static str {
+        match (self, ratio) {
+            (Target::AtLeast(t), Some(r)) if r >= t => "met",
+            (Target::AtMost(t), Some(r)) if r <= t => "met",
+            (Target::AtLeast(_) | Target::AtMost(_), Some(_)) => "MISSED",
+            _ => "",
+        }
+    }
+}
+
+/// The headline ratios, each with its target.
 fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
+    use ClientKind::{Jsonrpsee, Raw, RawAwc};
+    use Scenario as S;
     let med = |s: Scenario, k: ClientKind, m: usize| {
         all.get(&s)
             .and_then(|os| os.iter().find(|o| o.kind == k))
             .and_then(|o| o.median(m))
     };
     let mut out = String::from("summary (ours-client / other; ours-addr in brackets)\n");
-    let rows: [(&str, Scenario, usize, ClientKind, &str); 8] = [
+    let rows: [(&str, Scenario, usize, ClientKind, Target); 13] = [
         (
             "inflight16 calls/s vs jsonrpsee",
-            Scenario::Inflight16,
+            S::Inflight16,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "inflight256 calls/s vs jsonrpsee",
-            Scenario::Inflight256,
+            S::Inflight256,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "seq p50 latency vs jsonrpsee",
-            Scenario::Seq,
+            S::Seq,
             0,
-            ClientKind::Jsonrpsee,
-            "<1 better",
+            Jsonrpsee,
+            Target::AtMost(1.0),
         ),
         (
             "seq p50 latency vs raw",
-            Scenario::Seq,
+            S::Seq,
             0,
-            ClientKind::Raw,
-            "<1 better",
+            Raw,
+            Target::AtMost(1.25),
         ),
         (
             "blob1m MB/s vs jsonrpsee",
-            Scenario::Blob1m,
+            S::Blob1m,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "blob1m MB/s vs raw-awc",
+            S::Blob1m,
+            0,
+            RawAwc,
+            Target::AtLeast(0.8),
         ),
         (
             "upload1m MB/s vs jsonrpsee",
-            Scenario::Upload1m,
+            S::Upload1m,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "notify notes/s vs jsonrpsee",
+            S::Notify,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.5),
+        ),
+        (
+            "connect conns/s vs jsonrpsee",
+            S::Connect,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "idle KiB/conn vs raw-awc",
+            S::Idle,
+            0,
+            RawAwc,
+            Target::AtMost(1.1),
+        ),
+        (
+            "idle open conns/s vs jsonrpsee",
+            S::Idle,
+            2,
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "memory bytes/pending call vs jsonrpsee",
-            Scenario::Memory,
+            S::Memory,
             0,
-            ClientKind::Jsonrpsee,
-            "<1 better",
+            Jsonrpsee,
+            Target::AtMost(1.0),
         ),
         (
             "server_request req/s vs raw",
-            Scenario::ServerRequest,
+            S::ServerRequest,
             0,
-            ClientKind::Raw,
-            ">1 better",
+            Raw,
+            Target::None(true),
         ),
     ];
-    for (label, s, m, other, dir) in rows {
+    for (label, s, m, other, target) in rows {
         if !all.contains_key(&s) {
             continue;
         }
         let theirs = med(s, other, m);
-        let r = |k| match (med(s, k, m), theirs) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
+        let ratio = |k| match (med(s, k, m), theirs) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
         };
-        let extra = if s == Scenario::Memory {
-            format!(
-                "  ({} vs {} bytes)",
+        let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let ours = ratio(ClientKind::OursClient);
+        let extra = match s {
+            S::Memory | S::Idle => format!(
+                "  ({} vs {} {})",
                 med(s, ClientKind::OursClient, m).map_or("-".into(), report::fmt_num),
-                theirs.map_or("-".into(), report::fmt_num)
-            )
-        } else {
-            String::new()
+                theirs.map_or("-".into(), report::fmt_num),
+                s.metrics()[m].unit
+            ),
+            _ => String::new(),
         };
-        out.push_str(&format!(
-            "  {label:<40} {:>7} [{}]  ({dir}){extra}\n",
-            r(ClientKind::OursClient),
-            r(ClientKind::OursAddr)
-        ));
+        let line = format!(
+            "  {label:<40} {:>7} {:<9} {:<22} {:<6}{extra}",
+            fmt(ours),
+            format!("[{}]", fmt(ratio(ClientKind::OursAddr))),
+            format!("({})", target.text()),
+            target.verdict(ours),
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
