@@ -1,10 +1,12 @@
 //! Side-by-side benchmarks of `jsonrpc-websocket` against jsonrpsee's
-//! WebSocket client and a raw tokio-tungstenite floor, all talking to one
-//! in-process jsonrpsee server. See `benchmarks/README.md`.
+//! WebSocket client and two raw floors (tokio-tungstenite, and awc as the
+//! library uses it), all talking to one jsonrpsee server. See
+//! `benchmarks/README.md`.
 
 mod alloc;
 mod clients;
 mod cpu;
+mod idle;
 mod report;
 mod scenarios;
 mod server;
@@ -25,12 +27,14 @@ static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 
 const DEFAULT_CALLS: u64 = 40_000;
 const SMOKE_CALLS: u64 = 50;
+const DEFAULT_IDLE: u64 = 1_000;
+const SMOKE_IDLE: u64 = 50;
 
 const USAGE: &str = "\
 usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
 
 scenarios (default: all):
-  seq inflight16 inflight256 blob1m upload1m notify connect server_request memory
+  seq inflight16 inflight256 blob1m upload1m notify connect server_request memory idle
 
 options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
@@ -38,8 +42,10 @@ options:
                     inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
                     N/200 (min 3), connect N/50 (min 3)
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
+  --idle N          connections held open in `idle` (default 1000, smoke 50)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
-  --clients LIST    comma-separated subset of: ours-client,ours-addr,jsonrpsee,raw
+  --clients LIST    comma-separated subset of:
+                    ours-client,ours-addr,jsonrpsee,raw-tungstenite (or raw),raw-awc
   --smoke           tiny counts and 1 repeat, for CI (seconds)
   --json PATH       JSON-lines output (default: $CARGO_TARGET_DIR or the
                     workspace target/, then benchmarks.jsonl)
@@ -52,6 +58,7 @@ struct Args {
     repeat: usize,
     calls: u64,
     pending: u64,
+    idle: u64,
     limit: Duration,
     smoke: bool,
     json: PathBuf,
@@ -60,7 +67,8 @@ struct Args {
 fn parse_args() -> Result<Option<Args>> {
     let mut scenarios = Vec::new();
     let mut clients = ClientKind::ALL.to_vec();
-    let (mut repeat, mut calls, mut pending, mut limit, mut json) = (None, None, None, None, None);
+    let (mut repeat, mut calls, mut pending, mut idle, mut limit, mut json) =
+        (None, None, None, None, None, None);
     let mut smoke = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,6 +82,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--repeat" => repeat = Some(value("--repeat")?.parse::<usize>()?.max(1)),
             "--calls" => calls = Some(value("--calls")?.parse::<u64>()?.max(1)),
             "--pending" => pending = Some(value("--pending")?.parse::<u64>()?.max(1)),
+            "--idle" => idle = Some(value("--idle")?.parse::<u64>()?.max(1)),
             "--time-limit" => {
                 limit = Some(Duration::from_secs_f64(value("--time-limit")?.parse()?))
             }
@@ -112,6 +121,7 @@ fn parse_args() -> Result<Option<Args>> {
         repeat: repeat.unwrap_or(if smoke { 1 } else { 5 }),
         calls: calls.unwrap_or(if smoke { SMOKE_CALLS } else { DEFAULT_CALLS }),
         pending: pending.unwrap_or(if smoke { 500 } else { 10_000 }),
+        idle: idle.unwrap_or(if smoke { SMOKE_IDLE } else { DEFAULT_IDLE }),
         limit: limit.unwrap_or(Duration::from_secs(if smoke { 5 } else { 10 })),
         smoke,
         json,
@@ -130,6 +140,8 @@ fn plan(s: Scenario, args: &Args) -> Plan {
         Scenario::Blob1m | Scenario::Upload1m => ((n / 200).max(3), 2),
         Scenario::Connect => ((n / 50).max(3), 2),
         Scenario::Memory => (args.pending, 100),
+        // One warm-up connection (opened, called, closed) before measuring.
+        Scenario::Idle => (args.idle, 1),
     };
     Plan {
         count,
@@ -139,6 +151,22 @@ fn plan(s: Scenario, args: &Args) -> Plan {
 }
 
 fn main() -> ExitCode {
+    // The hidden modes of the `idle` scenario: this binary re-executed.
+    let argv: Vec<String> = std::env::args().collect();
+    let hidden = match argv.get(1).map(String::as_str) {
+        Some(idle::SERVE_ARG) => Some(idle::serve_main()),
+        Some(idle::CHILD_ARG) => Some(idle::child_main(&argv[2..])),
+        _ => None,
+    };
+    if let Some(result) = hidden {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match real_main() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -154,6 +182,7 @@ fn real_main() -> Result<bool> {
         return Ok(true);
     };
     let started = Instant::now();
+    idle::raise_nofile();
     let servers = server::start()?;
     let env = Env {
         rpc_url: servers.rpc_url.clone(),
@@ -184,6 +213,20 @@ fn real_main() -> Result<bool> {
             continue;
         }
         let plan = plan(scenario, &args);
+        // `idle` talks to a server in a process of its own, started here and
+        // stopped at the end of the scenario.
+        let idle_server = if scenario == Scenario::Idle {
+            match idle::IdleServer::start() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("  idle: ERROR {e:#}");
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         let mut outcomes: Vec<Outcome> = clients
             .iter()
             .map(|&kind| Outcome {
@@ -198,8 +241,11 @@ fn real_main() -> Result<bool> {
                 let ix = (i + r) % clients.len();
                 let kind = clients[ix];
                 let t = Instant::now();
-                let result =
-                    clients::run_once(kind, scenario, &plan, &env).map_err(|e| format!("{e:#}"));
+                let result = match &idle_server {
+                    Some(server) => idle::run_once(kind, &plan, &server.url),
+                    None => clients::run_once(kind, scenario, &plan, &env),
+                }
+                .map_err(|e| format!("{e:#}"));
                 match &result {
                     Ok(s) => eprintln!(
                         "  {:<14} {}/{} {:<16} {:>12} {} ({} {}, {:.1}s)",
@@ -227,6 +273,7 @@ fn real_main() -> Result<bool> {
                 outcomes[ix].runs.push(result);
             }
         }
+        drop(idle_server);
         println!();
         for ix in 0..scenario.metrics().len() {
             println!("{}", report::table(scenario, ix, &outcomes, args.repeat));
@@ -270,95 +317,168 @@ fn real_main() -> Result<bool> {
     Ok(failures == 0)
 }
 
-/// The headline ratios, each with its direction.
+/// What a summary row must reach: its ratio (ours-client / other) at least
+/// or at most this.
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+    /// No target; higher (`true`) or lower is better.
+    None(bool),
+}
+
+impl Target {
+    fn text(self) -> String {
+        match self {
+            Target::AtLeast(t) => format!("target >= {t:.2}"),
+            Target::AtMost(t) => format!("target <= {t:.2}"),
+            Target::None(true) => "no target, >1 better".into(),
+            Target::None(false) => "no target, <1 better".into(),
+        }
+    }
+
+    fn verdict(self, ratio: Option<f64>) -> &'static str {
+        match (self, ratio) {
+            (Target::AtLeast(t), Some(r)) if r >= t => "met",
+            (Target::AtMost(t), Some(r)) if r <= t => "met",
+            (Target::AtLeast(_) | Target::AtMost(_), Some(_)) => "MISSED",
+            _ => "",
+        }
+    }
+}
+
+/// The headline ratios, each with its target.
 fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
+    use ClientKind::{Jsonrpsee, Raw, RawAwc};
+    use Scenario as S;
     let med = |s: Scenario, k: ClientKind, m: usize| {
         all.get(&s)
             .and_then(|os| os.iter().find(|o| o.kind == k))
             .and_then(|o| o.median(m))
     };
     let mut out = String::from("summary (ours-client / other; ours-addr in brackets)\n");
-    let rows: [(&str, Scenario, usize, ClientKind, &str); 8] = [
+    let rows: [(&str, Scenario, usize, ClientKind, Target); 13] = [
         (
             "inflight16 calls/s vs jsonrpsee",
-            Scenario::Inflight16,
+            S::Inflight16,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "inflight256 calls/s vs jsonrpsee",
-            Scenario::Inflight256,
+            S::Inflight256,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "seq p50 latency vs jsonrpsee",
-            Scenario::Seq,
+            S::Seq,
             0,
-            ClientKind::Jsonrpsee,
-            "<1 better",
+            Jsonrpsee,
+            Target::AtMost(1.0),
         ),
         (
             "seq p50 latency vs raw",
-            Scenario::Seq,
+            S::Seq,
             0,
-            ClientKind::Raw,
-            "<1 better",
+            Raw,
+            Target::AtMost(1.25),
         ),
         (
             "blob1m MB/s vs jsonrpsee",
-            Scenario::Blob1m,
+            S::Blob1m,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "blob1m MB/s vs raw-awc",
+            S::Blob1m,
+            0,
+            RawAwc,
+            Target::AtLeast(0.8),
         ),
         (
             "upload1m MB/s vs jsonrpsee",
-            Scenario::Upload1m,
+            S::Upload1m,
             0,
-            ClientKind::Jsonrpsee,
-            ">1 better",
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "notify notes/s vs jsonrpsee",
+            S::Notify,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.5),
+        ),
+        (
+            "connect conns/s vs jsonrpsee",
+            S::Connect,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.0),
+        ),
+        (
+            "idle KiB/conn vs raw-awc",
+            S::Idle,
+            0,
+            RawAwc,
+            Target::AtMost(1.1),
+        ),
+        (
+            "idle open conns/s vs jsonrpsee",
+            S::Idle,
+            2,
+            Jsonrpsee,
+            Target::AtLeast(1.0),
         ),
         (
             "memory bytes/pending call vs jsonrpsee",
-            Scenario::Memory,
+            S::Memory,
             0,
-            ClientKind::Jsonrpsee,
-            "<1 better",
+            Jsonrpsee,
+            Target::AtMost(1.0),
         ),
         (
             "server_request req/s vs raw",
-            Scenario::ServerRequest,
+            S::ServerRequest,
             0,
-            ClientKind::Raw,
-            ">1 better",
+            Raw,
+            Target::None(true),
         ),
     ];
-    for (label, s, m, other, dir) in rows {
+    for (label, s, m, other, target) in rows {
         if !all.contains_key(&s) {
             continue;
         }
         let theirs = med(s, other, m);
-        let r = |k| match (med(s, k, m), theirs) {
-            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
+        let ratio = |k| match (med(s, k, m), theirs) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
         };
-        let extra = if s == Scenario::Memory {
-            format!(
-                "  ({} vs {} bytes)",
+        let fmt = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+        let ours = ratio(ClientKind::OursClient);
+        let extra = match s {
+            S::Memory | S::Idle => format!(
+                "  ({} vs {} {})",
                 med(s, ClientKind::OursClient, m).map_or("-".into(), report::fmt_num),
-                theirs.map_or("-".into(), report::fmt_num)
-            )
-        } else {
-            String::new()
+                theirs.map_or("-".into(), report::fmt_num),
+                s.metrics()[m].unit
+            ),
+            _ => String::new(),
         };
-        out.push_str(&format!(
-            "  {label:<40} {:>7} [{}]  ({dir}){extra}\n",
-            r(ClientKind::OursClient),
-            r(ClientKind::OursAddr)
-        ));
+        let line = format!(
+            "  {label:<40} {:>7} {:<9} {:<22} {:<6}{extra}",
+            fmt(ours),
+            format!("[{}]", fmt(ratio(ClientKind::OursAddr))),
+            format!("({})", target.text()),
+            target.verdict(ours),
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }

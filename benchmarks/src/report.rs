@@ -168,6 +168,7 @@ pub fn json_lines(
                 "errors": o.runs.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>(),
                 "ours_over_jsonrpsee": vs(ClientKind::Jsonrpsee),
                 "ours_over_raw": vs(ClientKind::Raw),
+                "ours_over_raw_awc": vs(ClientKind::RawAwc),
                 "repeat": repeat,
                 "smoke": smoke,
             });

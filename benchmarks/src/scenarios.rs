@@ -1,6 +1,7 @@
 //! Scenarios, their plans and metrics, and the scenario loops shared by every
 //! client that exposes an awaitable call (ours ×2 and jsonrpsee; the raw
-//! client has its own loops in `clients::raw`).
+//! clients have their own loops in `clients::raw` and `clients::raw_awc`, and
+//! `idle` runs in child processes, see `idle.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub enum Scenario {
     Connect,
     ServerRequest,
     Memory,
+    Idle,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,14 +34,16 @@ pub enum ClientKind {
     OursAddr,
     Jsonrpsee,
     Raw,
+    RawAwc,
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 4] = [
+    pub const ALL: [ClientKind; 5] = [
         ClientKind::OursClient,
         ClientKind::OursAddr,
         ClientKind::Jsonrpsee,
         ClientKind::Raw,
+        ClientKind::RawAwc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +52,7 @@ impl ClientKind {
             ClientKind::OursAddr => "ours-addr",
             ClientKind::Jsonrpsee => "jsonrpsee",
             ClientKind::Raw => "raw-tungstenite",
+            ClientKind::RawAwc => "raw-awc",
         }
     }
 
@@ -71,7 +76,7 @@ pub struct Metric {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Seq,
         Scenario::Inflight16,
         Scenario::Inflight256,
@@ -81,6 +86,7 @@ impl Scenario {
         Scenario::Connect,
         Scenario::ServerRequest,
         Scenario::Memory,
+        Scenario::Idle,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +100,7 @@ impl Scenario {
             Scenario::Connect => "connect",
             Scenario::ServerRequest => "server_request",
             Scenario::Memory => "memory",
+            Scenario::Idle => "idle",
         }
     }
 
@@ -103,10 +110,19 @@ impl Scenario {
 
     /// The clients that take part. jsonrpsee's client cannot answer
     /// server→client requests, and for them `ours-addr` would be the same
-    /// connection as `ours-client` (the handler is registered on the builder).
+    /// connection as `ours-client` (the handler is registered on the builder);
+    /// an idle `ours-addr` connection is an idle `ours-client` one, and the
+    /// idle floor is raw-awc (the library's socket stack).
     pub fn clients(self) -> &'static [ClientKind] {
         match self {
-            Scenario::ServerRequest => &[ClientKind::OursClient, ClientKind::Raw],
+            Scenario::ServerRequest => {
+                &[ClientKind::OursClient, ClientKind::Raw, ClientKind::RawAwc]
+            }
+            Scenario::Idle => &[
+                ClientKind::OursClient,
+                ClientKind::Jsonrpsee,
+                ClientKind::RawAwc,
+            ],
             _ => &ClientKind::ALL,
         }
     }
@@ -115,7 +131,7 @@ impl Scenario {
     pub fn op_name(self) -> &'static str {
         match self {
             Scenario::Notify => "notes",
-            Scenario::Connect => "conns",
+            Scenario::Connect | Scenario::Idle => "conns",
             Scenario::ServerRequest => "requests",
             Scenario::Memory => "pending",
             _ => "calls",
@@ -178,6 +194,27 @@ impl Scenario {
                 false,
             ),
         ];
+        const IDLE: [Metric; 4] = [
+            m(
+                "rss_per_conn",
+                "RSS per idle connection (own process)",
+                "KiB",
+                false,
+            ),
+            m(
+                "heap_per_conn",
+                "live heap per idle connection",
+                "KiB",
+                false,
+            ),
+            m(
+                "open_rate",
+                "opening them, 64 handshakes in flight",
+                "conns/s",
+                true,
+            ),
+            m("open_ms", "time to open them all", "ms", false),
+        ];
         match self {
             Scenario::Seq => &SEQ,
             Scenario::Inflight16 | Scenario::Inflight256 => &INFLIGHT,
@@ -187,6 +224,7 @@ impl Scenario {
             Scenario::Connect => &CONNECT,
             Scenario::ServerRequest => &SERVER_REQUEST,
             Scenario::Memory => &MEMORY,
+            Scenario::Idle => &IDLE,
         }
     }
 }
@@ -325,7 +363,7 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
         Scenario::Upload1m => upload(&client, plan).await?,
         Scenario::Notify => notify(&client, plan).await?,
         Scenario::Memory => memory(&client, plan, &env.rpc).await?,
-        Scenario::Connect | Scenario::ServerRequest => unreachable!(),
+        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     client.close().await?;
     Ok(sample)

@@ -1,10 +1,11 @@
-//! The four clients, each run on a fresh dedicated thread with its own
-//! runtime: an actix `System` for ours, a current-thread tokio runtime for
-//! jsonrpsee and the raw client.
+//! The five clients, each run on a fresh dedicated thread with its own
+//! runtime: an actix `System` for ours and raw-awc, a current-thread tokio
+//! runtime for jsonrpsee and raw-tungstenite.
 
 pub mod jsonrpsee;
 pub mod ours;
 pub mod raw;
+pub mod raw_awc;
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub fn run_once(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) ->
                     .unwrap_or_else(|_| Err(anyhow!("run did not finish in {guard:?}")))
             };
             let result = match kind {
-                ClientKind::OursClient | ClientKind::OursAddr => {
+                ClientKind::OursClient | ClientKind::OursAddr | ClientKind::RawAwc => {
                     actix_rt::System::new().block_on(bounded)
                 }
                 ClientKind::Jsonrpsee | ClientKind::Raw => {
@@ -50,6 +51,9 @@ pub fn run_once(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) ->
 }
 
 async fn body(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
+    if scenario == Scenario::Idle {
+        return Err(anyhow!("idle runs in child processes (see idle.rs)"));
+    }
     if !scenario.clients().contains(&kind) {
         return Err(anyhow!(
             "{} does not take part in {}",
@@ -67,5 +71,6 @@ async fn body(kind: ClientKind, scenario: Scenario, plan: &Plan, env: &Env) -> R
             scenarios::run::<jsonrpsee::Jsonrpsee>(scenario, plan, env).await
         }
         (ClientKind::Raw, _) => raw::run(scenario, plan, env).await,
+        (ClientKind::RawAwc, _) => raw_awc::run(scenario, plan, env).await,
     }
 }

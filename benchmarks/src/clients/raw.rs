@@ -86,6 +86,7 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
     match scenario {
         Scenario::Connect => return connect_loop(&env.rpc_url, plan).await,
         Scenario::ServerRequest => return server_request(env, plan).await,
+        Scenario::Idle => bail!("raw-tungstenite does not take part in idle"),
         _ => {}
     }
     let mut ws = connect(&env.rpc_url).await?;
@@ -103,7 +104,7 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         }
         Scenario::Notify => notify(&mut ws, plan).await?,
         Scenario::Memory => memory(&mut ws, plan, env).await?,
-        Scenario::Connect | Scenario::ServerRequest => unreachable!(),
+        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     close(ws).await?;
     Ok(sample)
