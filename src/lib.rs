@@ -93,9 +93,9 @@ mod stats;
 pub use builder::ConnectionBuilder;
 pub use client::{Client, Namespace};
 pub use config::Backpressure;
-#[doc(hidden)]
-pub use connection::CallReply;
 pub use connection::{awc_client, awc_connector, RpcConnection};
+#[doc(hidden)]
+pub use connection::{CallReply, NotifyReply};
 pub use delivery::Overflow;
 pub use error::{Bound, BoxError, CallInfo, Error};
 pub use message::{

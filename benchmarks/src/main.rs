@@ -187,6 +187,7 @@ fn real_main() -> Result<bool> {
     let env = Env {
         rpc_url: servers.rpc_url.clone(),
         sreq_url: servers.sreq_url.clone(),
+        sink_url: servers.sink_url.clone(),
         rpc: servers.rpc.clone(),
         sreq: servers.sreq.clone(),
     };

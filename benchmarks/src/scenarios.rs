@@ -318,6 +318,8 @@ impl Measure {
 pub struct Env {
     pub rpc_url: String,
     pub sreq_url: String,
+    /// The notification sink (`notify` only).
+    pub sink_url: String,
     pub rpc: Arc<RpcState>,
     pub sreq: Arc<ServerRequestState>,
 }
@@ -339,6 +341,11 @@ pub trait RpcBench: Sized {
     /// `hold`: answered only when the memory scenario releases it.
     async fn hold(&self) -> Result<u64>;
     async fn close(self) -> Result<()>;
+    /// Ends the connection the way this client's users do when they are
+    /// done with it (what `connect` measures): by default an awaited close.
+    async fn end(self) -> Result<()> {
+        self.close().await
+    }
 }
 
 pub fn check_echo(v: &serde_json::Value) -> Result<()> {
@@ -354,7 +361,12 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
     if scenario == Scenario::Connect {
         return connect::<C>(&env.rpc_url, plan).await;
     }
-    let client = C::connect(&env.rpc_url).await?;
+    let url = if scenario == Scenario::Notify {
+        &env.sink_url
+    } else {
+        &env.rpc_url
+    };
+    let client = C::connect(url).await?;
     let sample = match scenario {
         Scenario::Seq => seq(&client, plan).await?,
         Scenario::Inflight16 => inflight(&client, 16, plan).await?,
@@ -516,7 +528,7 @@ async fn connect<C: RpcBench>(url: &str, plan: &Plan) -> Result<Sample> {
     async fn once<C: RpcBench>(url: &str) -> Result<()> {
         let c = C::connect(url).await?;
         c.echo().await?;
-        c.close().await
+        c.end().await
     }
     for _ in 0..plan.warmup {
         once::<C>(url).await?;

@@ -118,6 +118,8 @@ pub struct Servers {
     pub rpc_url: String,
     /// ws:// URL of the raw server-request server.
     pub sreq_url: String,
+    /// ws:// URL of the notification sink.
+    pub sink_url: String,
     pub rpc: Arc<RpcState>,
     pub sreq: Arc<ServerRequestState>,
     stop: Option<oneshot::Sender<()>>,
@@ -145,7 +147,8 @@ pub fn start() -> Result<Servers> {
     });
     let sreq = Arc::new(ServerRequestState::default());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<(SocketAddr, SocketAddr)>>();
+    let (addr_tx, addr_rx) =
+        std::sync::mpsc::channel::<Result<(SocketAddr, SocketAddr, SocketAddr)>>();
 
     let (rpc2, sreq2) = (rpc.clone(), sreq.clone());
     let thread = std::thread::Builder::new()
@@ -165,12 +168,12 @@ pub fn start() -> Result<Servers> {
             };
             rt.block_on(async move {
                 let handle = match start_rpc(rpc2).await {
-                    Ok((addr, handle)) => match start_sreq(sreq2).await {
-                        Ok(saddr) => {
-                            let _ = addr_tx.send(Ok((addr, saddr)));
+                    Ok((addr, handle)) => match (start_sreq(sreq2).await, start_sink().await) {
+                        (Ok(saddr), Ok(sink)) => {
+                            let _ = addr_tx.send(Ok((addr, saddr, sink)));
                             handle
                         }
-                        Err(e) => {
+                        (Err(e), _) | (_, Err(e)) => {
                             let _ = addr_tx.send(Err(e));
                             return;
                         }
@@ -187,12 +190,13 @@ pub fn start() -> Result<Servers> {
             rt.shutdown_timeout(Duration::from_secs(1));
         })?;
 
-    let (rpc_addr, sreq_addr) = addr_rx
+    let (rpc_addr, sreq_addr, sink_addr) = addr_rx
         .recv_timeout(Duration::from_secs(10))
         .context("server thread did not start")??;
     Ok(Servers {
         rpc_url: format!("ws://{rpc_addr}"),
         sreq_url: format!("ws://{sreq_addr}"),
+        sink_url: format!("ws://{sink_addr}"),
         rpc,
         sreq,
         stop: Some(stop_tx),
@@ -296,6 +300,50 @@ async fn start_rpc(state: Arc<RpcState>) -> Result<(SocketAddr, ServerHandle)> {
     })?;
     let handle = server.start(module);
     Ok((addr, handle))
+}
+
+/// The `notify` scenario's server: it counts notifications and answers any
+/// request (the `count` barrier) with the count of its own connection. It
+/// does nothing else per notification, so that the clients, not the server,
+/// set the pace (jsonrpsee's server spends about 3 µs on each, which capped
+/// every client, raw floors included, near the same rate).
+async fn start_sink() -> Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = sink_connection(stream).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn sink_connection(stream: TcpStream) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(64 * 1024);
+    let mut ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
+    let mut notes: u64 = 0;
+    while let Some(message) = ws.next().await {
+        let text = match message? {
+            Message::Text(text) => text,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        // A notification has no id; anything else is the barrier call.
+        if !text.as_str().contains("\"id\"") {
+            notes += 1;
+            continue;
+        }
+        let request: serde_json::Value = serde_json::from_str(text.as_str())?;
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": request["id"], "result": notes});
+        ws.send(Message::text(answer.to_string())).await?;
+    }
+    Ok(())
 }
 
 async fn start_sreq(state: Arc<ServerRequestState>) -> Result<SocketAddr> {

@@ -147,7 +147,7 @@ impl ServerRequests {
             );
             return Answer::Now(error(&id, &busy));
         }
-        let params = match params.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        let params = match params.map(serde_json::from_str::<Value>) {
             None => Value::Null,
             Some(Ok(params)) => params,
             Some(Err(err)) => return Answer::Now(error(&id, &ErrorObject::invalid_params(err))),

@@ -96,7 +96,7 @@ impl Listeners {
     pub fn tell(&mut self, notification: Notification<'_>) {
         stats::add(&self.metrics.server_notifications, 1);
         let Notification { method, params } = notification;
-        let params = match params.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+        let params = match params.map(serde_json::from_str::<Value>) {
             None => Value::Null,
             Some(Ok(params)) => params,
             Some(Err(err)) => {

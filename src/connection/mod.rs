@@ -65,18 +65,43 @@ impl Shared {
         method: Cow<'static, str>,
         params: &protocol::Params,
     ) -> Result<(), Error> {
-        let frame = encode_notification(&method, params, self.max_message_size)?;
-        let queued = match self.outbox.try_push(&frame) {
-            Err(Refused::Full) if self.backpressure == Backpressure::Wait => {
-                stats::add(&self.metrics.backpressure_waits, 1);
-                match tokio::time::timeout(self.request_timeout, self.outbox.push(frame)).await {
-                    Ok(queued) => queued,
-                    Err(_elapsed) => Err(Refused::Full),
-                }
-            }
-            other => other,
+        match self.notify_now(method, params) {
+            Queued::Done(outcome) => outcome,
+            Queued::Wait(method, frame) => self.notify_later(method, frame).await,
+        }
+    }
+
+    /// Queues a notification if that can be decided now.
+    fn notify_now(&self, method: Cow<'static, str>, params: &protocol::Params) -> Queued {
+        let frame = match encode_notification(&method, params, self.max_message_size) {
+            Ok(frame) => frame,
+            Err(err) => return Queued::Done(Err(err)),
         };
-        match queued {
+        match self.outbox.try_push(&frame) {
+            Err(Refused::Full) if self.backpressure == Backpressure::Wait => {
+                Queued::Wait(method, frame)
+            }
+            outcome => Queued::Done(self.notified(method, outcome)),
+        }
+    }
+
+    /// Waits for room for a notification, up to the request timeout.
+    async fn notify_later(&self, method: Cow<'static, str>, frame: Bytes) -> Result<(), Error> {
+        stats::add(&self.metrics.backpressure_waits, 1);
+        let outcome =
+            match tokio::time::timeout(self.request_timeout, self.outbox.push(frame)).await {
+                Ok(queued) => queued,
+                Err(_elapsed) => Err(Refused::Full),
+            };
+        self.notified(method, outcome)
+    }
+
+    fn notified(
+        &self,
+        method: Cow<'static, str>,
+        outcome: Result<(), Refused>,
+    ) -> Result<(), Error> {
+        match outcome {
             Ok(()) => {
                 stats::add(&self.metrics.notifications_sent, 1);
                 Ok(())
@@ -91,6 +116,12 @@ impl Shared {
             Err(Refused::Closed) => Err(Error::NotConnected { method }),
         }
     }
+}
+
+/// A notification decided now, or one that must wait for room.
+enum Queued {
+    Done(Result<(), Error>),
+    Wait(Cow<'static, str>, Bytes),
 }
 
 /// A notification's frame, or why it cannot be sent.
@@ -452,7 +483,7 @@ impl RpcConnection {
                         return None;
                     }
                 }
-                let outcome = response.outcome.map(|raw| text.slice_ref(raw.get()));
+                let outcome = response.outcome.map(|raw| text.slice_ref(raw));
                 let known = response
                     .id
                     .as_u64()
@@ -995,11 +1026,43 @@ impl MessageResponse<RpcConnection, RawCall> for CallReply<RawCall> {
 }
 
 impl Handler<Notify> for RpcConnection {
-    type Result = ResponseFuture<Result<(), Error>>;
+    type Result = NotifyReply;
 
     fn handle(&mut self, msg: Notify, _: &mut Self::Context) -> Self::Result {
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { shared.notify(msg.method, &msg.params).await })
+        NotifyReply {
+            shared: Arc::clone(&self.shared),
+            queued: self.shared.notify_now(msg.method, &msg.params),
+        }
+    }
+}
+
+/// The connection's answer to a [`Notify`]: told at once when the frame was
+/// queued (or refused) at once; only a notification that waits for room
+/// gets a task of its own.
+#[doc(hidden)]
+pub struct NotifyReply {
+    shared: Arc<Shared>,
+    queued: Queued,
+}
+
+impl MessageResponse<RpcConnection, Notify> for NotifyReply {
+    fn handle(self, _: &mut Context<RpcConnection>, tx: Option<OneshotSender<Result<(), Error>>>) {
+        match self.queued {
+            Queued::Done(outcome) => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(outcome);
+                }
+            }
+            Queued::Wait(method, frame) => {
+                let shared = self.shared;
+                actix::spawn(async move {
+                    let outcome = shared.notify_later(method, frame).await;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(outcome);
+                    }
+                });
+            }
+        }
     }
 }
 

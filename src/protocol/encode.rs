@@ -183,7 +183,7 @@ mod tests {
             };
             prop_assert_eq!(req.id, Id::from(id));
             prop_assert_eq!(req.method, method);
-            let back: Value = serde_json::from_str(req.params.unwrap().get()).unwrap();
+            let back: Value = serde_json::from_str(req.params.unwrap()).unwrap();
             prop_assert_eq!(back, Value::Array(args));
         }
 
@@ -196,7 +196,7 @@ mod tests {
                     panic!("not a response: {text}");
                 };
                 prop_assert_eq!(&resp.id, &id);
-                let back: Value = serde_json::from_str(resp.outcome.unwrap().get()).unwrap();
+                let back: Value = serde_json::from_str(resp.outcome.unwrap()).unwrap();
                 prop_assert_eq!(&back, &result);
             }
         }

@@ -1,9 +1,11 @@
-//! Classification of one inbound text message. One `serde_json` pass reads
-//! the envelope, borrowing every member; only the members we keep are copied.
+//! Classification of one inbound text message. A structural scan
+//! ([`super::scan`]) finds the envelope's members, borrowing each; when it
+//! cannot, one `serde_json` pass does. Only the members we keep are copied.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::scan::{self, Fields};
 use super::{ErrorObject, Id};
 
 /// One inbound websocket message, classified. Borrows from the message's
@@ -54,8 +56,9 @@ pub enum Message<'a> {
 pub struct Response<'a> {
     /// The id of the call this answers.
     pub id: Id,
-    /// The raw `result` JSON, or the `error` object.
-    pub outcome: Result<&'a RawValue, ErrorObject>,
+    /// The raw `result` JSON text, or the `error` object. The text is
+    /// located, not validated: decoding it validates.
+    pub outcome: Result<&'a str, ErrorObject>,
 }
 
 /// A request sent to us by the server.
@@ -66,7 +69,7 @@ pub struct Request<'a> {
     /// The full method name.
     pub method: String,
     /// The raw `params` (an array or an object), if any.
-    pub params: Option<&'a RawValue>,
+    pub params: Option<&'a str>,
 }
 
 /// A notification sent to us by the server.
@@ -75,7 +78,7 @@ pub struct Notification<'a> {
     /// The full method name.
     pub method: String,
     /// The raw `params` (an array or an object), if any.
-    pub params: Option<&'a RawValue>,
+    pub params: Option<&'a str>,
 }
 
 /// Every member borrowed and optional, so that a wrongly typed member still
@@ -101,27 +104,55 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&'de RawValue>::deserialize(d).map(Some)
 }
 
+impl<'a> Envelope<'a> {
+    fn fields(&self) -> Fields<'a> {
+        Fields {
+            jsonrpc: self.jsonrpc.map(RawValue::get),
+            id: self.id.map(RawValue::get),
+            method: self.method.map(RawValue::get),
+            params: self.params.map(RawValue::get),
+            result: self.result.map(RawValue::get),
+            error: self.error.map(RawValue::get),
+        }
+    }
+}
+
 /// Classifies one inbound text message. Never fails: what cannot be read is
 /// [`Inbound::Garbage`] or an invalid [`Message`].
 pub fn parse(text: &str) -> Inbound<'_> {
     match text.trim_start().as_bytes().first() {
-        Some(b'{') => match serde_json::from_str::<Envelope<'_>>(text) {
-            Ok(envelope) => Inbound::Single(classify(envelope)),
-            Err(err) => Inbound::Garbage(format!("invalid JSON: {err}")),
+        Some(b'{') => match scan::object(text) {
+            Some(fields) => Inbound::Single(classify(fields)),
+            None => match serde_json::from_str::<Envelope<'_>>(text) {
+                Ok(envelope) => Inbound::Single(classify(envelope.fields())),
+                Err(err) => Inbound::Garbage(format!("invalid JSON: {err}")),
+            },
         },
-        Some(b'[') => match serde_json::from_str::<Vec<&RawValue>>(text) {
-            Ok(items) if items.is_empty() => Inbound::Garbage("empty batch".into()),
-            Ok(items) => Inbound::Batch(items.into_iter().map(classify_item).collect()),
-            Err(err) => Inbound::Garbage(format!("invalid JSON: {err}")),
-        },
+        Some(b'[') => {
+            let items = match scan::array(text) {
+                Some(items) => items,
+                None => match serde_json::from_str::<Vec<&RawValue>>(text) {
+                    Ok(items) => items.into_iter().map(RawValue::get).collect(),
+                    Err(err) => return Inbound::Garbage(format!("invalid JSON: {err}")),
+                },
+            };
+            if items.is_empty() {
+                Inbound::Garbage("empty batch".into())
+            } else {
+                Inbound::Batch(items.into_iter().map(classify_item).collect())
+            }
+        }
         Some(_) => Inbound::Garbage("not a JSON object or array".into()),
         None => Inbound::Garbage("empty message".into()),
     }
 }
 
-fn classify_item(item: &RawValue) -> Message<'_> {
-    match serde_json::from_str::<Envelope<'_>>(item.get()) {
-        Ok(envelope) => classify(envelope),
+fn classify_item(item: &str) -> Message<'_> {
+    if let Some(fields) = scan::object(item) {
+        return classify(fields);
+    }
+    match serde_json::from_str::<Envelope<'_>>(item) {
+        Ok(envelope) => classify(envelope.fields()),
         Err(err) => Message::InvalidRequest {
             id: None,
             reason: format!("batch element is not a JSON-RPC object: {err}"),
@@ -129,9 +160,9 @@ fn classify_item(item: &RawValue) -> Message<'_> {
     }
 }
 
-fn classify(env: Envelope<'_>) -> Message<'_> {
-    let version_ok = env.jsonrpc.is_some_and(|v| v.get() == "\"2.0\"");
-    let id = match env.id.map(|raw| Id::from_json(raw.get())) {
+fn classify(env: Fields<'_>) -> Message<'_> {
+    let version_ok = env.jsonrpc == Some("\"2.0\"");
+    let id = match env.id.map(Id::from_json) {
         None => None,
         Some(Some(id)) => Some(id),
         Some(None) => {
@@ -143,14 +174,14 @@ fn classify(env: Envelope<'_>) -> Message<'_> {
         }
     };
     // `"error": null` beside a result is JSON-RPC 1.0 style; tolerate it.
-    let error = env.error.filter(|e| e.get() != "null");
+    let error = env.error.filter(|e| *e != "null");
 
     if let Some(method) = env.method {
         let invalid = |reason: &str| Message::InvalidRequest {
             id: id.clone(),
             reason: reason.to_owned(),
         };
-        let Ok(method) = serde_json::from_str::<String>(method.get()) else {
+        let Ok(method) = serde_json::from_str::<String>(method) else {
             return invalid("method must be a string");
         };
         if !version_ok {
@@ -161,7 +192,7 @@ fn classify(env: Envelope<'_>) -> Message<'_> {
         }
         let params = env.params;
         if let Some(p) = &params {
-            if !matches!(p.get().as_bytes().first(), Some(b'[' | b'{')) {
+            if !matches!(p.as_bytes().first(), Some(b'[' | b'{')) {
                 return invalid("params must be an array or an object");
             }
         }
@@ -179,7 +210,7 @@ fn classify(env: Envelope<'_>) -> Message<'_> {
         (Some(_), Some(_)) => return invalid("response has both result and error"),
         (None, None) => return invalid("message has neither method, result nor error"),
         (Some(result), None) => Ok(result),
-        (None, Some(error)) => match serde_json::from_str::<ErrorObject>(error.get()) {
+        (None, Some(error)) => match serde_json::from_str::<ErrorObject>(error) {
             Ok(error) => Err(error),
             Err(err) => {
                 return invalid(&format!("error member is not a valid error object: {err}"))
@@ -213,22 +244,17 @@ mod tests {
 
     fn one(m: &Message) -> String {
         match m {
-            Message::Response(Response { id, outcome: Ok(r) }) => format!("ok {id} {}", r.get()),
+            Message::Response(Response { id, outcome: Ok(r) }) => format!("ok {id} {r}"),
             Message::Response(Response {
                 id,
                 outcome: Err(e),
             }) => format!("err {id} {e}"),
-            Message::Request(r) => format!(
-                "request {} {} {}",
-                r.id,
-                r.method,
-                r.params.as_ref().map_or("-", |p| p.get())
-            ),
-            Message::Notification(n) => format!(
-                "notification {} {}",
-                n.method,
-                n.params.as_ref().map_or("-", |p| p.get())
-            ),
+            Message::Request(r) => {
+                format!("request {} {} {}", r.id, r.method, r.params.unwrap_or("-"))
+            }
+            Message::Notification(n) => {
+                format!("notification {} {}", n.method, n.params.unwrap_or("-"))
+            }
             Message::InvalidRequest { id, reason } => {
                 format!("invalid request {}: {reason}", show(id))
             }
@@ -381,11 +407,90 @@ mod hostile_tests {
                 panic!("depth {depth}: not classified as a response");
             };
             // ...and decoding it is where serde_json's depth limit (128) speaks.
-            let decoded =
-                serde_json::from_str::<serde_json::Value>(response.outcome.unwrap().get());
+            let decoded = serde_json::from_str::<serde_json::Value>(response.outcome.unwrap());
             assert_eq!(decoded.is_ok(), depth <= 128, "depth {depth}");
             let batch = format!("[{text}]");
             assert!(matches!(parse(&batch), Inbound::Batch(_)), "depth {depth}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod scan_agrees_with_serde {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            // Quotes, backslashes, brackets and control characters inside strings.
+            r#"[a-z"\\\[\]{}:, \n\t\u{0}-\u{1f}é]*"#.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map(r#"[a-z"\\]{0,6}"#, inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn envelope() -> impl Strategy<Value = Value> {
+        let keys = prop::sample::subsequence(
+            vec![
+                "jsonrpc", "id", "method", "params", "result", "error", "other", "x\"y",
+            ],
+            0..8,
+        );
+        (keys, prop::collection::vec(json_value(), 8)).prop_map(|(keys, values)| {
+            let map: Map<String, Value> = keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            Value::Object(map)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_fast_scan_finds_what_serde_finds(value in envelope(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&value).unwrap()
+            } else {
+                value.to_string()
+            };
+            let by_serde = serde_json::from_str::<Envelope<'_>>(&text).unwrap().fields();
+            // The scan may give up (escaped keys), never disagree.
+            if let Some(by_scan) = scan::object(&text) {
+                prop_assert_eq!(by_scan, by_serde);
+            }
+            let batch = format!("[{text},{text}]");
+            if let Some(items) = scan::array(&batch) {
+                prop_assert_eq!(items, vec![text.as_str(), text.as_str()]);
+            }
+        }
+
+        #[test]
+        fn the_fast_scan_never_panics(text in ".*") {
+            let _ = scan::object(&text);
+            let _ = scan::array(&text);
+        }
+
+        #[test]
+        fn the_fast_scan_never_panics_on_cut_json(value in envelope(), cut in any::<prop::sample::Index>()) {
+            let text = value.to_string();
+            let end = cut.index(text.len() + 1);
+            if text.is_char_boundary(end) {
+                let _ = parse(&text[..end]);
+                let _ = scan::array(&text[..end]);
+            }
         }
     }
 }

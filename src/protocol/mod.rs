@@ -9,6 +9,7 @@ mod error_object;
 mod id;
 mod inbound;
 mod params;
+mod scan;
 
 pub use error_object::ErrorObject;
 pub use id::Id;

@@ -89,7 +89,12 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Idle => bail!("raw-tungstenite does not take part in idle"),
         _ => {}
     }
-    let mut ws = connect(&env.rpc_url).await?;
+    let url = if scenario == Scenario::Notify {
+        &env.sink_url
+    } else {
+        &env.rpc_url
+    };
+    let mut ws = connect(url).await?;
     let sample = match scenario {
         Scenario::Seq => seq(&mut ws, plan).await?,
         Scenario::Inflight16 => inflight(&mut ws, 16, plan).await?,

@@ -262,7 +262,12 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Idle => bail!("idle runs in its own process (see idle.rs)"),
         _ => {}
     }
-    let mut c = Conn::connect(&client, &env.rpc_url).await?;
+    let url = if scenario == Scenario::Notify {
+        &env.sink_url
+    } else {
+        &env.rpc_url
+    };
+    let mut c = Conn::connect(&client, url).await?;
     let sample = match scenario {
         Scenario::Seq => seq(&mut c, plan).await?,
         Scenario::Inflight16 => inflight(&mut c, 16, plan).await?,

@@ -1,0 +1,256 @@
+//! A structural scan of one JSON-RPC envelope: where each top-level member
+//! of an object starts and ends, found without parsing the values. Strings
+//! are crossed with `memchr` (many bytes per step), so a 1 MiB result costs
+//! a fraction of what serde_json's value skipper does.
+//!
+//! The scan locates; it does not validate values. Every member the
+//! connection uses is parsed afterwards by serde_json (the id, the method,
+//! the params, the error object) or by the caller's decoder (the result), and
+//! those parses validate. Whatever the scan does not handle — an escaped key,
+//! a duplicate member, broken nesting, trailing text — makes it give up
+//! (`None`), and the serde_json path classifies the message instead, with
+//! its exact error messages.
+
+/// The members an envelope may have, as raw JSON text (`Some` when present,
+/// even as `null`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fields<'a> {
+    pub jsonrpc: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub params: Option<&'a str>,
+    pub result: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+/// The members of the JSON object that is the whole of `text`.
+pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
+    let bytes = text.as_bytes();
+    let start = skip_ws(bytes, 0);
+    let (fields, end) = members(text, start)?;
+    (skip_ws(bytes, end) == bytes.len()).then_some(fields)
+}
+
+/// The elements of the JSON array that is the whole of `text`, as raw text.
+pub(crate) fn array(text: &str) -> Option<Vec<&str>> {
+    let bytes = text.as_bytes();
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'[') {
+        return None;
+    }
+    i = skip_ws(bytes, i + 1);
+    let mut items = Vec::new();
+    if bytes.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            let end = value(bytes, i)?;
+            items.push(&text[i..end]);
+            i = skip_ws(bytes, end);
+            match bytes.get(i)? {
+                b',' => i = skip_ws(bytes, i + 1),
+                b']' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(bytes, i) == bytes.len()).then_some(items)
+}
+
+/// The members of the object starting at `start`, and where it ends.
+fn members(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
+    let bytes = text.as_bytes();
+    if bytes.get(start) != Some(&b'{') {
+        return None;
+    }
+    let mut fields = Fields::default();
+    let mut i = skip_ws(bytes, start + 1);
+    if bytes.get(i) == Some(&b'}') {
+        return Some((fields, i + 1));
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string(bytes, i)?;
+        let key = &text[i + 1..key_end - 1];
+        if key.contains('\\') {
+            return None;
+        }
+        i = skip_ws(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(bytes, i + 1);
+        let end = value(bytes, i)?;
+        let slot = match key {
+            "jsonrpc" => &mut fields.jsonrpc,
+            "id" => &mut fields.id,
+            "method" => &mut fields.method,
+            "params" => &mut fields.params,
+            "result" => &mut fields.result,
+            "error" => &mut fields.error,
+            _ => &mut None,
+        };
+        if slot.replace(&text[i..end]).is_some() {
+            return None;
+        }
+        i = skip_ws(bytes, end);
+        match bytes.get(i)? {
+            b',' => i = skip_ws(bytes, i + 1),
+            b'}' => return Some((fields, i + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// Where the value starting at `i` ends.
+fn value(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => string(bytes, i),
+        b'{' | b'[' => nested(bytes, i),
+        b',' | b'}' | b']' | b':' => None,
+        _ => {
+            // A number or a literal: up to the next delimiter.
+            let len = bytes[i..]
+                .iter()
+                .position(|&b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .unwrap_or(bytes.len() - i);
+            Some(i + len)
+        }
+    }
+}
+
+/// Where the string starting at `i` (a quote) ends, just past its closing quote.
+fn string(bytes: &[u8], i: usize) -> Option<usize> {
+    let mut at = i + 1;
+    loop {
+        let found = at + memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        if bytes[found] == b'"' {
+            return Some(found + 1);
+        }
+        // A backslash and the character it escapes (for \u, the four hex
+        // digits that follow cannot be a quote or a backslash).
+        at = found + 2;
+    }
+}
+
+/// Where the object or array starting at `i` ends, just past its bracket.
+fn nested(bytes: &[u8], i: usize) -> Option<usize> {
+    // Open brackets, innermost last; a deep document costs a byte a level.
+    let mut open = vec![bytes[i]];
+    let mut at = i + 1;
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            b'"' => {
+                at = string(bytes, at)?;
+                continue;
+            }
+            b'{' | b'[' => open.push(b),
+            b'}' | b']' => {
+                let expected = if b == b'}' { b'{' } else { b'[' };
+                if open.pop() != Some(expected) {
+                    return None;
+                }
+                if open.is_empty() {
+                    return Some(at + 1);
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    None
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_located_whatever_their_order_and_spacing() {
+        let text = r#" { "result" : {"a":[1,"]}\"",{}]} , "id":7,"jsonrpc":"2.0","x":[[]] } "#;
+        let fields = object(text).unwrap();
+        assert_eq!(fields.result, Some(r#"{"a":[1,"]}\"",{}]}"#));
+        assert_eq!(fields.id, Some("7"));
+        assert_eq!(fields.jsonrpc, Some(r#""2.0""#));
+        assert_eq!(
+            (fields.method, fields.params, fields.error),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn strings_with_escapes_are_crossed_correctly() {
+        let table = [
+            r#"{"result":"a\"b","id":1}"#,
+            r#"{"result":"a\\","id":1}"#,
+            r#"{"result":"\\\"\\","id":1}"#,
+            r#"{"result":"\u0022","id":1}"#,
+        ];
+        for text in table {
+            let fields = object(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(fields.id, Some("1"), "{text}");
+            let back: String = serde_json::from_str(fields.result.unwrap()).unwrap();
+            let whole: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(back, whole["result"], "{text}");
+        }
+    }
+
+    #[test]
+    fn what_the_scan_does_not_handle_is_left_to_serde() {
+        for text in [
+            r#"{"id":1,"id":2}"#,
+            r#"{"i\u0064":1}"#,
+            r#"{"result":[1}"#,
+            r#"{"result":{]}"#,
+            r#"{"result":1} x"#,
+            r#"{"result":1"#,
+            r#"{"result":"open}"#,
+            r#"{"result":}"#,
+            r#"{"result" 1}"#,
+            r#"{1:2}"#,
+            "{",
+            "",
+        ] {
+            assert_eq!(object(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn arrays_are_split_into_elements() {
+        assert_eq!(
+            array(r#" [ {"a":"]"} , 2,"x" ,[1,[2]] ] "#),
+            Some(vec![r#"{"a":"]"}"#, "2", r#""x""#, "[1,[2]]"])
+        );
+        assert_eq!(array("[]"), Some(vec![]));
+        assert_eq!(array("[1,]"), None);
+        assert_eq!(array("[1 2]"), None);
+        assert_eq!(array("[1] 2"), None);
+    }
+
+    #[test]
+    fn a_large_string_result_is_one_slice() {
+        let big = "y".repeat(1 << 20);
+        let text = format!(r#"{{"jsonrpc":"2.0","id":3,"result":"{big}"}}"#);
+        let fields = object(&text).unwrap();
+        assert_eq!(fields.result.unwrap().len(), big.len() + 2);
+    }
+
+    #[test]
+    fn deep_nesting_does_not_recurse() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let text = format!(r#"{{"id":1,"result":{deep}}}"#);
+        assert_eq!(object(&text).unwrap().result.unwrap().len(), 200_000);
+    }
+}
