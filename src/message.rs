@@ -138,16 +138,26 @@ impl Message for RawCall {
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub call: CallInfo,
-    pub result: ByteString,
+    pub result: RawResult,
+}
+
+/// The raw JSON text of a result, and whether it is known to be a string
+/// without a backslash escape (see [`crate::protocol::decode`]).
+#[derive(Debug, Clone)]
+pub(crate) struct RawResult {
+    pub text: ByteString,
+    pub unescaped: bool,
 }
 
 impl Reply {
     /// Decodes the result into the caller's type.
     pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
-        serde_json::from_str(&self.result).map_err(|source| Error::Decode {
-            call: self.call,
-            target: std::any::type_name::<T>(),
-            source,
+        crate::protocol::decode(&self.result.text, self.result.unescaped).map_err(|source| {
+            Error::Decode {
+                call: self.call,
+                target: std::any::type_name::<T>(),
+                source,
+            }
         })
     }
 }

@@ -37,7 +37,8 @@ use crate::config::{Backpressure, Config};
 use crate::error::{Bound, CallInfo, Error};
 use crate::message::{
     fit_close_reason, may_send_close_code, Call, Close, Disconnect, GetStats, Initiator, Notify,
-    RawCall, RegisterHandler, RegisterListener, Reply, UnregisterHandler, UnregisterListeners,
+    RawCall, RawResult, RegisterHandler, RegisterListener, Reply, UnregisterHandler,
+    UnregisterListeners,
 };
 use crate::protocol::{self, ErrorObject, Inbound, Message as RpcMessage};
 use crate::registry::Registry;
@@ -483,7 +484,11 @@ impl RpcConnection {
                         return None;
                     }
                 }
-                let outcome = response.outcome.map(|raw| text.slice_ref(raw));
+                let unescaped = response.unescaped;
+                let outcome = response.outcome.map(|raw| RawResult {
+                    text: text.slice_ref(raw),
+                    unescaped,
+                });
                 let known = response
                     .id
                     .as_u64()

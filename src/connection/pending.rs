@@ -24,11 +24,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use bytestring::ByteString;
 use futures_util::task::AtomicWaker;
 
 use crate::error::{CallInfo, Error};
-use crate::message::Reply;
+use crate::message::{RawResult, Reply};
 use crate::protocol::ErrorObject;
 use crate::stats::{self, Metrics};
 
@@ -344,7 +343,7 @@ impl PendingCalls {
     }
 
     /// Delivers the server's answer. Returns `false` for an id nobody waits for.
-    pub fn complete(&self, id: u64, outcome: Result<ByteString, ErrorObject>) -> bool {
+    pub fn complete(&self, id: u64, outcome: Result<RawResult, ErrorObject>) -> bool {
         let Some(entry) = self.remove(id) else {
             return false;
         };
@@ -427,7 +426,15 @@ pub(crate) fn deadline(now: Instant, timeout: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytestring::ByteString;
     use futures_channel::oneshot;
+
+    fn raw(text: &'static str) -> RawResult {
+        RawResult {
+            text: ByteString::from_static(text),
+            unescaped: false,
+        }
+    }
 
     fn call(id: u64) -> CallInfo {
         CallInfo {
@@ -472,17 +479,17 @@ mod tests {
         let mut rx1 = waiting(&table, 1, now, Duration::from_secs(1));
         let mut rx2 = waiting(&table, 2, now, Duration::from_secs(1));
         assert_eq!(metrics.snapshot().pending, 2);
-        assert!(table.complete(2, Ok(ByteString::from_static("\"two\""))));
+        assert!(table.complete(2, Ok(raw("\"two\""))));
         assert!(table.complete(1, Err(ErrorObject::new(-1, "no"))));
         assert!(
-            !table.complete(1, Ok(ByteString::from_static("1"))),
+            !table.complete(1, Ok(raw("1"))),
             "a second answer is unknown"
         );
         assert!(table.is_empty());
         let stats = metrics.snapshot();
         assert_eq!((stats.pending, stats.responses), (0, 2));
         let two = rx2.try_recv().unwrap().unwrap().unwrap();
-        assert_eq!((two.call.id, &*two.result), (2, "\"two\""));
+        assert_eq!((two.call.id, &*two.result.text), (2, "\"two\""));
         let one = rx1.try_recv().unwrap().unwrap().unwrap_err();
         assert_eq!(one.rpc_error().unwrap().code, -1);
     }
@@ -491,7 +498,7 @@ mod tests {
     fn a_call_nobody_waits_for_still_completes() {
         let (table, _) = table();
         table.insert(call(9), Instant::now(), Duration::from_secs(1));
-        assert!(table.complete(9, Ok(ByteString::from_static("null"))));
+        assert!(table.complete(9, Ok(raw("null"))));
         assert!(table.is_empty());
     }
 
@@ -531,7 +538,7 @@ mod tests {
         assert_eq!(table.len(), 500);
         // Completed calls leave the deadline index too.
         for id in 0..500u64 {
-            assert!(table.complete(id, Ok(ByteString::from_static("1"))));
+            assert!(table.complete(id, Ok(raw("1"))));
         }
         assert!(table.inner.borrow().deadlines.is_empty());
         assert_eq!(table.expire(now + Duration::from_secs(9)), (0, None));
@@ -654,7 +661,7 @@ mod tests {
         table.mark_sent(3);
         assert_eq!((table.sent(), table.unsent()), (2, 1));
         assert_eq!(table.next_unsent().map(|(id, _)| id), Some(4));
-        assert!(table.complete(3, Ok(ByteString::from_static("1"))));
+        assert!(table.complete(3, Ok(raw("1"))));
         assert_eq!(
             table.fail_all(&Error::NotConnected { method: "x".into() }),
             2

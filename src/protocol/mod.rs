@@ -4,6 +4,7 @@
 //! connection actor owns all sockets and timers. That keeps this module
 //! testable with plain tables of strings.
 
+mod decode;
 mod encode;
 mod error_object;
 mod id;
@@ -11,6 +12,7 @@ mod inbound;
 mod params;
 mod scan;
 
+pub use decode::decode;
 pub use error_object::ErrorObject;
 pub use id::Id;
 pub use inbound::{parse, Inbound, Message, Notification, Request};

@@ -21,6 +21,9 @@ pub(crate) struct Fields<'a> {
     pub params: Option<&'a str>,
     pub result: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// The result is a string the scan crossed without meeting a backslash
+    /// (so decoding need not look for one again).
+    pub result_unescaped: bool,
 }
 
 /// The members of the JSON object that is the whole of `text`.
@@ -85,7 +88,13 @@ fn members(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
             return None;
         }
         i = skip_ws(bytes, i + 1);
-        let end = value(bytes, i)?;
+        let (end, unescaped) = match bytes.get(i) {
+            Some(b'"') => string_escaped(bytes, i).map(|(end, escaped)| (end, !escaped))?,
+            _ => (value(bytes, i)?, false),
+        };
+        if key == "result" {
+            fields.result_unescaped = unescaped;
+        }
         let slot = match key {
             "jsonrpc" => &mut fields.jsonrpc,
             "id" => &mut fields.id,
@@ -126,14 +135,21 @@ fn value(bytes: &[u8], i: usize) -> Option<usize> {
 
 /// Where the string starting at `i` (a quote) ends, just past its closing quote.
 fn string(bytes: &[u8], i: usize) -> Option<usize> {
+    string_escaped(bytes, i).map(|(end, _)| end)
+}
+
+/// [`string`], and whether the string has a backslash escape.
+fn string_escaped(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut at = i + 1;
+    let mut escaped = false;
     loop {
         let found = at + memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
         if bytes[found] == b'"' {
-            return Some(found + 1);
+            return Some((found + 1, escaped));
         }
         // A backslash and the character it escapes (for \u, the four hex
         // digits that follow cannot be a quote or a backslash).
+        escaped = true;
         at = found + 2;
     }
 }
@@ -182,6 +198,7 @@ mod tests {
         let text = r#" { "result" : {"a":[1,"]}\"",{}]} , "id":7,"jsonrpc":"2.0","x":[[]] } "#;
         let fields = object(text).unwrap();
         assert_eq!(fields.result, Some(r#"{"a":[1,"]}\"",{}]}"#));
+        assert!(!fields.result_unescaped, "not a string");
         assert_eq!(fields.id, Some("7"));
         assert_eq!(fields.jsonrpc, Some(r#""2.0""#));
         assert_eq!(
@@ -245,6 +262,9 @@ mod tests {
         let text = format!(r#"{{"jsonrpc":"2.0","id":3,"result":"{big}"}}"#);
         let fields = object(&text).unwrap();
         assert_eq!(fields.result.unwrap().len(), big.len() + 2);
+        assert!(fields.result_unescaped);
+        let escaped = object(r#"{"result":"a\nb"}"#).unwrap();
+        assert!(!escaped.result_unescaped);
     }
 
     #[test]
