@@ -40,7 +40,7 @@ options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
   --calls N         base count N (default 40000, smoke 50): seq makes N calls,
                     inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
-                    N/200 (min 3), connect N/50 (min 3)
+                    N/80 (min 3), connect N/50 (min 3)
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
   --idle N          connections held open in `idle` (default 1000, smoke 50)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
@@ -137,7 +137,7 @@ fn plan(s: Scenario, args: &Args) -> Plan {
         Scenario::Inflight16 => (3 * n, warm(3 * n).max(32)),
         Scenario::Inflight256 => (3 * n, warm(3 * n).max(512)),
         Scenario::Notify => (3 * n, warm(3 * n)),
-        Scenario::Blob1m | Scenario::Upload1m => ((n / 200).max(3), 2),
+        Scenario::Blob1m | Scenario::Upload1m => ((n / 80).max(3), 2),
         Scenario::Connect => ((n / 50).max(3), 2),
         Scenario::Memory => (args.pending, 100),
         // One warm-up connection (opened, called, closed) before measuring.
