@@ -10,7 +10,8 @@ use jsonrpc_websocket::{
     params, Client, ErrorObject, RpcConnection, ServerNotification, ServerRequest,
 };
 use support::{
-    assert_no_pending, connect, connect_with, json, standard, within, TestServer, Value, BOUND,
+    ask, assert_no_pending, connect, connect_with, json, server_request, standard, within,
+    TestServer, Value, BOUND,
 };
 
 /// Answers with the method it was called as and the params it got.
@@ -62,22 +63,6 @@ impl Handler<ServerNotification> for Inbox {
     }
 }
 
-fn request(id: Value, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
-
-/// Pushes `request` to the client and returns the client's answer to it.
-async fn ask(server: &TestServer, request: Value) -> Value {
-    let seen = server.received().len();
-    let id = request["id"].clone();
-    server.push(request);
-    let received = server.wait_received_async(seen + 1, BOUND).await;
-    let answer = received[seen..].iter().find(|m| m.get("method").is_none());
-    answer
-        .cloned()
-        .unwrap_or_else(|| panic!("no answer to id {id}: {received:?}"))
-}
-
 async fn with_recorders(server: &TestServer, routes: &[(&str, &'static str)]) -> Client {
     let mut builder = RpcConnection::builder(server.url());
     for (route, tag) in routes {
@@ -92,7 +77,7 @@ async fn an_exact_name_handler_answers() {
     let client = with_recorders(&server, &[("namespace.client_method", "exact")]).await;
     let answer = ask(
         &server,
-        request(json!(1), "namespace.client_method", json!([1, 2])),
+        server_request(json!(1), "namespace.client_method", json!([1, 2])),
     )
     .await;
     assert_eq!(
@@ -111,11 +96,11 @@ async fn a_namespace_handler_gets_every_method_under_it_by_full_name() {
         .iter()
         .enumerate()
     {
-        let answer = ask(&server, request(json!(id), method, json!({"k": id}))).await;
+        let answer = ask(&server, server_request(json!(id), method, json!({"k": id}))).await;
         assert_eq!(answer["result"]["method"], json!(method));
         assert_eq!(answer["result"]["params"], json!({"k": id}));
     }
-    let outside = ask(&server, request(json!(9), "uix.confirm", json!([]))).await;
+    let outside = ask(&server, server_request(json!(9), "uix.confirm", json!([]))).await;
     assert_eq!(outside["error"]["code"], -32601);
     assert_no_pending(&client);
 }
@@ -139,7 +124,7 @@ async fn exact_beats_prefix_and_longer_prefix_beats_shorter() {
         ("app.start", "short"),
         ("other", "any"),
     ] {
-        let answer = ask(&server, request(json!(method), method, json!([]))).await;
+        let answer = ask(&server, server_request(json!(method), method, json!([]))).await;
         assert_eq!(answer["result"]["by"], by, "{method}: {answer}");
     }
     assert_no_pending(&client);
@@ -159,10 +144,18 @@ async fn closure_handlers_answer_and_can_be_registered_and_removed_at_run_time()
     ))
     .await;
     assert_eq!(
-        ask(&server, request(json!(1), "math.double", json!([21]))).await["result"],
+        ask(
+            &server,
+            server_request(json!(1), "math.double", json!([21]))
+        )
+        .await["result"],
         42
     );
-    let refused = ask(&server, request(json!(2), "math.double", json!(["x"]))).await;
+    let refused = ask(
+        &server,
+        server_request(json!(2), "math.double", json!(["x"])),
+    )
+    .await;
     assert_eq!(refused["error"]["code"], -32602);
     within(
         "register",
@@ -171,14 +164,14 @@ async fn closure_handlers_answer_and_can_be_registered_and_removed_at_run_time()
     .await
     .unwrap();
     assert_eq!(
-        ask(&server, request(json!(3), "later", json!([]))).await["result"],
+        ask(&server, server_request(json!(3), "later", json!([]))).await["result"],
         "added"
     );
     within("unregister", client.unregister("later"))
         .await
         .unwrap();
     assert_eq!(
-        ask(&server, request(json!(4), "later", json!([]))).await["error"]["code"],
+        ask(&server, server_request(json!(4), "later", json!([]))).await["error"]["code"],
         -32601
     );
     assert_no_pending(&client);
@@ -195,7 +188,7 @@ async fn a_closure_on_a_namespace_sees_which_method_was_called() {
     ))
     .await;
     for (id, method) in [(1, "ui.a"), (2, "ui.b")] {
-        let answer = ask(&server, request(json!(id), method, json!([]))).await;
+        let answer = ask(&server, server_request(json!(id), method, json!([]))).await;
         assert_eq!(
             answer["result"],
             json!({"method": method, "id": id.to_string()}),
@@ -209,7 +202,11 @@ async fn a_closure_on_a_namespace_sees_which_method_was_called() {
 async fn an_unknown_method_gets_32601_naming_it_and_the_connection_stays_usable() {
     let server = TestServer::start(standard);
     let client = connect(&server.url()).await;
-    let answer = ask(&server, request(json!(5), "no.such.method", json!([]))).await;
+    let answer = ask(
+        &server,
+        server_request(json!(5), "no.such.method", json!([])),
+    )
+    .await;
     assert_eq!(answer["id"], 5);
     assert_eq!(answer["error"]["code"], -32601);
     assert!(
@@ -230,7 +227,7 @@ async fn an_unknown_method_gets_32601_naming_it_and_the_connection_stays_usable(
 async fn a_handlers_error_object_is_sent_as_returned() {
     let server = TestServer::start(standard);
     let client = with_recorders(&server, &[("x.", "rec")]).await;
-    let answer = ask(&server, request(json!(1), "x.fail", json!([]))).await;
+    let answer = ask(&server, server_request(json!(1), "x.fail", json!([]))).await;
     assert_eq!(
         answer["error"],
         json!({"code": -32001, "message": "refused", "data": {"by": "rec"}})
@@ -247,7 +244,7 @@ async fn a_stopped_handler_actor_gives_32603_and_is_dropped() {
     )
     .await;
     assert_eq!(
-        ask(&server, request(json!(1), "svc.x", json!([]))).await["result"]["by"],
+        ask(&server, server_request(json!(1), "svc.x", json!([]))).await["result"]["by"],
         "gone"
     );
     within("stop", handler.send(Stop)).await.unwrap();
@@ -256,10 +253,10 @@ async fn a_stopped_handler_actor_gives_32603_and_is_dropped() {
         while handler.send(Stop).await.is_ok() {}
     })
     .await;
-    let answer = ask(&server, request(json!(2), "svc.x", json!([]))).await;
+    let answer = ask(&server, server_request(json!(2), "svc.x", json!([]))).await;
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
     // Dropped from the registry: now nobody handles it.
-    let answer = ask(&server, request(json!(3), "svc.x", json!([]))).await;
+    let answer = ask(&server, server_request(json!(3), "svc.x", json!([]))).await;
     assert_eq!(answer["error"]["code"], -32601, "{answer}");
     assert_no_pending(&client);
 }
@@ -277,7 +274,7 @@ async fn string_number_and_null_ids_are_echoed_exactly() {
         json!("\u{e9}\"q"),
         Value::Null,
     ] {
-        let answer = ask(&server, request(id.clone(), "m", json!([]))).await;
+        let answer = ask(&server, server_request(id.clone(), "m", json!([]))).await;
         assert_eq!(answer["id"], id, "{answer}");
         assert!(answer.as_object().unwrap().contains_key("id"));
     }
@@ -298,10 +295,10 @@ async fn an_inbound_batch_is_answered_with_one_batch() {
     .await;
     let seen = server.received().len();
     server.push(json!([
-        request(json!(1), "slow", json!([])),
+        server_request(json!(1), "slow", json!([])),
         {"jsonrpc": "2.0", "method": "note"},
-        request(json!("b"), "fast", json!([])),
-        request(json!(3), "missing", json!([])),
+        server_request(json!("b"), "fast", json!([])),
+        server_request(json!(3), "missing", json!([])),
         {"jsonrpc": "2.0", "id": 4, "method": 5},
     ]));
     let received = server.wait_received_async(seen + 1, BOUND).await;
@@ -406,7 +403,7 @@ async fn a_slow_handler_does_not_delay_other_calls() {
         },
     ))
     .await;
-    server.push(request(json!("slow-1"), "slow", json!([])));
+    server.push(server_request(json!("slow-1"), "slow", json!([])));
     let calls = (0..100).map(|i| {
         let client = client.clone();
         async move { client.call::<Value>("echo", params![i]).await }
@@ -441,9 +438,9 @@ async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
             }),
     )
     .await;
-    server.push(request(json!(1), "wait", json!([])));
-    server.push(request(json!(2), "wait", json!([])));
-    let refused = ask(&server, request(json!(3), "wait", json!([]))).await;
+    server.push(server_request(json!(1), "wait", json!([])));
+    server.push(server_request(json!(2), "wait", json!([])));
+    let refused = ask(&server, server_request(json!(3), "wait", json!([]))).await;
     assert_eq!(refused["error"]["code"], -32000, "{refused}");
     assert!(
         refused["error"]["message"]
@@ -458,7 +455,7 @@ async fn a_flood_of_requests_beyond_the_limit_is_refused_not_queued() {
     assert_eq!(done.len(), 2, "{answers:?}");
     // Capacity is back once they answered.
     assert_eq!(
-        ask(&server, request(json!(4), "wait", json!([]))).await["result"],
+        ask(&server, server_request(json!(4), "wait", json!([]))).await["result"],
         "done"
     );
     assert_no_pending(&client);
@@ -493,7 +490,7 @@ async fn handler_work_still_running_is_dropped_when_the_connection_closes() {
         },
     ))
     .await;
-    server.push(request(json!(1), "forever", json!([])));
+    server.push(server_request(json!(1), "forever", json!([])));
     let mut started = started;
     within("handler start", started.recv()).await.unwrap();
     within("close", client.close())

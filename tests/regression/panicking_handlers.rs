@@ -4,21 +4,9 @@ use std::time::Duration;
 
 use jsonrpc_websocket::{params, ErrorObject, RpcConnection, ServerNotification, ServerRequest};
 
-use crate::support::{assert_no_pending, connect_with, json, standard, within, TestServer, Value};
-
-fn request(id: u64, method: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
-}
-
-/// Pushes a request and returns the client's answer to it.
-async fn ask(server: &TestServer, request: Value) -> Value {
-    let seen = server.received().len();
-    server.push(request);
-    server
-        .wait_received_async(seen + 1, crate::support::BOUND)
-        .await[seen]
-        .clone()
-}
+use crate::support::{
+    ask, assert_no_pending, connect_with, json, server_request, standard, within, TestServer, Value,
+};
 
 #[actix_rt::test]
 async fn panics_now_or_later_answer_32603_and_return_their_place() {
@@ -52,7 +40,7 @@ async fn panics_now_or_later_answer_32603_and_return_their_place() {
     )
     .await;
     for (id, method) in [(1, "boom.now"), (2, "boom.first_poll"), (3, "boom.later")] {
-        let answer = ask(&server, request(id, method)).await;
+        let answer = ask(&server, server_request(id, method, json!([]))).await;
         assert_eq!(answer["id"], id, "{answer}");
         assert_eq!(answer["error"]["code"], -32603, "{method}: {answer}");
         assert_eq!(
@@ -61,7 +49,7 @@ async fn panics_now_or_later_answer_32603_and_return_their_place() {
         );
         // The place came back: the next request is handled.
         assert_eq!(
-            ask(&server, request(10 + id, "fine")).await["result"],
+            ask(&server, server_request(10 + id, "fine", json!([]))).await["result"],
             "fine"
         );
     }

@@ -5,21 +5,9 @@
 use jsonrpc_websocket::{params, ErrorObject, RpcConnection, ServerNotification, ServerRequest};
 
 use crate::support::{
-    assert_no_pending, connect_with, json, standard, within, RawConn, RawServer, TestServer, Value,
+    ask, assert_no_pending, connect_with, json, server_request, standard, within, RawConn,
+    RawServer, TestServer, Value,
 };
-
-fn request(id: u64, method: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": []})
-}
-
-async fn ask(server: &TestServer, request: Value) -> Value {
-    let seen = server.received().len();
-    server.push(request);
-    server
-        .wait_received_async(seen + 1, crate::support::BOUND)
-        .await[seen]
-        .clone()
-}
 
 #[actix_rt::test]
 async fn an_unknown_method_gets_32601_even_when_every_place_is_taken() {
@@ -37,10 +25,10 @@ async fn an_unknown_method_gets_32601_even_when_every_place_is_taken() {
             }),
     )
     .await;
-    server.push(request(1, "wait"));
-    let busy = ask(&server, request(2, "wait")).await;
+    server.push(server_request(1, "wait", json!([])));
+    let busy = ask(&server, server_request(2, "wait", json!([]))).await;
     assert_eq!(busy["error"]["code"], -32000, "{busy}");
-    let unknown = ask(&server, request(3, "no.such")).await;
+    let unknown = ask(&server, server_request(3, "no.such", json!([]))).await;
     assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
     assert_eq!(client.stats().server_requests_refused, 1);
     assert_no_pending(&client);
@@ -57,7 +45,7 @@ async fn an_answer_over_the_size_limit_is_refused_with_32603() {
             }),
     )
     .await;
-    let answer = ask(&server, request(7, "big")).await;
+    let answer = ask(&server, server_request(7, "big", json!([]))).await;
     assert_eq!(answer["id"], 7);
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
     assert!(

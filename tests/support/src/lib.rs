@@ -149,6 +149,24 @@ pub fn silent_peer() -> RawServer {
     })
 }
 
+/// A request from the server to the client: `{"jsonrpc":"2.0","id":..,"method":..,"params":..}`.
+pub fn server_request(id: impl Into<Value>, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params})
+}
+
+/// Pushes a request from the server and returns the client's answer to it
+/// (the first message received after it that is not a request).
+pub async fn ask(server: &TestServer, request: Value) -> Value {
+    let seen = server.received().len();
+    let id = request["id"].clone();
+    server.push(request);
+    let received = server.wait_received_async(seen + 1, BOUND).await;
+    let answer = received[seen..].iter().find(|m| m.get("method").is_none());
+    answer
+        .cloned()
+        .unwrap_or_else(|| panic!("no answer to id {id}: {received:?}"))
+}
+
 /// The pending-call table must be empty after every test.
 pub fn assert_no_pending(client: &Client) {
     let stats = client.stats();
