@@ -280,6 +280,21 @@ impl ConnectionBuilder {
         self
     }
 
+    /// How many items may wait in each subscription's queue (a subscription
+    /// may choose its own with [`Subscribe::capacity`](crate::Subscribe::capacity)). Default: 1,024.
+    pub fn subscription_capacity(mut self, items: usize) -> Self {
+        self.config.subscription_capacity = items.max(1);
+        self
+    }
+
+    /// What a subscription's full queue does with one more item (a
+    /// subscription may choose its own with [`Subscribe::overflow`](crate::Subscribe::overflow)).
+    /// Default: [`Overflow::DropOldest`].
+    pub fn subscription_overflow(mut self, overflow: Overflow) -> Self {
+        self.config.subscription_overflow = overflow;
+        self
+    }
+
     /// Answers the server's requests matching `route` with this actor (see
     /// [`RegisterHandler`] for the routing rules). Registered before the
     /// first frame is read, so no early request is missed. Default: none;

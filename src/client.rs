@@ -9,15 +9,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::batch::{Batch, BatchResults, Slot};
 use crate::connection::{RpcConnection, Shared};
 use crate::error::Error;
 use crate::message::{
     Call, Close, Disconnect, RawCall, RegisterHandler, RegisterListener, ServerNotification,
-    ServerRequest, UnregisterHandler, UnregisterListeners,
+    ServerRequest, Subscribe, UnregisterHandler, UnregisterListeners,
 };
 use crate::protocol::{ErrorObject, Params};
 use crate::registry::Route;
 use crate::stats::Stats;
+use crate::subscription::Subscription;
 
 /// A cheap, cloneable handle to one [`RpcConnection`].
 ///
@@ -139,6 +141,104 @@ impl Client {
         params: impl Into<Params>,
     ) -> Result<(), Error> {
         self.shared.notify(method.into(), &params.into()).await
+    }
+
+    /// Subscribes: calls `method` with `params` and routes the notifications
+    /// for the subscription id it returns to the [`Subscription`], a stream
+    /// of items decoded as `T` (see [`Subscribe`] for the routing rules).
+    /// `unsubscribe` is the method that ends it, called with the id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use jsonrpc_websocket::{params, Client, Error, SubscriptionItem};
+    ///
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let mut logs = client
+    ///     .subscribe::<serde_json::Value>("eth_subscribe", params!["logs", {}], "eth_unsubscribe")
+    ///     .await?;
+    /// while let Some(SubscriptionItem::Item(log)) = logs.next().await {
+    ///     println!("{log}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The subscribe call's errors; [`Error::InvalidResponse`] when its
+    /// result is not a number or a string.
+    pub async fn subscribe<T>(
+        &self,
+        method: impl Into<Cow<'static, str>>,
+        params: impl Into<Params>,
+        unsubscribe: impl Into<Cow<'static, str>>,
+    ) -> Result<Subscription<T>, Error> {
+        let subscription = self
+            .subscribe_with(Subscribe::new(method, params, unsubscribe))
+            .await?;
+        Ok(subscription.typed())
+    }
+
+    /// Subscribes with a prepared [`Subscribe`]: its own queue capacity and
+    /// overflow policy, or delivery to an actor.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Client, Error, Overflow, Subscribe};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let heads = client
+    ///     .subscribe_with(
+    ///         Subscribe::new("eth_subscribe", params!["newHeads"], "eth_unsubscribe")
+    ///             .overflow(Overflow::KeepLatest),
+    ///     )
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with(&self, subscribe: Subscribe) -> Result<Subscription, Error> {
+        let method = subscribe.method.clone();
+        self.addr
+            .send(subscribe)
+            .await
+            .map_err(|err| not_connected(err, method))?
+    }
+
+    /// Starts a batch: calls and notifications sent as one message, each
+    /// call's outcome in its own typed [`Slot`] (see [`Batch`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Client, Error};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let mut batch = client.batch();
+    /// let sum = batch.call::<i64>("math.add", params![1, 2]);
+    /// let user = batch.call::<serde_json::Value>("users.get", params![7]);
+    /// batch.notify("log.write", params!["a batch"]);
+    /// let mut results = batch.send().await?;
+    /// let sum = results.take(sum)?;       // each entry has its own outcome,
+    /// let user = results.take(user);      // in submission order
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> BatchBuilder<'_> {
+        BatchBuilder {
+            client: self,
+            batch: Batch::new(),
+        }
+    }
+
+    /// Sends a prepared [`Batch`].
+    ///
+    /// # Errors
+    ///
+    /// Only what keeps the whole batch from being sent
+    /// ([`Error::NotConnected`], [`Error::Overloaded`],
+    /// [`Error::MessageTooLarge`], [`Error::InvalidParams`]); each call's own
+    /// outcome is in the results.
+    pub async fn send_batch(&self, batch: Batch) -> Result<BatchResults, Error> {
+        self.addr
+            .send(batch)
+            .await
+            .map_err(|err| not_connected(err, Cow::Borrowed("batch")))?
     }
 
     /// A view of the methods under `prefix`: `client.namespace("app.users")
@@ -315,6 +415,42 @@ fn stopped_without_word() -> Disconnect {
         code: None,
         reason: "the connection stopped".to_owned(),
         clean: false,
+    }
+}
+
+/// A batch being built for one [`Client`]; see [`Client::batch`].
+#[must_use = "a batch does nothing until it is sent"]
+#[derive(Debug)]
+pub struct BatchBuilder<'a> {
+    client: &'a Client,
+    batch: Batch,
+}
+
+impl BatchBuilder<'_> {
+    /// Adds a call; see [`Batch::call`].
+    pub fn call<T>(
+        &mut self,
+        method: impl Into<Cow<'static, str>>,
+        params: impl Into<Params>,
+    ) -> Slot<T> {
+        self.batch.call(method, params)
+    }
+
+    /// Adds a notification; see [`Batch::notify`].
+    pub fn notify(&mut self, method: impl Into<Cow<'static, str>>, params: impl Into<Params>) {
+        self.batch.notify(method, params);
+    }
+
+    /// Sets the batch's timeout; see [`Batch::timeout`].
+    pub fn timeout(&mut self, timeout: std::time::Duration) -> &mut Self {
+        self.batch.timeout(timeout);
+        self
+    }
+
+    /// Sends the batch and waits for every call's outcome; see
+    /// [`Client::send_batch`].
+    pub async fn send(self) -> Result<BatchResults, Error> {
+        self.client.send_batch(self.batch).await
     }
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct Config {
     pub max_server_requests: usize,
     pub listener_capacity: usize,
     pub listener_overflow: Overflow,
+    pub subscription_capacity: usize,
+    pub subscription_overflow: Overflow,
 }
 
 impl Default for Config {
@@ -58,6 +60,8 @@ impl Default for Config {
             max_server_requests: 1024,
             listener_capacity: 1024,
             listener_overflow: Overflow::DropOldest,
+            subscription_capacity: 1024,
+            subscription_overflow: Overflow::DropOldest,
         }
     }
 }

@@ -41,8 +41,14 @@ pub enum Overflow {
     /// missed.
     DropNewest,
     /// Stop delivering: the consumer gets what was queued and then ends
-    /// (a listener is removed), with the overflow logged.
+    /// (a listener is removed, a subscription ends with
+    /// [`SubscriptionEnd::Lagged`](crate::SubscriptionEnd::Lagged)), with the
+    /// overflow logged.
     Close,
+    /// Keep only the newest item (a queue of one, whatever the capacity
+    /// says): for feeds where only the latest value matters (prices, chain
+    /// heads). The next item says how many were replaced.
+    KeepLatest,
 }
 
 /// An item with the number of items dropped just before it.
@@ -66,10 +72,14 @@ pub(crate) enum Pushed {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
+    /// Each item with how many were dropped just before it.
+    items: VecDeque<(T, u64)>,
     capacity: usize,
     overflow: Overflow,
-    /// Dropped since the consumer last took an item.
+    /// Dropped after the last queued item: told with the next one pushed,
+    /// or at the end.
+    missed_at_tail: u64,
+    /// Dropped in all.
     missed: u64,
     /// No more items will come (the sender closed, or overflowed with `Close`).
     closed: bool,
@@ -93,12 +103,16 @@ impl<T> Shared<T> {
 
 /// A bounded queue of at most `capacity` items (at least 1).
 pub(crate) fn channel<T>(capacity: usize, overflow: Overflow) -> (Sender<T>, Receiver<T>) {
-    let capacity = capacity.max(1);
+    let capacity = match overflow {
+        Overflow::KeepLatest => 1,
+        _ => capacity.max(1),
+    };
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             capacity,
             overflow,
+            missed_at_tail: 0,
             missed: 0,
             closed: false,
             receiver_gone: false,
@@ -127,17 +141,25 @@ impl<T> Sender<T> {
                 return Pushed::Closed;
             }
             if state.items.len() < state.capacity {
-                state.items.push_back(item);
+                let before = std::mem::take(&mut state.missed_at_tail);
+                state.items.push_back((item, before));
                 Pushed::Queued
             } else {
                 match state.overflow {
-                    Overflow::DropOldest => {
-                        state.items.pop_front();
-                        state.items.push_back(item);
+                    Overflow::DropOldest | Overflow::KeepLatest => {
+                        // The oldest goes; whoever is first now was preceded
+                        // by it and by what it was preceded by.
+                        let dropped = state.items.pop_front().map_or(0, |(_, m)| m + 1);
+                        let before = std::mem::take(&mut state.missed_at_tail);
+                        state.items.push_back((item, before));
+                        if let Some((_, front)) = state.items.front_mut() {
+                            *front += dropped;
+                        }
                         state.missed += 1;
                         Pushed::Dropped
                     }
                     Overflow::DropNewest => {
+                        state.missed_at_tail += 1;
                         state.missed += 1;
                         Pushed::Dropped
                     }
@@ -165,6 +187,11 @@ impl<T> Sender<T> {
         self.shared.waker.wake();
     }
 
+    /// How many items were dropped in all.
+    pub fn missed(&self) -> u64 {
+        self.shared.lock().missed
+    }
+
     /// Items queued now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -187,8 +214,7 @@ pub(crate) struct Receiver<T> {
 impl<T> Receiver<T> {
     fn take(&self) -> Poll<Option<Delivered<T>>> {
         let mut state = self.shared.lock();
-        if let Some(item) = state.items.pop_front() {
-            let missed = std::mem::take(&mut state.missed);
+        if let Some((item, missed)) = state.items.pop_front() {
             return Poll::Ready(Some(Delivered { item, missed }));
         }
         if state.closed {
@@ -196,6 +222,15 @@ impl<T> Receiver<T> {
         } else {
             Poll::Pending
         }
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Items dropped after the last one delivered, once the queue has ended
+    /// (only [`Overflow::DropNewest`] leaves any; a queue that closed on
+    /// overflow says so by ending).
+    pub fn missed_at_end(&self) -> u64 {
+        self.shared.lock().missed_at_tail
     }
 }
 
@@ -249,6 +284,18 @@ mod tests {
         assert_eq!(drain(&mut rx), delivered(&[(3, 2), (4, 0), (5, 0)]));
         tx.push(6);
         assert_eq!(drain(&mut rx), delivered(&[(6, 0)]));
+        assert_eq!(tx.missed(), 2);
+    }
+
+    #[test]
+    fn keep_latest_keeps_one() {
+        let (tx, mut rx) = channel(100, Overflow::KeepLatest);
+        for i in 1..=5 {
+            tx.push(i);
+        }
+        assert_eq!(drain(&mut rx), delivered(&[(5, 4)]));
+        tx.push(6);
+        assert_eq!(drain(&mut rx), delivered(&[(6, 0)]));
     }
 
     #[test]
@@ -257,9 +304,16 @@ mod tests {
         for i in 1..=5 {
             tx.push(i);
         }
-        assert_eq!(drain(&mut rx), delivered(&[(1, 3), (2, 0)]));
+        // The drops came after 2: the next item pushed says so.
+        assert_eq!(drain(&mut rx), delivered(&[(1, 0), (2, 0)]));
         tx.push(9);
-        assert_eq!(drain(&mut rx), delivered(&[(9, 0)]));
+        assert_eq!(drain(&mut rx), delivered(&[(9, 3)]));
+        tx.push(10);
+        tx.push(11);
+        tx.push(12);
+        drop(tx);
+        assert_eq!(drain(&mut rx), delivered(&[(10, 0), (11, 0)]));
+        assert_eq!(rx.missed_at_end(), 1);
     }
 
     /// Polls the stream to its end with a waker that must never be needed.
@@ -283,7 +337,15 @@ mod tests {
         assert_eq!(tx.push(3), Pushed::Overflowed);
         assert_eq!(tx.push(4), Pushed::Closed);
         assert!(tx.is_closed());
-        assert_eq!(collect_ready(rx), delivered(&[(1, 1), (2, 0)]));
+        assert_eq!(tx.missed(), 1);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut rx = rx;
+        assert!(matches!(
+            Pin::new(&mut rx).poll_next(&mut cx),
+            Poll::Ready(Some(_))
+        ));
+        assert_eq!(rx.missed_at_end(), 0, "the end itself says why");
+        assert_eq!(collect_ready(rx), delivered(&[(2, 0)]));
     }
 
     #[test]

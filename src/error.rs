@@ -26,6 +26,22 @@ impl fmt::Display for CallInfo {
     }
 }
 
+/// Which subscription an error is about: the subscribe method and the id
+/// the server gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// The subscribe method.
+    pub method: Cow<'static, str>,
+    /// The subscription id the server returned.
+    pub id: crate::protocol::Id,
+}
+
+impl fmt::Display for SubscriptionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "subscription {} of '{}'", self.id, self.method)
+    }
+}
+
 /// " while waiting for 'm' (id 1)", or nothing.
 struct Waiting<'a>(&'a Option<CallInfo>);
 
@@ -155,6 +171,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The server answered the batch this call was in, but not this call.
+    #[error("the server's answer to the batch had no response for {call}")]
+    MissingResponse {
+        /// The call left unanswered.
+        call: CallInfo,
+    },
+
     /// A message exceeded the configured size limit. For an inbound message
     /// the connection is closed with code 1009 and every pending call fails
     /// with this error; for an outbound one only that call fails.
@@ -203,6 +226,19 @@ pub enum Error {
         bound: Bound,
         /// The method that was not sent.
         method: Cow<'static, str>,
+    },
+
+    /// A subscription's item could not be decoded as the type asked for; the
+    /// subscription goes on (see [`SubscriptionItem::Invalid`](crate::SubscriptionItem::Invalid)).
+    #[error("could not decode an item of {subscription} as {target}")]
+    ItemDecode {
+        /// The subscription.
+        subscription: Box<SubscriptionInfo>,
+        /// The Rust type asked for.
+        target: &'static str,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
     },
 
     /// A close code or reason that may not be sent (RFC 6455 §7.4): nothing
@@ -284,6 +320,7 @@ impl Error {
     pub fn call(&self) -> Option<&CallInfo> {
         match self {
             Error::Rpc { call, .. }
+            | Error::MissingResponse { call }
             | Error::Timeout { call, .. }
             | Error::InvalidResponse { call, .. }
             | Error::Decode { call, .. } => Some(call),

@@ -79,6 +79,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod batch;
 mod builder;
 mod client;
 mod config;
@@ -89,22 +90,25 @@ mod message;
 mod protocol;
 mod registry;
 mod stats;
+mod subscription;
 
+pub use batch::{Batch, BatchResults, Slot};
 pub use builder::ConnectionBuilder;
-pub use client::{Client, Namespace};
+pub use client::{BatchBuilder, Client, Namespace};
 pub use config::Backpressure;
 pub use connection::{awc_client, awc_connector, RpcConnection};
 #[doc(hidden)]
-pub use connection::{CallReply, NotifyReply};
+pub use connection::{BatchReply, CallReply, NotifyReply, SubscribeReply};
 pub use delivery::Overflow;
 pub use error::{Bound, BoxError, CallInfo, Error};
 pub use message::{
     Call, Close, Disconnect, GetStats, Initiator, Notify, RegisterHandler, RegisterListener,
-    ServerNotification, ServerRequest, UnregisterHandler, UnregisterListeners,
+    ServerNotification, ServerRequest, Subscribe, UnregisterHandler, UnregisterListeners,
 };
 pub use protocol::{codes, ErrorObject, Id, Params, ParamsBuilder};
 pub use registry::Route;
 pub use stats::Stats;
+pub use subscription::{Subscription, SubscriptionEnd, SubscriptionItem, Unsubscribe};
 
 /// Re-exported so that users and this crate name the same `actix` (its
 /// `Addr`, `Recipient` and `System` appear in this crate's API).

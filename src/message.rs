@@ -9,7 +9,6 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
-use bytestring::ByteString;
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -17,9 +16,10 @@ use serde_json::Value;
 
 use crate::delivery::Overflow;
 use crate::error::{CallInfo, Error};
-use crate::protocol::{ErrorObject, Id, Params};
+use crate::protocol::{ErrorObject, Id, Params, RawResult};
 use crate::registry::Route;
 use crate::stats::Stats;
+use crate::subscription::{Subscription, SubscriptionItem};
 
 /// Calls a remote method and waits for its result.
 ///
@@ -141,23 +141,13 @@ pub(crate) struct Reply {
     pub result: RawResult,
 }
 
-/// The raw JSON text of a result, and whether it is known to be a string
-/// without a backslash escape (see [`crate::protocol::decode`]).
-#[derive(Debug, Clone)]
-pub(crate) struct RawResult {
-    pub text: ByteString,
-    pub unescaped: bool,
-}
-
 impl Reply {
     /// Decodes the result into the caller's type.
     pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
-        crate::protocol::decode(&self.result.text, self.result.unescaped).map_err(|source| {
-            Error::Decode {
-                call: self.call,
-                target: std::any::type_name::<T>(),
-                source,
-            }
+        self.result.decode().map_err(|source| Error::Decode {
+            call: self.call,
+            target: std::any::type_name::<T>(),
+            source,
         })
     }
 }
@@ -198,6 +188,119 @@ impl Notify {
 
 impl Message for Notify {
     type Result = Result<(), Error>;
+}
+
+/// Subscribes: calls `method` with `params`, takes the result as the
+/// subscription id, and routes every notification whose
+/// `params.subscription` is that id (compared exactly) to the subscription —
+/// whatever the notification's method, so both the jsonrpsee shape (the
+/// server's own method name) and the Ethereum one (`eth_subscription`) work.
+/// The routing starts in the same turn that reads the answer, and
+/// notifications that arrive before it are held (briefly, bounded) and
+/// delivered after it, so none is lost.
+///
+/// The result is the [`Subscription`] handle. Its items come through its
+/// stream, or, with [`deliver_to`](Self::deliver_to), to an actor.
+///
+/// # Examples
+///
+/// ```
+/// use jsonrpc_websocket::{params, Overflow, RpcConnection, Subscribe};
+///
+/// # async fn demo(addr: actix::Addr<RpcConnection>) -> Result<(), Box<dyn std::error::Error>> {
+/// let prices = addr
+///     .send(
+///         Subscribe::new("subscribe_prices", params!["BTC"], "unsubscribe_prices")
+///             .overflow(Overflow::KeepLatest),
+///     )
+///     .await??;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The subscribe call's errors; [`Error::InvalidResponse`] when its result
+/// is not a number or a string.
+#[must_use = "a Subscribe does nothing until it is sent to the connection"]
+pub struct Subscribe {
+    pub(crate) method: Cow<'static, str>,
+    pub(crate) params: Params,
+    pub(crate) unsubscribe: Cow<'static, str>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) overflow: Option<Overflow>,
+    pub(crate) deliver_to: Option<Recipient<SubscriptionItem>>,
+}
+
+impl Subscribe {
+    /// Subscribes with `method` and `params`; `unsubscribe` is the method
+    /// that ends it (called with the subscription id as its only param).
+    pub fn new(
+        method: impl Into<Cow<'static, str>>,
+        params: impl Into<Params>,
+        unsubscribe: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Subscribe {
+            method: method.into(),
+            params: params.into(),
+            unsubscribe: unsubscribe.into(),
+            timeout: None,
+            capacity: None,
+            overflow: None,
+            deliver_to: None,
+        }
+    }
+
+    /// How long the subscribe call may take. Default: the request timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many items may wait for the subscriber. Default: the
+    /// connection's `subscription_capacity` (1,024).
+    pub fn capacity(mut self, items: usize) -> Self {
+        self.capacity = Some(items.max(1));
+        self
+    }
+
+    /// What a full queue does with one more item. Default: the connection's
+    /// `subscription_overflow` ([`Overflow::DropOldest`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = Some(overflow);
+        self
+    }
+
+    /// Sends the items to this actor (one at a time, the next once it has
+    /// handled the last; a [`SubscriptionItem::Closed`] last) instead of the
+    /// handle's stream. The handle still owns the subscription: dropping it
+    /// unsubscribes.
+    pub fn deliver_to(mut self, recipient: Recipient<SubscriptionItem>) -> Self {
+        self.deliver_to = Some(recipient);
+        self
+    }
+
+    /// The subscribe method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+}
+
+impl std::fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscribe")
+            .field("method", &self.method)
+            .field("params", &self.params)
+            .field("unsubscribe", &self.unsubscribe)
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .field("to an actor", &self.deliver_to.is_some())
+            .finish()
+    }
+}
+
+impl Message for Subscribe {
+    type Result = Result<Subscription, Error>;
 }
 
 /// Closes the connection: sends a close frame (after everything already

@@ -71,6 +71,11 @@ pub struct Stats {
     /// learns how many it missed; see
     /// [`ServerNotification::missed`](crate::ServerNotification::missed)).
     pub notifications_dropped: u64,
+    /// Gauge: live subscriptions.
+    pub subscriptions: u64,
+    /// Subscription items a subscriber's full queue did not take (each
+    /// subscriber learns how many it missed: `SubscriptionItem::Lagged`).
+    pub subscription_items_dropped: u64,
     /// Payload bytes of complete inbound messages.
     pub bytes_received: u64,
     /// Bytes of frames written to the socket (headers included).
@@ -100,6 +105,8 @@ pub(crate) struct Metrics {
     pub handler_panics: AtomicU64,
     pub server_notifications: AtomicU64,
     pub notifications_dropped: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub subscription_items_dropped: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
 }
@@ -137,6 +144,8 @@ impl Metrics {
             handler_panics: get(&self.handler_panics),
             server_notifications: get(&self.server_notifications),
             notifications_dropped: get(&self.notifications_dropped),
+            subscriptions: get(&self.subscriptions),
+            subscription_items_dropped: get(&self.subscription_items_dropped),
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
         }

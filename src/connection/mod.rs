@@ -8,6 +8,7 @@ mod listeners;
 mod outbox;
 mod pending;
 mod session;
+mod subscriptions;
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -32,17 +33,25 @@ use listeners::Listeners;
 use outbox::{Outbox, Refused};
 use pending::{PendingCalls, Responder};
 use session::{Session, WriterEnd, WriterEnded};
+use subscriptions::{Routed, Subscriptions};
 
+use crate::batch::{Batch, BatchResults};
 use crate::config::{Backpressure, Config};
+use crate::delivery::{self, Overflow};
+use crate::error::SubscriptionInfo;
 use crate::error::{Bound, CallInfo, Error};
+use crate::message::Subscribe;
 use crate::message::{
     fit_close_reason, may_send_close_code, Call, Close, Disconnect, GetStats, Initiator, Notify,
-    RawCall, RawResult, RegisterHandler, RegisterListener, Reply, UnregisterHandler,
-    UnregisterListeners,
+    RawCall, RegisterHandler, RegisterListener, Reply, UnregisterHandler, UnregisterListeners,
 };
-use crate::protocol::{self, ErrorObject, Inbound, Message as RpcMessage};
+use crate::protocol::Id;
+use crate::protocol::{self, ErrorObject, Inbound, Message as RpcMessage, RawResult};
 use crate::registry::Registry;
 use crate::stats::{self, Metrics};
+use crate::subscription::{self, Subscription, SubscriptionEnd, SubscriptionItem, Unsubscribe};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// What every handle of a connection shares with the actor: thread-safe,
 /// so a [`Client`](crate::Client) can queue notifications without a
@@ -56,6 +65,8 @@ pub(crate) struct Shared {
     pub request_timeout: Duration,
     pub max_message_size: usize,
     pub backpressure: Backpressure,
+    /// Ids of subscriptions whose handle was dropped.
+    pub dropped_subscriptions: Arc<subscription::Dropped>,
 }
 
 impl Shared {
@@ -209,6 +220,7 @@ pub struct RpcConnection {
     timer: Option<(Instant, SpawnHandle)>,
     requests: ServerRequests,
     listeners: Listeners,
+    subscriptions: Subscriptions,
     /// Cancelled when the actor stops, ending handler tasks still running.
     stopped: tokio_util::sync::CancellationToken,
     /// Held by [`Close`] callers; told the outcome when the actor stops.
@@ -261,6 +273,7 @@ impl RpcConnection {
             request_timeout: config.request_timeout,
             max_message_size: config.max_message_size,
             backpressure: config.backpressure,
+            dropped_subscriptions: Arc::default(),
         });
         let actor_shared = Arc::clone(&shared);
         let addr = RpcConnection::create(move |ctx| {
@@ -292,6 +305,7 @@ impl RpcConnection {
             let config_close_timeout = config.close_timeout;
             RpcConnection {
                 cancellations: pending.cancellations(),
+                subscriptions: Subscriptions::new(Arc::clone(&metrics)),
                 requests: ServerRequests::new(handlers, limits, Arc::clone(&metrics)),
                 listeners: listener_table,
                 config,
@@ -410,6 +424,41 @@ impl RpcConnection {
         }
     }
 
+    /// Ends the subscriptions whose handles were dropped, sends the
+    /// unsubscribe calls owed, and hands held notifications nobody can
+    /// claim any more to the listeners. `task` is woken when more handles
+    /// are dropped.
+    fn end_dropped_subscriptions(
+        &mut self,
+        task: &mut std::task::Context<'_>,
+        ctx: &mut Context<Self>,
+    ) {
+        let dropped = Arc::clone(&self.shared.dropped_subscriptions);
+        while let Poll::Ready(ids) = dropped.poll_drain(task) {
+            for id in ids {
+                self.subscriptions.dropped(&id);
+            }
+        }
+        for (method, id) in self.subscriptions.take_unsubscribes() {
+            // Best effort: nobody waits for the answer, and it is read and
+            // dropped like any other (or the call times out).
+            let params = protocol::Params::from_json(format!("[{id}]"));
+            if let Err(err) = self.start_call(method, &params, None, ctx) {
+                log::debug!("could not unsubscribe {id}: {err}");
+            }
+        }
+        for held in self.subscriptions.release_held() {
+            log::debug!(
+                "a notification for subscription {} matched none; given to the listeners",
+                held.id
+            );
+            self.listeners.tell(protocol::Notification {
+                method: held.method,
+                params: Some(&held.params),
+            });
+        }
+    }
+
     /// Sends waiting calls while there is room for them, in order. `false`
     /// when one is still waiting for room in the outbound queue.
     fn send_waiting(&mut self) -> bool {
@@ -458,19 +507,63 @@ impl RpcConnection {
         };
         match protocol::parse(&text) {
             Inbound::Single(message) => {
-                if let Some(answer) = self.on_rpc_message(message, &text) {
-                    self.send_answer(answer);
+                if let Some(message) = self.refused_batch(message) {
+                    if let Some(answer) = self.on_rpc_message(message, &text) {
+                        self.send_answer(answer);
+                    }
                 }
             }
             Inbound::Batch(messages) => {
+                // The batches of ours this answers: calls of theirs missing
+                // from it fail at once instead of waiting for the timeout.
+                let mut batches: Vec<u64> = Vec::new();
+                for message in &messages {
+                    if let RpcMessage::Response(response) = message {
+                        let batch = response
+                            .id
+                            .as_u64()
+                            .and_then(|id| self.pending.group_of(id));
+                        if let Some(batch) = batch.filter(|b| !batches.contains(b)) {
+                            batches.push(batch);
+                        }
+                    }
+                }
                 let answers: Vec<Answer> = messages
                     .into_iter()
                     .filter_map(|m| self.on_rpc_message(m, &text))
                     .collect();
                 self.send_batch_answer(answers);
+                for batch in batches {
+                    let missing = self.pending.fail_missing(batch);
+                    if missing > 0 {
+                        log::warn!(
+                            "the server's answer to batch {batch} left out {missing} call(s)"
+                        );
+                    }
+                }
             }
             Inbound::Garbage(reason) => self.skip(&reason),
         }
+    }
+
+    /// A lone error with a `null` id while a batch of ours waits with no
+    /// answer at all is the server refusing that batch (servers that do not
+    /// take batches answer so): every call in it fails with that error.
+    /// Returns the message when it is not that.
+    fn refused_batch<'a>(&mut self, message: RpcMessage<'a>) -> Option<RpcMessage<'a>> {
+        if let RpcMessage::Response(response) = &message {
+            if let (true, Err(error)) = (response.id.is_null(), &response.outcome) {
+                if let Some(batch) = self.pending.oldest_unanswered_batch() {
+                    log::warn!("the server refused batch {batch}: {error}");
+                    self.pending.fail_batch(batch, |call| Error::Rpc {
+                        call,
+                        error: Box::new(error.clone()),
+                    });
+                    return None;
+                }
+            }
+        }
+        Some(message)
     }
 
     /// Handles one JSON-RPC object; returns the answer owed, if any.
@@ -514,7 +607,15 @@ impl RpcConnection {
             }
             RpcMessage::Request(request) => Some(self.requests.route(request)),
             RpcMessage::Notification(notification) => {
-                self.listeners.tell(notification);
+                match self
+                    .subscriptions
+                    .route(&notification.method, notification.params, text)
+                {
+                    Routed::NotOurs => self.listeners.tell(notification),
+                    Routed::Delivered | Routed::Held => {
+                        stats::add(&self.metrics().server_notifications, 1);
+                    }
+                }
                 None
             }
             RpcMessage::InvalidRequest { id, reason } => {
@@ -612,6 +713,10 @@ impl RpcConnection {
         if failed > 0 {
             log::debug!("{failed} pending call(s) failed: {error}");
         }
+        self.subscriptions
+            .close_all(&SubscriptionEnd::Disconnected {
+                reason: ending.to_string(),
+            });
         self.ending = Some(ending);
         let flushed = match close {
             Some((code, reason)) => {
@@ -783,6 +888,7 @@ impl ActorFuture<RpcConnection> for Housekeeping {
             act.abandoned(ctx);
         }
         act.cancel_abandoned_calls(task);
+        act.end_dropped_subscriptions(task, ctx);
         if act.pending.unsent() > 0 && !act.send_waiting() {
             // Woken when the writer frees room in the outbound queue.
             act.shared.outbox.register_room_waker(task);
@@ -1027,6 +1133,399 @@ impl MessageResponse<RpcConnection, RawCall> for CallReply<RawCall> {
         tx: Option<OneshotSender<Result<Reply, Error>>>,
     ) {
         self.deliver(tx, |tx| Box::new(Raw(tx)));
+    }
+}
+
+impl RpcConnection {
+    /// Registers a batch's calls and queues its one frame; returns their ids
+    /// in submission order.
+    fn start_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) -> Result<Vec<u64>, Error> {
+        let method = || Cow::Borrowed("batch");
+        if self.state != State::Open {
+            return Err(Error::NotConnected { method: method() });
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let notifications = batch.entries.len() - batch.calls;
+        let max_in_flight = self.config.max_in_flight;
+        if self.pending.sent() + batch.calls > max_in_flight {
+            for id in self.cancellations.take() {
+                self.pending.cancel(id);
+            }
+            if self.pending.sent() + batch.calls > max_in_flight {
+                stats::add(&self.metrics().overloaded, 1);
+                return Err(Error::Overloaded {
+                    bound: Bound::InFlight(max_in_flight),
+                    method: method(),
+                });
+            }
+        }
+        let size: usize = batch
+            .entries
+            .iter()
+            .map(|e| 48 + e.method.len() + e.params.to_json().map_or(0, str::len))
+            .sum();
+        let mut buf = frames::frame_buffer(size + 2);
+        let mut calls = Vec::with_capacity(batch.calls);
+        let mut id = self.next_id;
+        buf.push(b'[');
+        for (i, entry) in batch.entries.into_iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            let params = entry.params.wire().map_err(|reason| Error::InvalidParams {
+                method: entry.method.clone(),
+                reason: reason.to_owned(),
+            })?;
+            if entry.call {
+                protocol::write_request(&mut buf, Some(id), &entry.method, params);
+                calls.push(CallInfo {
+                    method: entry.method,
+                    id,
+                });
+                id += 1;
+            } else {
+                protocol::write_request(&mut buf, None, &entry.method, params);
+            }
+        }
+        buf.push(b']');
+        let size = buf.len() - frames::HEADER_ROOM;
+        let limit = self.config.max_message_size;
+        if size > limit {
+            return Err(Error::MessageTooLarge {
+                size: size as u64,
+                limit,
+                inbound: false,
+                call: None,
+            });
+        }
+        let frame = frames::seal(buf, actix_http::ws::OpCode::Text);
+        match self.shared.outbox.try_push(&frame) {
+            Ok(()) => {}
+            Err(Refused::Full) if self.config.backpressure == Backpressure::Wait => {
+                // The calls are registered now, so no answer can overtake
+                // them; the frame waits its turn for room.
+                stats::add(&self.metrics().backpressure_waits, 1);
+                let outbox = Arc::clone(&self.shared.outbox);
+                actix::spawn(async move {
+                    let _ = outbox.push(frame).await;
+                });
+            }
+            Err(Refused::Full) => {
+                stats::add(&self.metrics().overloaded, 1);
+                return Err(Error::Overloaded {
+                    bound: Bound::QueuedBytes(self.shared.outbox.limit()),
+                    method: method(),
+                });
+            }
+            Err(Refused::Closed) => return Err(Error::NotConnected { method: method() }),
+        }
+        let ids: Vec<u64> = calls.iter().map(|call| call.id).collect();
+        stats::add(&self.metrics().calls_sent, ids.len() as u64);
+        stats::add(&self.metrics().notifications_sent, notifications as u64);
+        self.next_id = id;
+        if !calls.is_empty() {
+            let timeout = batch.timeout.unwrap_or(self.config.request_timeout);
+            let deadline = self.pending.insert_batch(calls, Instant::now(), timeout);
+            self.arm_timer(deadline, ctx);
+        }
+        Ok(ids)
+    }
+}
+
+impl Handler<Batch> for RpcConnection {
+    type Result = BatchReply;
+
+    fn handle(&mut self, batch: Batch, ctx: &mut Self::Context) -> Self::Result {
+        BatchReply {
+            started: self
+                .start_batch(batch, ctx)
+                .map(|ids| (self.pending.clone(), ids)),
+        }
+    }
+}
+
+/// The connection's answer to a [`Batch`]: one responder per call, all
+/// filling one [`BatchResults`] sent when the last is in.
+#[doc(hidden)]
+pub struct BatchReply {
+    started: Result<(PendingCalls, Vec<u64>), Error>,
+}
+
+/// Collects the outcomes of one batch's calls.
+struct Collector {
+    tx: Option<OneshotSender<Result<BatchResults, Error>>>,
+    outcomes: Vec<Option<Result<Reply, Error>>>,
+    left: usize,
+}
+
+/// Tells one call's outcome to its batch's collector.
+struct BatchSlot {
+    collector: Rc<RefCell<Collector>>,
+    index: usize,
+}
+
+impl Responder for BatchSlot {
+    fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
+        let mut collector = self.collector.borrow_mut();
+        if let Some(slot) = collector.outcomes.get_mut(self.index) {
+            *slot = Some(outcome);
+        }
+        collector.left -= 1;
+        if collector.left == 0 {
+            let outcomes = std::mem::take(&mut collector.outcomes);
+            if let Some(tx) = collector.tx.take() {
+                // NOTE: the caller may have stopped waiting; that is normal.
+                let _ = tx.send(Ok(BatchResults::new(outcomes)));
+            }
+        }
+    }
+    fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.collector.borrow_mut().tx.as_mut() {
+            Some(tx) => tx.poll_closed(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl MessageResponse<RpcConnection, Batch> for BatchReply {
+    fn handle(
+        self,
+        _: &mut Context<RpcConnection>,
+        tx: Option<OneshotSender<Result<BatchResults, Error>>>,
+    ) {
+        let Some(tx) = tx else { return };
+        match self.started {
+            Err(error) => {
+                let _ = tx.send(Err(error));
+            }
+            Ok((_, ids)) if ids.is_empty() => {
+                let _ = tx.send(Ok(BatchResults::new(Vec::new())));
+            }
+            Ok((pending, ids)) => {
+                let collector = Rc::new(RefCell::new(Collector {
+                    tx: Some(tx),
+                    outcomes: ids.iter().map(|_| None).collect(),
+                    left: ids.len(),
+                }));
+                for (index, id) in ids.into_iter().enumerate() {
+                    let slot = BatchSlot {
+                        collector: Rc::clone(&collector),
+                        index,
+                    };
+                    pending.attach(id, Box::new(slot));
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Subscribe> for RpcConnection {
+    type Result = SubscribeReply;
+
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        let pending = self.subscriptions.begin();
+        let started = self
+            .start_call(msg.method.clone(), &msg.params, msg.timeout, ctx)
+            .map(|id| (self.pending.clone(), id));
+        SubscribeReply {
+            started,
+            request: Some(SubscribeRequest {
+                method: msg.method,
+                unsubscribe: msg.unsubscribe,
+                capacity: msg.capacity.unwrap_or(self.config.subscription_capacity),
+                overflow: msg.overflow.unwrap_or(self.config.subscription_overflow),
+                deliver_to: msg.deliver_to,
+                subscriptions: self.subscriptions.clone(),
+                control: ctx.address().recipient(),
+                dropped: Arc::clone(&self.shared.dropped_subscriptions),
+                _pending: pending,
+            }),
+        }
+    }
+}
+
+/// What a subscribe call needs once its answer is read.
+struct SubscribeRequest {
+    method: Cow<'static, str>,
+    unsubscribe: Cow<'static, str>,
+    capacity: usize,
+    overflow: Overflow,
+    deliver_to: Option<Recipient<SubscriptionItem>>,
+    subscriptions: Subscriptions,
+    control: Recipient<Unsubscribe>,
+    dropped: Arc<subscription::Dropped>,
+    /// Holds notifications for unknown subscriptions back while it lives.
+    _pending: subscriptions::PendingSubscribe,
+}
+
+impl SubscribeRequest {
+    /// Registers the subscription the server answered with, in the turn
+    /// that read the answer (so no later notification misses its route).
+    fn subscribed(self, reply: Reply) -> Result<Subscription, Error> {
+        let Some(id) = Id::from_json(&reply.result.text).filter(|id| !id.is_null()) else {
+            return Err(Error::InvalidResponse {
+                call: reply.call,
+                reason: format!(
+                    "a subscription id must be a number or a string, not {}",
+                    reply.result.text
+                ),
+            });
+        };
+        let (queue, items) = delivery::channel(self.capacity, self.overflow);
+        let shared = Arc::new(subscription::Shared {
+            end: std::sync::OnceLock::new(),
+        });
+        self.subscriptions.register(
+            id.clone(),
+            subscriptions::Route {
+                queue,
+                shared: Arc::clone(&shared),
+                unsubscribe: self.unsubscribe,
+            },
+        );
+        let items = match self.deliver_to {
+            Some(recipient) => {
+                deliver_to_actor(items, Arc::clone(&shared), recipient);
+                None
+            }
+            None => Some(items),
+        };
+        let info = SubscriptionInfo {
+            method: self.method,
+            id,
+        };
+        Ok(Subscription::new(
+            info,
+            shared,
+            items,
+            self.control,
+            self.dropped,
+        ))
+    }
+}
+
+/// Sends a subscription's items to an actor, one at a time, then its end.
+fn deliver_to_actor(
+    mut items: delivery::Receiver<subscription::Notice>,
+    shared: Arc<subscription::Shared>,
+    recipient: Recipient<SubscriptionItem>,
+) {
+    actix::spawn(async move {
+        use futures_util::StreamExt as _;
+        while let Some(delivered) = items.next().await {
+            if delivered.missed > 0 {
+                let lagged = SubscriptionItem::Lagged {
+                    missed: delivered.missed,
+                };
+                if recipient.send(lagged).await.is_err() {
+                    return;
+                }
+            }
+            let subscription::Notice::Item(raw) = delivered.item;
+            let item = match raw.decode::<serde_json::Value>() {
+                Ok(value) => SubscriptionItem::Item(value),
+                Err(err) => {
+                    log::warn!("a subscription item is not JSON a Value can hold: {err}");
+                    continue;
+                }
+            };
+            if recipient.send(item).await.is_err() {
+                return;
+            }
+        }
+        let missed = items.missed_at_end();
+        if missed > 0
+            && recipient
+                .send(SubscriptionItem::Lagged { missed })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let end = shared
+            .end
+            .get()
+            .cloned()
+            .unwrap_or(SubscriptionEnd::Unsubscribed);
+        let _ = recipient.send(SubscriptionItem::Closed(end)).await;
+    });
+}
+
+/// Tells a subscribe call's caller its [`Subscription`].
+struct Subscribing {
+    tx: OneshotSender<Result<Subscription, Error>>,
+    request: SubscribeRequest,
+}
+
+impl Responder for Subscribing {
+    fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
+        let Subscribing { tx, request } = *self;
+        let outcome = outcome.and_then(|reply| request.subscribed(reply));
+        // NOTE: a caller that has gone drops the handle with the error
+        // value, which unsubscribes.
+        let _ = tx.send(outcome);
+    }
+    fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.tx.poll_closed(cx)
+    }
+}
+
+/// The connection's answer to a [`Subscribe`]; see [`CallReply`].
+#[doc(hidden)]
+pub struct SubscribeReply {
+    started: Result<(PendingCalls, u64), Error>,
+    request: Option<SubscribeRequest>,
+}
+
+impl MessageResponse<RpcConnection, Subscribe> for SubscribeReply {
+    fn handle(
+        self,
+        _: &mut Context<RpcConnection>,
+        tx: Option<OneshotSender<Result<Subscription, Error>>>,
+    ) {
+        let Some(tx) = tx else { return };
+        match (self.started, self.request) {
+            (Ok((pending, id)), Some(request)) => {
+                pending.attach(id, Box::new(Subscribing { tx, request }));
+            }
+            (Err(error), _) => {
+                let _ = tx.send(Err(error));
+            }
+            (Ok(_), None) => {}
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for RpcConnection {
+    type Result = CallReply<Call<serde_json::Value>>;
+
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
+        let method = match self
+            .subscriptions
+            .remove(&msg.id, SubscriptionEnd::Unsubscribed)
+        {
+            Some(route) => route.unsubscribe,
+            None => Cow::Borrowed("unsubscribe"),
+        };
+        let params = protocol::Params::from_json(format!("[{}]", msg.id));
+        CallReply {
+            started: self
+                .start_call(method, &params, None, ctx)
+                .map(|id| (self.pending.clone(), id)),
+            message: PhantomData,
+        }
+    }
+}
+
+impl MessageResponse<RpcConnection, Unsubscribe> for CallReply<Call<serde_json::Value>> {
+    fn handle(
+        self,
+        _: &mut Context<RpcConnection>,
+        tx: Option<OneshotSender<Result<serde_json::Value, Error>>>,
+    ) {
+        self.deliver(tx, |tx| Box::new(Decoding(tx)));
     }
 }
 

@@ -27,8 +27,9 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 
 use crate::error::{CallInfo, Error};
-use crate::message::{RawResult, Reply};
+use crate::message::Reply;
 use crate::protocol::ErrorObject;
+use crate::protocol::RawResult;
 use crate::stats::{self, Metrics};
 
 /// Told the outcome of one call, once.
@@ -48,6 +49,8 @@ struct Entry {
     responder: Option<Box<dyn Responder>>,
     /// The frame of a call not sent yet.
     unsent: Option<Bytes>,
+    /// The batch the call was sent in (the id of its first call).
+    group: Option<u64>,
 }
 
 impl Entry {
@@ -138,6 +141,8 @@ struct Inner {
     unsent: VecDeque<u64>,
     /// How many entries are unsent.
     unsent_count: usize,
+    /// Batches with calls still pending, by the id of their first call.
+    groups: HashMap<u64, Group, BuildHasherDefault<IdHasher>>,
     metrics: Arc<Metrics>,
     cancellations: Arc<Cancellations>,
     /// Entries `expire` has looked at, for the test that keeps it from
@@ -146,10 +151,25 @@ struct Inner {
     examined: usize,
 }
 
+/// The calls of one batch.
+struct Group {
+    ids: Vec<u64>,
+    /// How many are still pending.
+    left: usize,
+}
+
 impl Inner {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
         self.deadlines.remove(&(entry.deadline, id));
+        if let Some(group) = entry.group {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.left -= 1;
+                if g.left == 0 {
+                    self.groups.remove(&group);
+                }
+            }
+        }
         if entry.unsent.is_some() {
             self.unsent_count -= 1;
             if self.unsent.len() > 2 * self.unsent_count + 16 {
@@ -188,6 +208,7 @@ impl Inner {
                 call,
                 responder: None,
                 unsent,
+                group: None,
             },
         );
         self.update_gauges();
@@ -210,6 +231,7 @@ impl PendingCalls {
                 deadlines: BTreeSet::new(),
                 unsent: VecDeque::new(),
                 unsent_count: 0,
+                groups: HashMap::default(),
                 metrics,
                 cancellations: Arc::default(),
                 #[cfg(test)]
@@ -271,6 +293,65 @@ impl PendingCalls {
         deadline
     }
 
+    /// Registers the calls of one batch, sent together with one deadline;
+    /// returns that deadline. The batch is known by its first call's id.
+    pub fn insert_batch(&self, calls: Vec<CallInfo>, now: Instant, timeout: Duration) -> Instant {
+        let deadline = deadline(now, timeout);
+        let mut inner = self.inner.borrow_mut();
+        let Some(group) = calls.first().map(|call| call.id) else {
+            return deadline;
+        };
+        let ids: Vec<u64> = calls.iter().map(|call| call.id).collect();
+        for call in calls {
+            let id = call.id;
+            inner.insert(call, deadline, timeout, None);
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.group = Some(group);
+            }
+        }
+        let left = ids.len();
+        inner.groups.insert(group, Group { ids, left });
+        deadline
+    }
+
+    /// The batch call `id` was sent in, if it is pending and was in one.
+    pub fn group_of(&self, id: u64) -> Option<u64> {
+        self.inner.borrow().entries.get(&id).and_then(|e| e.group)
+    }
+
+    /// Fails the calls of batch `group` still pending: the server's answer
+    /// to the batch has come without them.
+    pub fn fail_missing(&self, group: u64) -> usize {
+        let ids = match self.inner.borrow_mut().groups.remove(&group) {
+            Some(g) => g.ids,
+            None => return 0,
+        };
+        ids.into_iter()
+            .filter(|&id| self.fail(id, |call| Error::MissingResponse { call }))
+            .count()
+    }
+
+    /// The oldest batch none of whose calls has been answered: the one a
+    /// lone error with a `null` id most likely answers.
+    pub fn oldest_unanswered_batch(&self) -> Option<u64> {
+        let inner = self.inner.borrow();
+        inner
+            .groups
+            .iter()
+            .filter(|(_, g)| g.left == g.ids.len())
+            .map(|(&group, _)| group)
+            .min()
+    }
+
+    /// Fails every call of batch `group` with an error made from its call.
+    pub fn fail_batch(&self, group: u64, error: impl Fn(CallInfo) -> Error) -> usize {
+        let ids = match self.inner.borrow_mut().groups.remove(&group) {
+            Some(g) => g.ids,
+            None => return 0,
+        };
+        ids.into_iter().filter(|&id| self.fail(id, &error)).count()
+    }
+
     /// The oldest unsent call: its id and frame.
     pub fn next_unsent(&self) -> Option<(u64, Bytes)> {
         let mut inner = self.inner.borrow_mut();
@@ -320,9 +401,28 @@ impl PendingCalls {
         }
     }
 
-    /// Frees the entry of call `id` if its caller has stopped waiting;
-    /// returns whether it did.
+    /// Frees the entry of call `id` if its caller has stopped waiting (and
+    /// every other call of its batch, which share that caller); returns
+    /// whether it did.
     pub fn cancel(&self, id: u64) -> bool {
+        let group = self.group_of(id);
+        let cancelled = self.cancel_one(id);
+        if let (true, Some(group)) = (cancelled, group) {
+            let ids = self
+                .inner
+                .borrow()
+                .groups
+                .get(&group)
+                .map(|g| g.ids.clone())
+                .unwrap_or_default();
+            for other in ids {
+                self.cancel_one(other);
+            }
+        }
+        cancelled
+    }
+
+    fn cancel_one(&self, id: u64) -> bool {
         let mut inner = self.inner.borrow_mut();
         let gone = match inner.entries.get_mut(&id) {
             Some(entry) => entry.responder.as_mut().is_some_and(|r| {
@@ -405,6 +505,7 @@ impl PendingCalls {
             inner.deadlines.clear();
             inner.unsent.clear();
             inner.unsent_count = 0;
+            inner.groups.clear();
             let entries = inner.entries.drain().map(|(_, e)| e).collect();
             inner.update_gauges();
             entries
@@ -685,6 +786,59 @@ mod tests {
         }
         assert!(table.inner.borrow().unsent.len() < 100);
         assert_eq!(table.next_unsent().map(|(id, _)| id), Some(0));
+    }
+
+    #[test]
+    fn a_batch_answer_without_some_calls_fails_only_those() {
+        let (table, _) = table();
+        let now = Instant::now();
+        let mut receivers = Vec::new();
+        let calls: Vec<CallInfo> = (10..13).map(call).collect();
+        table.insert_batch(calls, now, Duration::from_secs(5));
+        for id in 10..13 {
+            let (tx, rx) = oneshot::channel();
+            table.attach(id, Box::new(Channel(tx)));
+            receivers.push(rx);
+        }
+        assert_eq!(table.group_of(11), Some(10));
+        assert_eq!(table.oldest_unanswered_batch(), Some(10));
+        assert!(table.complete(11, Ok(raw("1"))));
+        assert_eq!(table.oldest_unanswered_batch(), None, "one was answered");
+        assert_eq!(table.fail_missing(10), 2);
+        assert!(table.is_empty());
+        let errors: Vec<String> = [0, 2]
+            .iter()
+            .map(|&i| {
+                receivers[i]
+                    .try_recv()
+                    .unwrap()
+                    .unwrap()
+                    .unwrap_err()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "the server's answer to the batch had no response for 'm10' (id 10)",
+                "the server's answer to the batch had no response for 'm12' (id 12)"
+            ]
+        );
+        assert!(table.inner.borrow().groups.is_empty());
+    }
+
+    #[test]
+    fn batch_groups_do_not_outlive_their_calls() {
+        let (table, _) = table();
+        let now = Instant::now();
+        table.insert_batch((1..4).map(call).collect(), now, Duration::from_millis(5));
+        for id in 1..4 {
+            assert!(table.complete(id, Ok(raw("1"))));
+        }
+        assert!(table.inner.borrow().groups.is_empty());
+        table.insert_batch((4..6).map(call).collect(), now, Duration::from_millis(5));
+        assert_eq!(table.expire(now + Duration::from_secs(1)).0, 2);
+        assert!(table.inner.borrow().groups.is_empty());
     }
 
     #[test]

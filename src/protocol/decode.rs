@@ -8,12 +8,30 @@
 //! `str` by [`PlainString`], which answers exactly as serde_json's own
 //! deserializer would for a string token and hands everything else to it.
 
+use bytestring::ByteString;
 use serde::de::{DeserializeOwned, Deserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
 /// serde_json's marker for `RawValue`, which must see serde_json's own
 /// deserializer (it captures the raw text).
 const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// The raw JSON text of a result (a slice of the message it came in), and
+/// whether the scan that found it knows it is a string without a backslash.
+#[derive(Debug, Clone)]
+pub struct RawResult {
+    /// The JSON text.
+    pub text: ByteString,
+    /// A string without a backslash escape (`false`: unknown).
+    pub unescaped: bool,
+}
+
+impl RawResult {
+    /// Decodes the text into `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        decode(&self.text, self.unescaped)
+    }
+}
 
 /// Decodes `text` (one JSON value) into `T`. `unescaped`: `text` is known
 /// to be a JSON string without a backslash (so that need not be checked).

@@ -10,9 +10,9 @@ mod error_object;
 mod id;
 mod inbound;
 mod params;
-mod scan;
+pub(crate) mod scan;
 
-pub use decode::decode;
+pub use decode::RawResult;
 pub use error_object::ErrorObject;
 pub use id::Id;
 pub use inbound::{parse, Inbound, Message, Notification, Request};

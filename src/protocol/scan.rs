@@ -28,10 +28,56 @@ pub(crate) struct Fields<'a> {
 
 /// The members of the JSON object that is the whole of `text`.
 pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
+    const KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+    let [jsonrpc, id, method, params, result, error] = whole_object(text, KEYS)?;
+    Some(Fields {
+        jsonrpc: jsonrpc.map(|m| m.text),
+        id: id.map(|m| m.text),
+        method: method.map(|m| m.text),
+        params: params.map(|m| m.text),
+        result: result.map(|m| m.text),
+        error: error.map(|m| m.text),
+        result_unescaped: result.is_some_and(|m| m.unescaped),
+    })
+}
+
+/// The members of a subscription notification's params:
+/// `{"subscription": .., "result": ..}` or `{"subscription": .., "error": ..}`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SubscriptionParams<'a> {
+    pub subscription: Option<&'a str>,
+    pub result: Option<&'a str>,
+    pub result_unescaped: bool,
+    pub error: Option<&'a str>,
+}
+
+/// The subscription members of `params`, when it is one JSON object.
+pub(crate) fn subscription_params(params: &str) -> Option<SubscriptionParams<'_>> {
+    let [subscription, result, error] = whole_object(params, ["subscription", "result", "error"])?;
+    Some(SubscriptionParams {
+        subscription: subscription.map(|m| m.text),
+        result: result.map(|m| m.text),
+        result_unescaped: result.is_some_and(|m| m.unescaped),
+        error: error.map(|m| m.text),
+    })
+}
+
+/// A member's raw text, and whether it is a string without a backslash.
+#[derive(Debug, Clone, Copy)]
+struct Member<'a> {
+    text: &'a str,
+    unescaped: bool,
+}
+
+/// The members named `keys` of the object that is the whole of `text`.
+fn whole_object<'a, const N: usize>(
+    text: &'a str,
+    keys: [&str; N],
+) -> Option<[Option<Member<'a>>; N]> {
     let bytes = text.as_bytes();
     let start = skip_ws(bytes, 0);
-    let (fields, end) = members(text, start)?;
-    (skip_ws(bytes, end) == bytes.len()).then_some(fields)
+    let (found, end) = members(text, start, keys)?;
+    (skip_ws(bytes, end) == bytes.len()).then_some(found)
 }
 
 /// The elements of the JSON array that is the whole of `text`, as raw text.
@@ -63,16 +109,21 @@ pub(crate) fn array(text: &str) -> Option<Vec<&str>> {
     (skip_ws(bytes, i) == bytes.len()).then_some(items)
 }
 
-/// The members of the object starting at `start`, and where it ends.
-fn members(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
+/// The members named `keys` of the object starting at `start`, and where
+/// the object ends. Other members are crossed and ignored.
+fn members<'a, const N: usize>(
+    text: &'a str,
+    start: usize,
+    keys: [&str; N],
+) -> Option<([Option<Member<'a>>; N], usize)> {
     let bytes = text.as_bytes();
     if bytes.get(start) != Some(&b'{') {
         return None;
     }
-    let mut fields = Fields::default();
+    let mut found = [None; N];
     let mut i = skip_ws(bytes, start + 1);
     if bytes.get(i) == Some(&b'}') {
-        return Some((fields, i + 1));
+        return Some((found, i + 1));
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
@@ -92,25 +143,19 @@ fn members(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
             Some(b'"') => string_escaped(bytes, i).map(|(end, escaped)| (end, !escaped))?,
             _ => (value(bytes, i)?, false),
         };
-        if key == "result" {
-            fields.result_unescaped = unescaped;
-        }
-        let slot = match key {
-            "jsonrpc" => &mut fields.jsonrpc,
-            "id" => &mut fields.id,
-            "method" => &mut fields.method,
-            "params" => &mut fields.params,
-            "result" => &mut fields.result,
-            "error" => &mut fields.error,
-            _ => &mut None,
-        };
-        if slot.replace(&text[i..end]).is_some() {
-            return None;
+        if let Some(slot) = keys.iter().position(|k| *k == key) {
+            let member = Member {
+                text: &text[i..end],
+                unescaped,
+            };
+            if found[slot].replace(member).is_some() {
+                return None;
+            }
         }
         i = skip_ws(bytes, end);
         match bytes.get(i)? {
             b',' => i = skip_ws(bytes, i + 1),
-            b'}' => return Some((fields, i + 1)),
+            b'}' => return Some((found, i + 1)),
             _ => return None,
         }
     }
@@ -242,6 +287,25 @@ mod tests {
         ] {
             assert_eq!(object(text), None, "{text:?}");
         }
+    }
+
+    #[test]
+    fn subscription_params_are_located() {
+        let p = subscription_params(r#"{"result":"0xab","subscription":"0x1"}"#).unwrap();
+        assert_eq!(
+            (p.subscription, p.result, p.result_unescaped, p.error),
+            (Some(r#""0x1""#), Some(r#""0xab""#), true, None)
+        );
+        let closed = subscription_params(r#"{"subscription":7,"error":{"code":1}}"#).unwrap();
+        assert_eq!(
+            (closed.subscription, closed.error),
+            (Some("7"), Some(r#"{"code":1}"#))
+        );
+        assert_eq!(subscription_params("[1]"), None);
+        assert_eq!(
+            subscription_params(r#"{"a":1}"#).unwrap().subscription,
+            None
+        );
     }
 
     #[test]

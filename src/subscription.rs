@@ -1,0 +1,365 @@
+//! Subscriptions: a server's stream of notifications for one subscribe call,
+//! as a [`Subscription`] handle that is a `Stream` (or whose items go to an
+//! actor), bounded with an explicit policy for a subscriber that falls
+//! behind.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use actix::{Message, Recipient};
+use futures_util::task::AtomicWaker;
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::delivery::{Delivered, Receiver};
+use crate::error::{Error, SubscriptionInfo};
+use crate::protocol::{Id, RawResult};
+
+/// What a subscription yields, in order.
+///
+/// A stream of [`Subscription<T>`] yields items decoded as `T`; an actor
+/// registered with [`Subscribe::deliver_to`](crate::Subscribe::deliver_to)
+/// gets `SubscriptionItem<Value>` messages, the last of them
+/// [`Closed`](Self::Closed).
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use jsonrpc_websocket::{params, Client, Error, SubscriptionItem};
+///
+/// # async fn demo(client: Client) -> Result<(), Error> {
+/// let mut heads = client
+///     .subscribe::<serde_json::Value>("eth_subscribe", params!["newHeads"], "eth_unsubscribe")
+///     .await?;
+/// while let Some(item) = heads.next().await {
+///     match item {
+///         SubscriptionItem::Item(head) => println!("head {}", head["number"]),
+///         SubscriptionItem::Lagged { missed } => eprintln!("missed {missed} heads; backfill"),
+///         other => eprintln!("{other:?}"),
+///     }
+/// }
+/// println!("ended: {:?}", heads.close_reason());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SubscriptionItem<T = Value> {
+    /// One notification's `result`.
+    Item(T),
+    /// The subscriber's queue was full: this many items were dropped just
+    /// before the next one (policies [`Overflow::DropOldest`] and
+    /// [`Overflow::KeepLatest`](crate::Overflow::KeepLatest)).
+    ///
+    /// [`Overflow::DropOldest`]: crate::Overflow::DropOldest
+    Lagged {
+        /// How many items were dropped.
+        missed: u64,
+    },
+    /// A notification whose result could not be decoded as `T`
+    /// ([`Error::ItemDecode`]); the subscription goes on.
+    Invalid(Error),
+    /// The subscription ended (only sent to an actor, as its last message;
+    /// a stream ends instead, and [`Subscription::close_reason`] says why).
+    Closed(SubscriptionEnd),
+}
+
+impl<T: 'static> Message for SubscriptionItem<T> {
+    type Result = ();
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubscriptionEnd {
+    /// We unsubscribed: [`Subscription::unsubscribe`], or the handle was
+    /// dropped.
+    Unsubscribed,
+    /// The server ended it with a notification carrying an `error` (its raw
+    /// JSON text).
+    ServerClosed {
+        /// The `error` member of the server's last notification.
+        error: String,
+    },
+    /// The subscriber fell behind and its overflow policy is
+    /// [`Overflow::Close`](crate::Overflow::Close).
+    Lagged {
+        /// How many items it missed.
+        missed: u64,
+    },
+    /// The connection ended (closed by either side, or lost).
+    Disconnected {
+        /// How it ended.
+        reason: String,
+    },
+}
+
+impl fmt::Display for SubscriptionEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubscriptionEnd::Unsubscribed => f.write_str("unsubscribed"),
+            SubscriptionEnd::ServerClosed { error } => {
+                write!(f, "closed by the server: {error}")
+            }
+            SubscriptionEnd::Lagged { missed } => {
+                write!(
+                    f,
+                    "closed after the subscriber fell behind ({missed} missed)"
+                )
+            }
+            SubscriptionEnd::Disconnected { reason } => write!(f, "disconnected: {reason}"),
+        }
+    }
+}
+
+/// Ends a subscription: local routing stops at once, the server is sent the
+/// unsubscribe call, and its answer is returned. Sent by
+/// [`Subscription::unsubscribe`].
+#[derive(Debug)]
+pub struct Unsubscribe {
+    pub(crate) id: Id,
+}
+
+impl Message for Unsubscribe {
+    type Result = Result<Value, Error>;
+}
+
+/// What travels through a subscription's queue.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    Item(RawResult),
+}
+
+/// Ids of subscriptions whose handle was dropped, queued from any thread for
+/// the connection to unsubscribe.
+#[derive(Default)]
+pub(crate) struct Dropped {
+    ids: Mutex<Vec<Id>>,
+    waker: AtomicWaker,
+}
+
+impl Dropped {
+    fn push(&self, id: Id) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        self.waker.wake();
+    }
+
+    /// Takes the queued ids, or registers `cx` to hear of the next.
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Vec<Id>> {
+        let take = || std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+        let ids = take();
+        if !ids.is_empty() {
+            return Poll::Ready(ids);
+        }
+        self.waker.register(cx.waker());
+        let ids = take();
+        if ids.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(ids)
+        }
+    }
+}
+
+/// What a subscription's handle shares with its route in the connection.
+pub(crate) struct Shared {
+    /// Set once, by whatever ends the subscription.
+    pub end: OnceLock<SubscriptionEnd>,
+}
+
+/// The control half of a subscription: its id, and what dropping it does.
+struct Handle {
+    info: SubscriptionInfo,
+    shared: Arc<Shared>,
+    /// Keeps the connection alive while the subscription lives; carries
+    /// [`Unsubscribe`].
+    control: Recipient<Unsubscribe>,
+    dropped: Arc<Dropped>,
+    /// `false` once unsubscribed: dropping then does nothing more.
+    live: bool,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.live && self.shared.end.get().is_none() {
+            // NOTE: best effort and without waiting: the connection removes
+            // the route and sends the unsubscribe call on its next turn.
+            self.dropped.push(self.info.id.clone());
+        }
+    }
+}
+
+/// A live subscription: the handle that keeps it (dropping it unsubscribes)
+/// and, unless its items go to an actor, a [`Stream`] of them.
+///
+/// Items arrive through a bounded queue of the subscription's own; when the
+/// subscriber falls behind, its [`Overflow`](crate::Overflow) policy decides
+/// and says so: [`SubscriptionItem::Lagged`] before the next item, or the end
+/// of the stream with [`SubscriptionEnd::Lagged`]. Nothing is dropped
+/// silently. The stream ends when the subscription does;
+/// [`close_reason`](Self::close_reason) says why.
+///
+/// # Examples
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use jsonrpc_websocket::{params, Client, Error, SubscriptionItem};
+///
+/// # async fn demo(client: Client) -> Result<(), Error> {
+/// let mut ticks = client.subscribe::<u64>("subscribe_ticks", params![], "unsubscribe_ticks").await?;
+/// if let Some(SubscriptionItem::Item(tick)) = ticks.next().await {
+///     println!("first tick: {tick}");
+/// }
+/// let answer = ticks.unsubscribe().await?; // the server's answer, e.g. `true`
+/// # Ok(()) }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping the handle ends the subscription: local routing stops at once
+/// and the unsubscribe call is sent without waiting for its answer.
+pub struct Subscription<T = Value> {
+    handle: Handle,
+    /// `None` when the items go to an actor.
+    items: Option<Receiver<Notice>>,
+    /// An item held back while the `Lagged` before it is yielded.
+    held: Option<Notice>,
+    /// Whether the end of the queue has been seen (and its last `Lagged`
+    /// told).
+    ended: bool,
+    item_type: PhantomData<fn() -> T>,
+}
+
+impl Subscription<Value> {
+    pub(crate) fn new(
+        info: SubscriptionInfo,
+        shared: Arc<Shared>,
+        items: Option<Receiver<Notice>>,
+        control: Recipient<Unsubscribe>,
+        dropped: Arc<Dropped>,
+    ) -> Self {
+        Subscription {
+            handle: Handle {
+                info,
+                shared,
+                control,
+                dropped,
+                live: true,
+            },
+            items,
+            held: None,
+            ended: false,
+            item_type: PhantomData,
+        }
+    }
+}
+
+impl<T> Subscription<T> {
+    /// The subscription id the server returned.
+    pub fn id(&self) -> &Id {
+        &self.handle.info.id
+    }
+
+    /// The subscribe method.
+    pub fn method(&self) -> &str {
+        &self.handle.info.method
+    }
+
+    /// Why the subscription ended, once it has.
+    pub fn close_reason(&self) -> Option<SubscriptionEnd> {
+        self.handle.shared.end.get().cloned()
+    }
+
+    /// Decodes items as `U` instead.
+    pub fn typed<U>(self) -> Subscription<U> {
+        Subscription {
+            handle: self.handle,
+            items: self.items,
+            held: self.held,
+            ended: self.ended,
+            item_type: PhantomData,
+        }
+    }
+
+    /// Ends the subscription and returns the server's answer to the
+    /// unsubscribe call (for most servers `true`).
+    ///
+    /// # Errors
+    ///
+    /// The call's errors ([`Error::Rpc`], [`Error::Timeout`], …);
+    /// [`Error::NotConnected`] when the connection has stopped.
+    pub async fn unsubscribe(mut self) -> Result<Value, Error> {
+        self.handle.live = false;
+        let id = self.handle.info.id.clone();
+        match self.handle.control.send(Unsubscribe { id }).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Error::NotConnected {
+                method: Cow::Owned(format!("unsubscribe of {}", self.handle.info)),
+            }),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Subscription<T> {
+    /// The next item, or `None` once the subscription has ended.
+    pub async fn next(&mut self) -> Option<SubscriptionItem<T>> {
+        futures_util::StreamExt::next(self).await
+    }
+
+    fn item(&self, notice: Notice) -> SubscriptionItem<T> {
+        match notice {
+            Notice::Item(raw) => match raw.decode::<T>() {
+                Ok(item) => SubscriptionItem::Item(item),
+                Err(source) => SubscriptionItem::Invalid(Error::ItemDecode {
+                    subscription: Box::new(self.handle.info.clone()),
+                    target: std::any::type_name::<T>(),
+                    source,
+                }),
+            },
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Stream for Subscription<T> {
+    type Item = SubscriptionItem<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(notice) = this.held.take() {
+            return Poll::Ready(Some(this.item(notice)));
+        }
+        let Some(items) = this.items.as_mut().filter(|_| !this.ended) else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(&mut *items).poll_next(cx)) {
+            Some(Delivered { item, missed: 0 }) => Poll::Ready(Some(this.item(item))),
+            Some(Delivered { item, missed }) => {
+                this.held = Some(item);
+                Poll::Ready(Some(SubscriptionItem::Lagged { missed }))
+            }
+            None => {
+                this.ended = true;
+                // Items dropped after the last one delivered are told too.
+                match items.missed_at_end() {
+                    0 => Poll::Ready(None),
+                    missed => Poll::Ready(Some(SubscriptionItem::Lagged { missed })),
+                }
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.handle.info.id)
+            .field("method", &self.handle.info.method)
+            .field("ended", &self.handle.shared.end.get())
+            .finish_non_exhaustive()
+    }
+}
