@@ -282,3 +282,54 @@ async fn a_peer_that_floods_requests_and_never_reads_cannot_grow_our_memory() {
     );
     assert_no_pending(&client);
 }
+
+#[actix_rt::test]
+async fn a_stalled_subscriber_under_a_flood_stays_at_its_bound() {
+    let _turn = TURN.lock().await;
+    const FLOOD: u64 = 100_000;
+    // Subscribe, then a "flood" call: the server sends FLOOD items for the
+    // subscription, then answers the call.
+    let server = RawServer::start(|mut conn: RawConn| async move {
+        let subscribe = conn.read_json().await.expect("the subscribe call");
+        conn.send_json(&support::response(&subscribe["id"], json!("flood-1")))
+            .await;
+        let flood = conn.read_json().await.expect("the flood call");
+        for n in 1..=FLOOD {
+            let item = format!(
+                r#"{{"jsonrpc":"2.0","method":"tick","params":{{"subscription":"flood-1","result":{n}}}}}"#
+            );
+            conn.send_text(&item).await;
+        }
+        conn.send_json(&support::response(&flood["id"], json!("flooded")))
+            .await;
+        conn.idle(Duration::from_secs(10)).await;
+    });
+    let client = connect_with(RpcConnection::builder(server.url())).await;
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params![], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    let before = live();
+    let flooded: serde_json::Value = within("the flood", client.call("flood", params![]))
+        .await
+        .unwrap();
+    assert_eq!(flooded, json!("flooded"));
+    assert_grew_less_than(before, 16 * MIB, "100,000 items to a stalled subscriber");
+    // The default queue (1,024, drop oldest): one Lagged, then the newest.
+    let missed = FLOOD - 1024;
+    match within("lagged", sub.next()).await {
+        Some(jsonrpc_websocket::SubscriptionItem::Lagged { missed: m }) => assert_eq!(m, missed),
+        other => panic!("{other:?}"),
+    }
+    for n in missed + 1..=FLOOD {
+        match within("item", sub.next()).await {
+            Some(jsonrpc_websocket::SubscriptionItem::Item(got)) => assert_eq!(got, n),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(client.stats().subscription_items_dropped, missed);
+    drop(sub);
+    assert_no_pending(&client);
+}
