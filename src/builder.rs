@@ -11,10 +11,11 @@ use awc::http::Uri;
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::config::{Backpressure, Config};
-use crate::connection::{Auth, Dialer, Parts, RpcConnection};
+use crate::config::{Backpressure, Config, Heartbeat, ReconnectPolicy, WhileReconnecting};
+use crate::connection::{Auth, Dialer, Endpoint, Parts, RpcConnection};
 use crate::delivery::Overflow;
 use crate::error::Error;
+use crate::events::ConnectionEvent;
 use crate::message::{
     RegisterHandler, RegisterListener, RequestHandler, ServerNotification, ServerRequest,
 };
@@ -64,13 +65,17 @@ impl RpcConnection {
 /// ```
 #[must_use = "nothing happens until `.connect()` is awaited"]
 pub struct ConnectionBuilder {
+    /// The first endpoint's URL (without credentials) and its credentials.
     url: String,
+    url_auth: Option<Auth>,
+    /// More endpoints, tried in turn.
+    more_endpoints: Vec<Endpoint>,
     config: Config,
     headers: Vec<(HeaderName, HeaderValue)>,
     subprotocols: Vec<String>,
+    /// Credentials for every endpoint without its own.
     auth: Option<Auth>,
-    /// The credentials came from the URL (`ws://user:pass@host`).
-    auth_from_url: bool,
+    watchers: Vec<Recipient<ConnectionEvent>>,
     client: Option<awc::Client>,
     handlers: Registry<RequestHandler>,
     listeners: Vec<RegisterListener>,
@@ -79,22 +84,16 @@ pub struct ConnectionBuilder {
 
 impl ConnectionBuilder {
     pub(crate) fn new(url: String) -> Self {
-        // `ws://user:pass@host` means basic auth, as in the Python library;
-        // the credentials never reach awc inside the URL.
-        let (url, auth) = match crate::connection::split_userinfo(&url) {
-            Some((stripped, user, password)) => (stripped, Some(Auth::Basic { user, password })),
-            None => (url, None),
-        };
-        let invalid = check_url(&url).err().map(|reason| Error::InvalidConfig {
-            reason: format!("bad URL {url:?}: {reason}"),
-        });
+        let (endpoint, invalid) = endpoint(url);
         ConnectionBuilder {
-            url,
+            url: endpoint.url,
+            url_auth: endpoint.auth,
+            more_endpoints: Vec::new(),
             config: Config::default(),
             headers: Vec::new(),
             subprotocols: Vec::new(),
-            auth_from_url: auth.is_some(),
-            auth,
+            auth: None,
+            watchers: Vec::new(),
             client: None,
             handlers: Registry::default(),
             listeners: Vec::new(),
@@ -104,7 +103,9 @@ impl ConnectionBuilder {
 
     /// Credentials given twice are refused, as aiohttp refuses them.
     fn set_auth(&mut self, auth: Auth) {
-        if self.auth_from_url {
+        let from_url =
+            self.url_auth.is_some() || self.more_endpoints.iter().any(|e| e.auth.is_some());
+        if from_url {
             self.keep_first_error(
                 "the URL already carries credentials (user:password@); do not also set basic_auth or bearer_auth".into(),
             );
@@ -361,6 +362,93 @@ impl ConnectionBuilder {
         self
     }
 
+    /// Adds another endpoint: connecting, and reconnecting, try the
+    /// endpoints in turn, moving to the next one after each failed attempt
+    /// (failover). Headers, credentials (unless the URL carries its own) and
+    /// every other setting apply to all of them. A bad URL is reported by
+    /// [`connect`](Self::connect).
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{ReconnectPolicy, RpcConnection};
+    /// let builder = RpcConnection::builder("wss://node-a.example/rpc")
+    ///     .endpoint("wss://node-b.example/rpc")
+    ///     .reconnect(ReconnectPolicy::new());
+    /// ```
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        let (endpoint, invalid) = endpoint(url.into());
+        if endpoint.auth.is_some() && self.auth.is_some() {
+            self.keep_first_error(
+                "the URL carries credentials (user:password@) and basic_auth or bearer_auth was set too".into(),
+            );
+        }
+        if let Some(Error::InvalidConfig { reason }) = invalid {
+            self.keep_first_error(reason);
+        }
+        self.more_endpoints.push(endpoint);
+        self
+    }
+
+    /// Dials again when the connection is lost, as `policy` says (see
+    /// [`ReconnectPolicy`]). The same actor goes on: its address, every
+    /// [`Client`], handlers, listeners and settings stay valid; calls sent
+    /// on the lost socket fail (unless they opted in with
+    /// [`Call::retry_on_reconnect`](crate::Call::retry_on_reconnect));
+    /// subscriptions are made again and say so
+    /// ([`SubscriptionItem::Resubscribed`](crate::SubscriptionItem::Resubscribed)).
+    /// Default: off — a lost connection ends.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{ReconnectPolicy, RpcConnection};
+    /// let builder = RpcConnection::builder("ws://127.0.0.1:9090").reconnect(ReconnectPolicy::new());
+    /// ```
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.config.reconnect = Some(policy);
+        self
+    }
+
+    /// What calls and notifications made while reconnecting do: wait (up
+    /// to their timeout, at most `max_in_flight` calls) or fail at once
+    /// with [`Error::NotConnected`]. Default: [`WhileReconnecting::Wait`].
+    pub fn while_reconnecting(mut self, mode: WhileReconnecting) -> Self {
+        self.config.while_reconnecting = mode;
+        self
+    }
+
+    /// Pings the server every `interval`, on a fixed schedule (also while
+    /// busy); any frame from the server counts as a sign of life, and none
+    /// within the [heartbeat timeout](Self::heartbeat_timeout) of a ping
+    /// means the peer is gone: the socket is given up with the cause
+    /// "heartbeat timeout after …" (then reconnected, or the connection
+    /// ends). A peer that vanished without closing is noticed within
+    /// `interval` + timeout. `Duration::ZERO` turns the heartbeat off.
+    /// Default: every 15 s.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        let timeout = self
+            .config
+            .heartbeat
+            .map_or(DEFAULT_HEARTBEAT_TIMEOUT, |h| h.timeout);
+        self.config.heartbeat = (!interval.is_zero()).then_some(Heartbeat { interval, timeout });
+        self
+    }
+
+    /// How long after a ping the server may stay silent before the socket
+    /// is given up (see [`heartbeat`](Self::heartbeat)). Default: 10 s.
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(heartbeat) = self.config.heartbeat.as_mut() {
+            heartbeat.timeout = timeout.max(Duration::from_millis(1));
+        }
+        self
+    }
+
+    /// Sends the connection's [`ConnectionEvent`]s to this actor, from the
+    /// first (`Connected`). Later watchers:
+    /// [`Client::events`](crate::Client::events) or
+    /// [`WatchEvents`](crate::WatchEvents).
+    pub fn watch_events(mut self, recipient: Recipient<ConnectionEvent>) -> Self {
+        self.watchers.push(recipient);
+        self
+    }
+
     /// How many of the server's requests may be in the hands of handlers at
     /// once. Beyond it a request is answered at once with error -32000
     /// ("too many requests in progress"), so a flood of requests cannot grow
@@ -371,7 +459,9 @@ impl ConnectionBuilder {
     }
 
     /// Opens the websocket and starts the [`RpcConnection`] actor on the
-    /// current actix arbiter. Returns only once the handshake has succeeded.
+    /// current actix arbiter. Returns only once the handshake has succeeded
+    /// (with several endpoints, each is tried once, in turn; the reconnect
+    /// policy applies to connections lost later, not to this first one).
     ///
     /// Must be awaited inside a running actix system (`#[actix::main]`,
     /// `#[actix_rt::test]`, `actix_rt::System::new().block_on(..)`, or within
@@ -387,8 +477,13 @@ impl ConnectionBuilder {
         if let Some(err) = self.invalid {
             return Err(err);
         }
-        let dialer = Dialer {
+        let mut endpoints = vec![Endpoint {
             url: self.url,
+            auth: self.url_auth,
+        }];
+        endpoints.extend(self.more_endpoints);
+        let dialer = Dialer {
+            endpoints,
             headers: self.headers,
             subprotocols: self.subprotocols,
             auth: self.auth,
@@ -396,16 +491,53 @@ impl ConnectionBuilder {
             connect_timeout: self.config.connect_timeout,
             max_message_size: self.config.max_message_size,
         };
-        let socket = dialer.dial().await?;
+        let mut failed = None;
+        let mut opened = None;
+        for endpoint in 0..dialer.endpoints.len() {
+            match dialer.dial(endpoint).await {
+                Ok(socket) => {
+                    opened = Some((endpoint, socket));
+                    break;
+                }
+                Err(err) => {
+                    log::warn!("{err}");
+                    failed = Some(err);
+                }
+            }
+        }
+        let Some((endpoint, socket)) = opened else {
+            return Err(failed.unwrap_or(Error::InvalidConfig {
+                reason: "no endpoint to connect to".into(),
+            }));
+        };
         let (addr, shared) = RpcConnection::start(Parts {
             config: self.config,
             dialer,
             socket,
             handlers: self.handlers,
             listeners: self.listeners,
+            endpoint,
+            watchers: self.watchers,
         });
         Ok(Client::new(addr, shared))
     }
+}
+
+/// The heartbeat's timeout when none is set.
+const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An endpoint from a URL: `ws://user:pass@host` means basic auth, as in
+/// the Python library (the credentials never reach awc inside the URL).
+/// With the URL's error, if it is unusable.
+fn endpoint(url: String) -> (Endpoint, Option<Error>) {
+    let (url, auth) = match crate::connection::split_userinfo(&url) {
+        Some((stripped, user, password)) => (stripped, Some(Auth::Basic { user, password })),
+        None => (url, None),
+    };
+    let invalid = check_url(&url).err().map(|reason| Error::InvalidConfig {
+        reason: format!("bad URL {url:?}: {reason}"),
+    });
+    (Endpoint { url, auth }, invalid)
 }
 
 impl fmt::Debug for ConnectionBuilder {
@@ -413,6 +545,14 @@ impl fmt::Debug for ConnectionBuilder {
         // Header values and credentials may be secret: show names only.
         f.debug_struct("ConnectionBuilder")
             .field("url", &self.url)
+            .field(
+                "more_endpoints",
+                &self
+                    .more_endpoints
+                    .iter()
+                    .map(|e| &e.url)
+                    .collect::<Vec<_>>(),
+            )
             .field("config", &self.config)
             .field(
                 "headers",
@@ -497,7 +637,7 @@ mod tests {
         let builder = ConnectionBuilder::new("ws://ann:s3cret@127.0.0.1:9/rpc".into());
         assert_eq!(builder.url, "ws://127.0.0.1:9/rpc");
         assert!(matches!(
-            &builder.auth,
+            &builder.url_auth,
             Some(Auth::Basic { user, password }) if user == "ann" && password == "s3cret"
         ));
         assert!(builder.invalid.is_none());

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::batch::{Batch, BatchResults, Slot};
 use crate::connection::{RpcConnection, Shared};
 use crate::error::Error;
+use crate::events::EventStream;
 use crate::message::{
     Call, Close, Disconnect, RawCall, RegisterHandler, RegisterListener, ServerNotification,
     ServerRequest, Subscribe, UnregisterHandler, UnregisterListeners,
@@ -390,9 +391,34 @@ impl Client {
         self.shared.metrics.snapshot()
     }
 
-    /// Whether the connection actor is still running.
+    /// Whether the connection actor is still running (it runs on while
+    /// reconnecting; see [`is_reconnecting`](Self::is_reconnecting)).
     pub fn is_connected(&self) -> bool {
         self.addr.connected()
+    }
+
+    /// Whether the connection is down and dialling again.
+    pub fn is_reconnecting(&self) -> bool {
+        self.shared
+            .reconnecting
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The connection's [`ConnectionEvent`](crate::ConnectionEvent)s from now on, as a stream that
+    /// starts with the state the connection is in (`Connected`, the pending
+    /// `Reconnecting`, or `Closed`) and ends after `Closed`. Watching costs
+    /// nothing until an event happens; drop the stream to stop.
+    ///
+    /// ```
+    /// # use futures_util::StreamExt;
+    /// # use jsonrpc_websocket::{Client, ConnectionEvent};
+    /// # async fn demo(client: Client) {
+    /// let mut events = client.events();
+    /// assert!(matches!(events.next().await, Some(ConnectionEvent::Connected { .. })));
+    /// # }
+    /// ```
+    pub fn events(&self) -> EventStream {
+        self.shared.watchers().stream()
     }
 }
 

@@ -385,10 +385,10 @@ pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 /// A connection-wide cause, copied to each call it failed: the text of the
 /// original error and of its sources, since errors cannot be cloned.
 #[derive(Debug)]
-struct Cause(String);
+pub(crate) struct Cause(String);
 
 impl Cause {
-    fn of(err: &(dyn std::error::Error + 'static)) -> Cause {
+    pub(crate) fn of(err: &(dyn std::error::Error + 'static)) -> Cause {
         let mut text = err.to_string();
         let mut next = err.source();
         while let Some(err) = next {

@@ -86,6 +86,7 @@ mod config;
 mod connection;
 mod delivery;
 mod error;
+mod events;
 mod message;
 mod protocol;
 mod registry;
@@ -95,12 +96,13 @@ mod subscription;
 pub use batch::{Batch, BatchResults, Slot};
 pub use builder::ConnectionBuilder;
 pub use client::{BatchBuilder, Client, Namespace};
-pub use config::Backpressure;
+pub use config::{Backpressure, ReconnectPolicy, WhileReconnecting};
 pub use connection::{awc_client, awc_connector, RpcConnection};
 #[doc(hidden)]
-pub use connection::{BatchReply, CallReply, NotifyReply, SubscribeReply};
+pub use connection::{BatchReply, CallReply, NotifyReply, SubscribeReply, UnsubscribeReply};
 pub use delivery::Overflow;
 pub use error::{Bound, BoxError, CallInfo, Error};
+pub use events::{ConnectionEvent, EventStream, WatchEvents};
 pub use message::{
     Call, Close, Disconnect, GetStats, Initiator, Notify, RegisterHandler, RegisterListener,
     ServerNotification, ServerRequest, Subscribe, UnregisterHandler, UnregisterListeners,

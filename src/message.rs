@@ -58,6 +58,7 @@ pub struct Call<T = Value> {
     pub(crate) method: Cow<'static, str>,
     pub(crate) params: Params,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: bool,
     result: PhantomData<fn() -> T>,
 }
 
@@ -69,6 +70,7 @@ impl Call {
             method: method.into(),
             params: params.into(),
             timeout: None,
+            retry: false,
             result: PhantomData,
         }
     }
@@ -81,12 +83,33 @@ impl<T> Call<T> {
         self
     }
 
+    /// Lets the connection send this call again, once, if the connection is
+    /// lost before its answer and a [`ReconnectPolicy`](crate::ReconnectPolicy)
+    /// brings it back. Only for calls that are safe to run twice
+    /// (idempotent reads): the server may have run it before the connection
+    /// dropped. Without it, a call pending when the connection drops fails
+    /// with a disconnect error and is never sent again.
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Call, Client, Error};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let height: u64 = client
+    ///     .send(Call::new("chain.height", params![]).retry_on_reconnect().typed())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn retry_on_reconnect(mut self) -> Self {
+        self.retry = true;
+        self
+    }
+
     /// Decodes the result as `U` instead.
     pub fn typed<U>(self) -> Call<U> {
         Call {
             method: self.method,
             params: self.params,
             timeout: self.timeout,
+            retry: self.retry,
             result: PhantomData,
         }
     }
@@ -103,6 +126,7 @@ impl<T> std::fmt::Debug for Call<T> {
             .field("method", &self.method)
             .field("params", &self.params)
             .field("timeout", &self.timeout)
+            .field("retry_on_reconnect", &self.retry)
             .finish()
     }
 }
@@ -117,6 +141,7 @@ pub(crate) struct RawCall {
     pub method: Cow<'static, str>,
     pub params: Params,
     pub timeout: Option<Duration>,
+    pub retry: bool,
 }
 
 impl<T> From<Call<T>> for RawCall {
@@ -125,6 +150,7 @@ impl<T> From<Call<T>> for RawCall {
             method: call.method,
             params: call.params,
             timeout: call.timeout,
+            retry: call.retry,
         }
     }
 }

@@ -80,6 +80,12 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Bytes of frames written to the socket (headers included).
     pub bytes_sent: u64,
+    /// Times the connection was lost and dialled again successfully (see
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)).
+    pub reconnects: u64,
+    /// Times the server showed no sign of life within the heartbeat's
+    /// timeout of a ping (each gave the socket up).
+    pub heartbeat_failures: u64,
 }
 
 /// The live counters behind [`Stats`]. Relaxed atomics: readable from any
@@ -109,6 +115,8 @@ pub(crate) struct Metrics {
     pub subscription_items_dropped: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub heartbeat_failures: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -148,6 +156,8 @@ impl Metrics {
             subscription_items_dropped: get(&self.subscription_items_dropped),
             bytes_received: get(&self.bytes_received),
             bytes_sent: get(&self.bytes_sent),
+            reconnects: get(&self.reconnects),
+            heartbeat_failures: get(&self.heartbeat_failures),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use actix::{Message, Recipient};
 use futures_util::task::AtomicWaker;
@@ -64,6 +65,16 @@ pub enum SubscriptionItem<T = Value> {
     /// A notification whose result could not be decoded as `T`
     /// ([`Error::ItemDecode`]); the subscription goes on.
     Invalid(Error),
+    /// The connection was lost and came back (see
+    /// [`ReconnectPolicy`](crate::ReconnectPolicy)), and the subscription was
+    /// made again with its original params: items the server sent while it
+    /// was down were never received. Backfill what you need.
+    Resubscribed {
+        /// How long the subscription was down: from the moment the
+        /// connection was lost to the server's answer to the new subscribe
+        /// call.
+        down_for: Duration,
+    },
     /// The subscription ended (only sent to an actor, as its last message;
     /// a stream ends instead, and [`Subscription::close_reason`] says why).
     Closed(SubscriptionEnd),
@@ -92,10 +103,17 @@ pub enum SubscriptionEnd {
         /// How many items it missed.
         missed: u64,
     },
-    /// The connection ended (closed by either side, or lost).
+    /// The connection ended (closed by either side, or lost and not
+    /// reconnected).
     Disconnected {
         /// How it ended.
         reason: String,
+    },
+    /// After a reconnect, the server refused (or did not answer) the
+    /// subscribe call that was to make the subscription again.
+    ResubscribeFailed {
+        /// The server's error object as JSON text, or what went wrong.
+        error: String,
     },
 }
 
@@ -113,6 +131,9 @@ impl fmt::Display for SubscriptionEnd {
                 )
             }
             SubscriptionEnd::Disconnected { reason } => write!(f, "disconnected: {reason}"),
+            SubscriptionEnd::ResubscribeFailed { error } => {
+                write!(f, "could not subscribe again after reconnecting: {error}")
+            }
         }
     }
 }
@@ -122,7 +143,9 @@ impl fmt::Display for SubscriptionEnd {
 /// [`Subscription::unsubscribe`].
 #[derive(Debug)]
 pub struct Unsubscribe {
-    pub(crate) id: Id,
+    /// The connection's own key for the subscription: the server's id
+    /// changes when a reconnect makes the subscription again.
+    pub(crate) key: u64,
 }
 
 impl Message for Unsubscribe {
@@ -133,24 +156,28 @@ impl Message for Unsubscribe {
 #[derive(Debug)]
 pub(crate) enum Notice {
     Item(RawResult),
+    /// Made again after a reconnect; see [`SubscriptionItem::Resubscribed`].
+    Resubscribed {
+        down_for: Duration,
+    },
 }
 
-/// Ids of subscriptions whose handle was dropped, queued from any thread for
-/// the connection to unsubscribe.
+/// Keys of subscriptions whose handle was dropped, queued from any thread
+/// for the connection to unsubscribe.
 #[derive(Default)]
 pub(crate) struct Dropped {
-    ids: Mutex<Vec<Id>>,
+    ids: Mutex<Vec<u64>>,
     waker: AtomicWaker,
 }
 
 impl Dropped {
-    fn push(&self, id: Id) {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    fn push(&self, key: u64) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(key);
         self.waker.wake();
     }
 
-    /// Takes the queued ids, or registers `cx` to hear of the next.
-    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Vec<Id>> {
+    /// Takes the queued keys, or registers `cx` to hear of the next.
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<Vec<u64>> {
         let take = || std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
         let ids = take();
         if !ids.is_empty() {
@@ -175,6 +202,8 @@ pub(crate) struct Shared {
 /// The control half of a subscription: its id, and what dropping it does.
 struct Handle {
     info: SubscriptionInfo,
+    /// The connection's key for it (see [`Unsubscribe`]).
+    key: u64,
     shared: Arc<Shared>,
     /// Keeps the connection alive while the subscription lives; carries
     /// [`Unsubscribe`].
@@ -189,7 +218,7 @@ impl Drop for Handle {
         if self.live && self.shared.end.get().is_none() {
             // NOTE: best effort and without waiting: the connection removes
             // the route and sends the unsubscribe call on its next turn.
-            self.dropped.push(self.info.id.clone());
+            self.dropped.push(self.key);
         }
     }
 }
@@ -238,6 +267,7 @@ pub struct Subscription<T = Value> {
 impl Subscription<Value> {
     pub(crate) fn new(
         info: SubscriptionInfo,
+        key: u64,
         shared: Arc<Shared>,
         items: Option<Receiver<Notice>>,
         control: Recipient<Unsubscribe>,
@@ -246,6 +276,7 @@ impl Subscription<Value> {
         Subscription {
             handle: Handle {
                 info,
+                key,
                 shared,
                 control,
                 dropped,
@@ -260,7 +291,9 @@ impl Subscription<Value> {
 }
 
 impl<T> Subscription<T> {
-    /// The subscription id the server returned.
+    /// The subscription id the server returned. After a reconnect the
+    /// server knows the subscription by a new id; the handle, its stream and
+    /// [`unsubscribe`](Self::unsubscribe) go on working unchanged.
     pub fn id(&self) -> &Id {
         &self.handle.info.id
     }
@@ -292,11 +325,13 @@ impl<T> Subscription<T> {
     /// # Errors
     ///
     /// The call's errors ([`Error::Rpc`], [`Error::Timeout`], …);
-    /// [`Error::NotConnected`] when the connection has stopped.
+    /// [`Error::NotConnected`] when the connection has stopped. While the
+    /// connection is down and reconnecting, the server holds no such
+    /// subscription: it ends here and the answer is `null`.
     pub async fn unsubscribe(mut self) -> Result<Value, Error> {
         self.handle.live = false;
-        let id = self.handle.info.id.clone();
-        match self.handle.control.send(Unsubscribe { id }).await {
+        let key = self.handle.key;
+        match self.handle.control.send(Unsubscribe { key }).await {
             Ok(answer) => answer,
             Err(_) => Err(Error::NotConnected {
                 method: Cow::Owned(format!("unsubscribe of {}", self.handle.info)),
@@ -321,6 +356,7 @@ impl<T: DeserializeOwned> Subscription<T> {
                     source,
                 }),
             },
+            Notice::Resubscribed { down_for } => SubscriptionItem::Resubscribed { down_for },
         }
     }
 }

@@ -31,12 +31,21 @@ pub(crate) struct Socket {
     pub early: BytesMut,
 }
 
+/// One URL to dial.
+pub(crate) struct Endpoint {
+    /// The URL, without credentials.
+    pub url: String,
+    /// Credentials that were in the URL (`ws://user:pass@host`).
+    pub auth: Option<Auth>,
+}
+
 /// Everything needed to open the connection, again if need be.
 pub(crate) struct Dialer {
-    /// The URL to dial, without credentials.
-    pub url: String,
+    /// The URLs to dial, tried in turn; at least one.
+    pub endpoints: Vec<Endpoint>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub subprotocols: Vec<String>,
+    /// Credentials for every endpoint that has none in its URL.
     pub auth: Option<Auth>,
     /// `None`: the thread's shared client ([`awc_client`]).
     pub client: Option<awc::Client>,
@@ -45,12 +54,18 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    /// Opens the socket: TCP, TLS and the websocket handshake, all within
-    /// the connect timeout.
-    pub async fn dial(&self) -> Result<Socket, Error> {
+    /// The URL of endpoint `index` (modulo their number).
+    pub fn url(&self, index: usize) -> &str {
+        &self.endpoints[index % self.endpoints.len()].url
+    }
+
+    /// Opens a socket to endpoint `index` (modulo their number): TCP, TLS
+    /// and the websocket handshake, all within the connect timeout.
+    pub async fn dial(&self, index: usize) -> Result<Socket, Error> {
+        let endpoint = &self.endpoints[index % self.endpoints.len()];
         let client = self.client.clone().unwrap_or_else(awc_client);
         let mut request = client
-            .ws(self.url.as_str())
+            .ws(endpoint.url.as_str())
             .max_frame_size(self.max_message_size);
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
@@ -58,12 +73,12 @@ impl Dialer {
         if !self.subprotocols.is_empty() {
             request = request.protocols(&self.subprotocols);
         }
-        request = match &self.auth {
+        request = match endpoint.auth.as_ref().or(self.auth.as_ref()) {
             Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password)),
             Some(Auth::Bearer(token)) => request.bearer_auth(token),
             None => request,
         };
-        let context = || format!("could not connect to {}", self.url);
+        let context = || format!("could not connect to {}", endpoint.url);
         let limit = self.connect_timeout;
         match tokio::time::timeout(limit, request.connect()).await {
             Ok(Ok((_response, framed))) => {
@@ -74,7 +89,7 @@ impl Dialer {
                 })
             }
             Ok(Err(WsClientError::InvalidResponseStatus(status))) => Err(Error::Handshake {
-                url: self.url.clone(),
+                url: endpoint.url.clone(),
                 status: status.as_u16(),
             }),
             Ok(Err(err)) => Err(Error::Transport {

@@ -267,6 +267,13 @@ pub(crate) fn text_frame(text: &[u8]) -> Bytes {
     seal(buf, OpCode::Text)
 }
 
+/// A masked ping: the heartbeat's.
+pub(crate) fn ping_frame(payload: &[u8]) -> Bytes {
+    let mut buf = frame_buffer(payload.len());
+    buf.extend_from_slice(payload);
+    seal(buf, OpCode::Ping)
+}
+
 /// A masked pong echoing a ping's payload.
 pub(crate) fn pong_frame(payload: &[u8]) -> Bytes {
     let mut buf = frame_buffer(payload.len());

@@ -4,9 +4,11 @@
 mod dialer;
 mod dispatch;
 mod frames;
+mod lifecycle;
 mod listeners;
 mod outbox;
 mod pending;
+mod reconnect;
 mod session;
 mod subscriptions;
 
@@ -26,20 +28,22 @@ use serde::de::DeserializeOwned;
 
 pub use dialer::{awc_client, awc_connector};
 
-pub(crate) use dialer::{split_userinfo, Auth, Dialer, Socket};
+pub(crate) use dialer::{split_userinfo, Auth, Dialer, Endpoint, Socket};
 use dispatch::{Answer, AnswerText, Limits, ServerRequests};
 use frames::{Frame, FrameError};
 use listeners::Listeners;
 use outbox::{Outbox, Refused};
 use pending::{PendingCalls, Responder};
+use reconnect::Backoff;
 use session::{Session, WriterEnd, WriterEnded};
-use subscriptions::{Routed, Subscriptions};
+use subscriptions::{Link, Routed, Subscriptions};
 
 use crate::batch::{Batch, BatchResults};
-use crate::config::{Backpressure, Config};
+use crate::config::{Backpressure, Config, WhileReconnecting};
 use crate::delivery::{self, Overflow};
 use crate::error::SubscriptionInfo;
 use crate::error::{Bound, CallInfo, Error};
+use crate::events::{WatchEvents, Watchers};
 use crate::message::Subscribe;
 use crate::message::{
     fit_close_reason, may_send_close_code, Call, Close, Disconnect, GetStats, Initiator, Notify,
@@ -65,8 +69,21 @@ pub(crate) struct Shared {
     pub request_timeout: Duration,
     pub max_message_size: usize,
     pub backpressure: Backpressure,
-    /// Ids of subscriptions whose handle was dropped.
+    /// Keys of subscriptions whose handle was dropped.
     pub dropped_subscriptions: Arc<subscription::Dropped>,
+    /// Who hears of the connection's events.
+    pub watchers: std::sync::Mutex<Watchers>,
+    /// Set while the connection is down and dialling again.
+    pub reconnecting: std::sync::atomic::AtomicBool,
+    /// Calls and notifications fail at once while reconnecting.
+    pub fail_fast: bool,
+}
+
+impl Shared {
+    /// The event watchers (a poisoned lock still holds a usable list).
+    pub fn watchers(&self) -> std::sync::MutexGuard<'_, Watchers> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Shared {
@@ -85,6 +102,9 @@ impl Shared {
 
     /// Queues a notification if that can be decided now.
     fn notify_now(&self, method: Cow<'static, str>, params: &protocol::Params) -> Queued {
+        if self.fail_fast && self.reconnecting.load(std::sync::atomic::Ordering::Relaxed) {
+            return Queued::Done(Err(Error::NotConnected { method }));
+        }
         let frame = match encode_notification(&method, params, self.max_message_size) {
             Ok(frame) => frame,
             Err(err) => return Queued::Done(Err(err)),
@@ -206,9 +226,28 @@ fn encode_notification(
 /// resolves with how it ended.
 pub struct RpcConnection {
     config: Config,
-    /// Kept for reconnecting: the same URL, headers and credentials.
-    #[allow(dead_code)]
-    dialer: Dialer,
+    /// Kept for reconnecting: the same URLs, headers and credentials.
+    dialer: Rc<Dialer>,
+    /// The endpoint the socket is open to, or the next dial goes to.
+    endpoint: usize,
+    /// `Some` when a reconnect policy is set.
+    backoff: Option<Backoff>,
+    /// The timer before the next dial, or the dial itself.
+    redial: Option<SpawnHandle>,
+    /// When the connection was lost, while it is being dialled again.
+    down_since: Option<Instant>,
+    /// How the last socket ended, while the connection is dialled again.
+    last_loss: Option<Disconnect>,
+    /// Why the connection ended for good, for the `Closed` event.
+    final_reason: Option<String>,
+    /// Frames read from the current socket: the heartbeat's sign of life.
+    frames_in: u64,
+    /// The heartbeat's timer, while a socket is open.
+    heartbeat: Option<SpawnHandle>,
+    /// Cancelled when the current socket is given up: handler work for its
+    /// requests is dropped (the answer would reach a server that never
+    /// asked).
+    session_token: tokio_util::sync::CancellationToken,
     shared: Arc<Shared>,
     session: Option<Session>,
     pending: PendingCalls,
@@ -234,6 +273,9 @@ pub struct RpcConnection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
+    /// The socket was lost and a reconnect policy says to dial again: calls
+    /// wait (or fail fast), nothing is read or written.
+    Reconnecting,
     /// Closing or closed: every call has failed; our close frame (if any)
     /// is being written and the server's end awaited. The actor stops when
     /// both are done (or only the first, when `await_peer` is false), or
@@ -245,6 +287,15 @@ enum State {
     },
 }
 
+/// How one call is to be made.
+#[derive(Debug, Clone, Copy, Default)]
+struct CallOptions {
+    /// Overrides the request timeout.
+    timeout: Option<Duration>,
+    /// Send it again once after a reconnect (see [`Call::retry_on_reconnect`]).
+    retry: bool,
+}
+
 /// Everything a connection is started with.
 pub(crate) struct Parts {
     pub config: Config,
@@ -252,6 +303,10 @@ pub(crate) struct Parts {
     pub socket: Socket,
     pub handlers: Registry<crate::message::RequestHandler>,
     pub listeners: Vec<RegisterListener>,
+    /// The endpoint `socket` is open to.
+    pub endpoint: usize,
+    /// Actors told the connection's events from the start.
+    pub watchers: Vec<Recipient<crate::ConnectionEvent>>,
 }
 
 impl RpcConnection {
@@ -263,6 +318,8 @@ impl RpcConnection {
             socket,
             handlers,
             listeners,
+            endpoint,
+            watchers,
         } = parts;
         let metrics = Arc::new(Metrics::default());
         let outbox = Outbox::new(config.max_queued_bytes, Arc::clone(&metrics));
@@ -274,6 +331,12 @@ impl RpcConnection {
             max_message_size: config.max_message_size,
             backpressure: config.backpressure,
             dropped_subscriptions: Arc::default(),
+            watchers: std::sync::Mutex::new(Watchers::new(
+                config.events_capacity,
+                dialer.url(endpoint).to_owned(),
+            )),
+            reconnecting: std::sync::atomic::AtomicBool::new(false),
+            fail_fast: config.while_reconnecting == WhileReconnecting::FailFast,
         });
         let actor_shared = Arc::clone(&shared);
         let addr = RpcConnection::create(move |ctx| {
@@ -302,21 +365,38 @@ impl RpcConnection {
                 ctx,
             );
             ctx.spawn(Housekeeping);
+            for watcher in watchers {
+                actor_shared.watchers().actor(watcher);
+            }
             let config_close_timeout = config.close_timeout;
+            let stopped = tokio_util::sync::CancellationToken::new();
             RpcConnection {
+                backoff: config.reconnect.clone().map(|policy| {
+                    let mut backoff = Backoff::new(policy);
+                    backoff.connected(Instant::now());
+                    backoff
+                }),
+                dialer: Rc::new(dialer),
+                endpoint,
+                redial: None,
+                down_since: None,
+                last_loss: None,
+                final_reason: None,
+                frames_in: 0,
+                heartbeat: None,
+                session_token: stopped.child_token(),
                 cancellations: pending.cancellations(),
                 subscriptions: Subscriptions::new(Arc::clone(&metrics)),
                 requests: ServerRequests::new(handlers, limits, Arc::clone(&metrics)),
                 listeners: listener_table,
                 config,
-                dialer,
                 shared: actor_shared,
                 session: Some(session),
                 pending,
                 next_id: 1,
                 state: State::Open,
                 timer: None,
-                stopped: tokio_util::sync::CancellationToken::new(),
+                stopped,
                 close_waiters: Vec::new(),
                 ending: None,
                 drain_timeout: config_close_timeout,
@@ -338,12 +418,17 @@ impl RpcConnection {
         &mut self,
         method: Cow<'static, str>,
         params: &protocol::Params,
-        timeout: Option<Duration>,
+        options: CallOptions,
         ctx: &mut Context<Self>,
     ) -> Result<u64, Error> {
-        if self.state != State::Open {
-            return Err(Error::NotConnected { method });
-        }
+        // While reconnecting, calls wait in the line of unsent calls.
+        let reconnecting = match self.state {
+            State::Open => false,
+            State::Reconnecting if self.config.while_reconnecting == WhileReconnecting::Wait => {
+                true
+            }
+            _ => return Err(Error::NotConnected { method }),
+        };
         let params = params.wire().map_err(|reason| Error::InvalidParams {
             method: method.clone(),
             reason: reason.to_owned(),
@@ -363,7 +448,8 @@ impl RpcConnection {
             });
         }
         let frame = frames::seal(buf, actix_http::ws::OpCode::Text);
-        let timeout = timeout.unwrap_or(self.config.request_timeout);
+        let timeout = options.timeout.unwrap_or(self.config.request_timeout);
+        let retry = options.retry.then(|| frame.clone());
         let now = Instant::now();
         let max_in_flight = self.config.max_in_flight;
         if self.pending.sent() >= max_in_flight {
@@ -372,7 +458,7 @@ impl RpcConnection {
                 self.pending.cancel(id);
             }
         }
-        let in_line = self.pending.unsent() > 0;
+        let in_line = self.pending.unsent() > 0 || reconnecting;
         let refused = if self.pending.sent() >= max_in_flight || in_line {
             Refused::Full
         } else {
@@ -380,6 +466,9 @@ impl RpcConnection {
                 Ok(()) => {
                     self.next_id += 1;
                     let deadline = self.pending.insert(call, now, timeout);
+                    if let Some(frame) = retry {
+                        self.pending.keep_for_retry(id, frame);
+                    }
                     self.arm_timer(deadline, ctx);
                     stats::add(&self.metrics().calls_sent, 1);
                     return Ok(id);
@@ -387,19 +476,25 @@ impl RpcConnection {
                 Err(refused) => refused,
             }
         };
-        match (refused, self.config.backpressure) {
-            (Refused::Closed, _) => Err(Error::NotConnected {
+        let wait = reconnecting || self.config.backpressure == Backpressure::Wait;
+        match refused {
+            Refused::Closed => Err(Error::NotConnected {
                 method: call.method,
             }),
             // The line of waiting calls has the same bound as the calls in flight.
-            (Refused::Full, Backpressure::Wait) if self.pending.unsent() < max_in_flight => {
+            Refused::Full if wait && self.pending.unsent() < max_in_flight => {
                 self.next_id += 1;
-                stats::add(&self.metrics().backpressure_waits, 1);
+                if !reconnecting {
+                    stats::add(&self.metrics().backpressure_waits, 1);
+                }
                 let deadline = self.pending.insert_unsent(call, frame, now, timeout);
+                if let Some(frame) = retry {
+                    self.pending.keep_for_retry(id, frame);
+                }
                 self.arm_timer(deadline, ctx);
                 Ok(id)
             }
-            (Refused::Full, _) => {
+            Refused::Full => {
                 stats::add(&self.metrics().overloaded, 1);
                 let bound = if self.pending.sent() >= max_in_flight || in_line {
                     Bound::InFlight(max_in_flight)
@@ -434,16 +529,16 @@ impl RpcConnection {
         ctx: &mut Context<Self>,
     ) {
         let dropped = Arc::clone(&self.shared.dropped_subscriptions);
-        while let Poll::Ready(ids) = dropped.poll_drain(task) {
-            for id in ids {
-                self.subscriptions.dropped(&id);
+        while let Poll::Ready(keys) = dropped.poll_drain(task) {
+            for key in keys {
+                self.subscriptions.dropped(key);
             }
         }
         for (method, id) in self.subscriptions.take_unsubscribes() {
             // Best effort: nobody waits for the answer, and it is read and
             // dropped like any other (or the call times out).
             let params = protocol::Params::from_json(format!("[{id}]"));
-            if let Err(err) = self.start_call(method, &params, None, ctx) {
+            if let Err(err) = self.start_call(method, &params, CallOptions::default(), ctx) {
                 log::debug!("could not unsubscribe {id}: {err}");
             }
         }
@@ -669,11 +764,13 @@ impl RpcConnection {
     /// running is dropped: its answer would have nowhere to go.
     fn answer_later(&self, work: impl std::future::Future<Output = AnswerText> + 'static) {
         let outbox = Arc::clone(&self.shared.outbox);
-        let stopped = self.stopped.clone();
+        let gone = self.session_token.clone();
         actix::spawn(async move {
             tokio::select! {
+                // Checked first: an answer must not reach a later socket.
+                biased;
+                () = gone.cancelled() => {}
                 text = work => queue_answer(&outbox, &text),
-                () = stopped.cancelled() => {}
             }
         });
     }
@@ -761,16 +858,24 @@ impl RpcConnection {
             reason: reason.clone(),
             clean: false,
         };
-        self.shut_down_within(error, Some((code, reason)), ending, await_peer, drain, ctx);
+        match self.state {
+            State::Open => {
+                self.tell_disconnected(&ending, None);
+                self.shut_down_within(error, Some((code, reason)), ending, await_peer, drain, ctx);
+            }
+            State::Reconnecting => self.give_up("closed by the client".into(), Some(ending), ctx),
+            State::Draining { .. } => {}
+        }
     }
 
     /// The socket is gone or unusable: no closing handshake is possible.
     fn lost(&mut self, cause: Option<crate::error::BoxError>, ctx: &mut Context<Self>) {
+        let cause = cause.map(crate::events::shared_cause);
         let reason = cause
-            .as_ref()
-            .map(|c| crate::error::chain_text(c.as_ref()))
+            .as_deref()
+            .map(|c| crate::error::chain_text(c))
             .unwrap_or_else(|| "the server closed the socket without a close frame".to_owned());
-        let ending = Disconnect {
+        let record = Disconnect {
             initiator: Initiator::Transport,
             code: None,
             reason,
@@ -778,10 +883,20 @@ impl RpcConnection {
         };
         let error = Error::Disconnected {
             call: None,
-            source: cause,
+            source: cause
+                .as_deref()
+                .map(|c| Box::new(crate::error::Cause::of(c)) as crate::error::BoxError),
         };
-        self.shut_down(error, None, ending, true, ctx);
-        ctx.stop();
+        self.socket_lost(
+            lifecycle::Loss {
+                ended: reconnect::Ended::Lost,
+                record,
+                close: None,
+                cause,
+            },
+            error,
+            ctx,
+        );
     }
 
     /// Moves the draining state forward; stops once nothing is left to wait for.
@@ -834,7 +949,13 @@ impl RpcConnection {
             } else {
                 1000
             };
-            self.shut_down(error, Some((echo, String::new())), ending, true, ctx);
+            let loss = lifecycle::Loss {
+                ended: reconnect::Ended::CloseCode(code),
+                record: ending,
+                close: Some((echo, String::new())),
+                cause: None,
+            };
+            self.socket_lost(loss, error, ctx);
         }
         self.drained(false, true, ctx);
     }
@@ -842,7 +963,7 @@ impl RpcConnection {
     /// Every `Client` and `Addr` is gone: nothing can use the connection, so
     /// it closes cleanly instead of living on through its read stream.
     fn abandoned(&mut self, ctx: &mut Context<Self>) {
-        if self.state == State::Open {
+        if matches!(self.state, State::Open | State::Reconnecting) {
             log::debug!("every handle of the connection was dropped; closing it");
             let drain = self.config.close_timeout;
             self.close(1000, String::new(), true, drain, ctx);
@@ -894,16 +1015,20 @@ impl ActorFuture<RpcConnection> for Housekeeping {
             act.shared.outbox.register_room_waker(task);
             act.send_waiting();
         }
-        if act.state == State::Open {
-            Poll::Pending
-        } else {
+        if matches!(act.state, State::Draining { .. }) {
             Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
 
 impl Actor for RpcConnection {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_heartbeat(ctx);
+    }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         // Whatever path led here, no call may be left waiting.
@@ -927,7 +1052,7 @@ impl Actor for RpcConnection {
                 peer_done,
                 await_peer,
             } => (flushed, peer_done, await_peer),
-            State::Open => (false, false, true),
+            State::Open | State::Reconnecting => (false, false, true),
         };
         let mut ending = self.ending.take().unwrap_or(Disconnect {
             initiator: Initiator::Transport,
@@ -954,12 +1079,22 @@ impl Actor for RpcConnection {
             };
             let _ = waiter.send(outcome);
         }
+        let reason = self
+            .final_reason
+            .take()
+            .unwrap_or_else(|| ending.to_string());
+        self.shared.watchers().close(reason);
+        self.shared
+            .reconnecting
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         self.shared.ended.send_replace(Some(ending));
     }
 }
 
 impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Self::Context) {
+        // Any frame is a sign of life for the heartbeat.
+        self.frames_in = self.frames_in.wrapping_add(1);
         match item {
             Ok(Frame::Message(bytes)) => self.on_message_bytes(bytes),
             Ok(Frame::Ping(payload)) => {
@@ -983,7 +1118,13 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
                     reason: reason.clone(),
                     clean: false,
                 };
-                self.shut_down(error, Some((1009, reason)), ending, true, ctx);
+                let loss = lifecycle::Loss {
+                    ended: reconnect::Ended::Lost,
+                    record: ending,
+                    close: Some((1009, reason)),
+                    cause: None,
+                };
+                self.socket_lost(loss, error, ctx);
             }
             Err(FrameError::Protocol(reason)) => {
                 log::warn!("closing: {reason}");
@@ -996,10 +1137,16 @@ impl StreamHandler<Result<Frame, FrameError>> for RpcConnection {
                 let close = (1002, fit_close_reason(&reason));
                 let error = Error::Disconnected {
                     call: None,
-                    source: Some(reason.into()),
+                    source: Some(reason.clone().into()),
+                };
+                let loss = lifecycle::Loss {
+                    ended: reconnect::Ended::Lost,
+                    record: ending,
+                    close: Some(close),
+                    cause: Some(crate::events::shared_cause(reason.into())),
                 };
                 // The stream ends after an error: `finished` follows.
-                self.shut_down(error, Some(close), ending, true, ctx);
+                self.socket_lost(loss, error, ctx);
             }
             Err(FrameError::Io(err)) => self.lost(Some(Box::new(err)), ctx),
         }
@@ -1020,7 +1167,11 @@ impl Handler<WriterEnded> for RpcConnection {
     type Result = ();
 
     fn handle(&mut self, msg: WriterEnded, ctx: &mut Self::Context) {
-        match msg.0 {
+        if self.session.as_ref().map(Session::generation) != Some(msg.generation) {
+            // A socket given up on, finishing its farewell.
+            return;
+        }
+        match msg.end {
             WriterEnd::CloseSent => self.drained(true, false, ctx),
             WriterEnd::Stopped => {}
             WriterEnd::Failed(err) => {
@@ -1097,7 +1248,15 @@ where
     fn handle(&mut self, msg: Call<T>, ctx: &mut Self::Context) -> Self::Result {
         CallReply {
             started: self
-                .start_call(msg.method, &msg.params, msg.timeout, ctx)
+                .start_call(
+                    msg.method,
+                    &msg.params,
+                    CallOptions {
+                        timeout: msg.timeout,
+                        retry: msg.retry,
+                    },
+                    ctx,
+                )
                 .map(|id| (self.pending.clone(), id)),
             message: PhantomData,
         }
@@ -1119,7 +1278,15 @@ impl Handler<RawCall> for RpcConnection {
     fn handle(&mut self, msg: RawCall, ctx: &mut Self::Context) -> Self::Result {
         CallReply {
             started: self
-                .start_call(msg.method, &msg.params, msg.timeout, ctx)
+                .start_call(
+                    msg.method,
+                    &msg.params,
+                    CallOptions {
+                        timeout: msg.timeout,
+                        retry: msg.retry,
+                    },
+                    ctx,
+                )
                 .map(|id| (self.pending.clone(), id)),
             message: PhantomData,
         }
@@ -1141,7 +1308,11 @@ impl RpcConnection {
     /// in submission order.
     fn start_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) -> Result<Vec<u64>, Error> {
         let method = || Cow::Borrowed("batch");
-        if self.state != State::Open {
+        // While reconnecting (and told to wait), the batch's frame waits in
+        // the outbound queue for the new socket.
+        let waits = self.state == State::Reconnecting
+            && self.config.while_reconnecting == WhileReconnecting::Wait;
+        if self.state != State::Open && !waits {
             return Err(Error::NotConnected { method: method() });
         }
         if batch.is_empty() {
@@ -1327,12 +1498,21 @@ impl Handler<Subscribe> for RpcConnection {
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         let pending = self.subscriptions.begin();
         let started = self
-            .start_call(msg.method.clone(), &msg.params, msg.timeout, ctx)
+            .start_call(
+                msg.method.clone(),
+                &msg.params,
+                CallOptions {
+                    timeout: msg.timeout,
+                    retry: false,
+                },
+                ctx,
+            )
             .map(|id| (self.pending.clone(), id));
         SubscribeReply {
             started,
             request: Some(SubscribeRequest {
                 method: msg.method,
+                params: msg.params,
                 unsubscribe: msg.unsubscribe,
                 capacity: msg.capacity.unwrap_or(self.config.subscription_capacity),
                 overflow: msg.overflow.unwrap_or(self.config.subscription_overflow),
@@ -1349,6 +1529,8 @@ impl Handler<Subscribe> for RpcConnection {
 /// What a subscribe call needs once its answer is read.
 struct SubscribeRequest {
     method: Cow<'static, str>,
+    /// Kept to subscribe again after a reconnect.
+    params: protocol::Params,
     unsubscribe: Cow<'static, str>,
     capacity: usize,
     overflow: Overflow,
@@ -1377,12 +1559,15 @@ impl SubscribeRequest {
         let shared = Arc::new(subscription::Shared {
             end: std::sync::OnceLock::new(),
         });
-        self.subscriptions.register(
+        let key = self.subscriptions.register(
             id.clone(),
             subscriptions::Route {
                 queue,
                 shared: Arc::clone(&shared),
                 unsubscribe: self.unsubscribe,
+                method: self.method.clone(),
+                params: self.params,
+                link: Link::Live(id.clone()),
             },
         );
         let items = match self.deliver_to {
@@ -1398,6 +1583,7 @@ impl SubscribeRequest {
         };
         Ok(Subscription::new(
             info,
+            key,
             shared,
             items,
             self.control,
@@ -1423,12 +1609,16 @@ fn deliver_to_actor(
                     return;
                 }
             }
-            let subscription::Notice::Item(raw) = delivered.item;
-            let item = match raw.decode::<serde_json::Value>() {
-                Ok(value) => SubscriptionItem::Item(value),
-                Err(err) => {
-                    log::warn!("a subscription item is not JSON a Value can hold: {err}");
-                    continue;
+            let item = match delivered.item {
+                subscription::Notice::Item(raw) => match raw.decode::<serde_json::Value>() {
+                    Ok(value) => SubscriptionItem::Item(value),
+                    Err(err) => {
+                        log::warn!("a subscription item is not JSON a Value can hold: {err}");
+                        continue;
+                    }
+                },
+                subscription::Notice::Resubscribed { down_for } => {
+                    SubscriptionItem::Resubscribed { down_for }
                 }
             };
             if recipient.send(item).await.is_err() {
@@ -1499,33 +1689,54 @@ impl MessageResponse<RpcConnection, Subscribe> for SubscribeReply {
 }
 
 impl Handler<Unsubscribe> for RpcConnection {
-    type Result = CallReply<Call<serde_json::Value>>;
+    type Result = UnsubscribeReply;
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
-        let method = match self
+        let route = self
             .subscriptions
-            .remove(&msg.id, SubscriptionEnd::Unsubscribed)
-        {
-            Some(route) => route.unsubscribe,
-            None => Cow::Borrowed("unsubscribe"),
+            .remove(msg.key, SubscriptionEnd::Unsubscribed);
+        let Some(subscriptions::Route {
+            link: Link::Live(id),
+            unsubscribe,
+            ..
+        }) = route
+        else {
+            // Ended already, or down with the connection: the server holds
+            // nothing to unsubscribe from.
+            return UnsubscribeReply { started: Ok(None) };
         };
-        let params = protocol::Params::from_json(format!("[{}]", msg.id));
-        CallReply {
+        let params = protocol::Params::from_json(format!("[{id}]"));
+        UnsubscribeReply {
             started: self
-                .start_call(method, &params, None, ctx)
-                .map(|id| (self.pending.clone(), id)),
-            message: PhantomData,
+                .start_call(unsubscribe, &params, CallOptions::default(), ctx)
+                .map(|id| Some((self.pending.clone(), id))),
         }
     }
 }
 
-impl MessageResponse<RpcConnection, Unsubscribe> for CallReply<Call<serde_json::Value>> {
+/// The connection's answer to an [`Unsubscribe`]: the server's answer to
+/// the unsubscribe call, or `null` at once when there is nothing to call.
+#[doc(hidden)]
+pub struct UnsubscribeReply {
+    started: Result<Option<(PendingCalls, u64)>, Error>,
+}
+
+impl MessageResponse<RpcConnection, Unsubscribe> for UnsubscribeReply {
     fn handle(
         self,
         _: &mut Context<RpcConnection>,
         tx: Option<OneshotSender<Result<serde_json::Value, Error>>>,
     ) {
-        self.deliver(tx, |tx| Box::new(Decoding(tx)));
+        let Some(tx) = tx else { return };
+        match self.started {
+            Ok(Some((pending, id))) => pending.attach(id, Box::new(Decoding(tx))),
+            Ok(None) => {
+                let _ = tx.send(Ok(serde_json::Value::Null));
+            }
+            Err(error) => {
+                let _ = tx.send(Err(error));
+            }
+        }
     }
 }
 
@@ -1586,6 +1797,14 @@ impl Handler<Close> for RpcConnection {
         self.close(msg.code, msg.reason, await_peer, drain, ctx);
         // Resolves when the actor stops (see `stopped`).
         Box::pin(async move { rx.await.unwrap_or(Ok(())) })
+    }
+}
+
+impl Handler<WatchEvents> for RpcConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchEvents, _: &mut Self::Context) {
+        self.shared.watchers().actor(msg.0);
     }
 }
 

@@ -69,6 +69,14 @@ struct State {
     frames: VecDeque<Queued>,
     /// The pong owed for the latest ping.
     pong: Option<Bytes>,
+    /// Our heartbeat's ping, not yet written.
+    ping: Option<Bytes>,
+    /// Which socket the frames are for: a reset starts a new generation,
+    /// and a writer of an older one stops.
+    generation: u64,
+    /// The last frame for the socket of an older generation (a close frame
+    /// answering the server's): its writer writes it, then stops.
+    farewell: Option<(u64, Bytes)>,
     /// Bytes in `frames` (and the pong).
     queued: usize,
     /// Bytes of frames the connection queued itself, in `frames`.
@@ -78,8 +86,9 @@ struct State {
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// The byte budget for frames someone can wait for.
-    room: Semaphore,
+    /// The byte budget for frames someone can wait for (replaced by a reset:
+    /// a closed semaphore cannot open again).
+    room: Mutex<Arc<Semaphore>>,
     limit: usize,
     writer: AtomicWaker,
     reader: AtomicWaker,
@@ -97,11 +106,14 @@ impl Outbox {
             state: Mutex::new(State {
                 frames: VecDeque::new(),
                 pong: None,
+                ping: None,
+                generation: 0,
+                farewell: None,
                 queued: 0,
                 owed: 0,
                 phase: Phase::Open,
             }),
-            room: Semaphore::new(limit),
+            room: Mutex::new(Arc::new(Semaphore::new(limit))),
             limit,
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
@@ -113,6 +125,42 @@ impl Outbox {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every mutation below is complete before anything can panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn room(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.room.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The current generation: what a writer started now is for.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Starts over for a new socket: drops every frame queued for the old
+    /// one, refuses senders waiting for its room (they were waiting for a
+    /// connection that is gone), and opens a fresh budget. The old
+    /// generation's writer writes `farewell`, if any, then stops.
+    pub fn reset(&self, farewell: Option<Bytes>) {
+        let old = {
+            let mut room = self.room.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *room, Arc::new(Semaphore::new(self.limit)))
+        };
+        old.close();
+        {
+            let mut state = self.lock();
+            state.frames.clear();
+            state.pong = None;
+            state.ping = None;
+            state.queued = 0;
+            state.owed = 0;
+            state.phase = Phase::Open;
+            state.farewell = farewell.map(|frame| (state.generation, frame));
+            state.generation += 1;
+            stats::set(&self.metrics.queued_bytes, 0);
+        }
+        self.writer.wake();
+        self.reader.wake();
+        self.room_freed.wake();
     }
 
     /// The configured budget.
@@ -129,7 +177,7 @@ impl Outbox {
     /// Queues a frame if there is room now.
     pub fn try_push(&self, frame: &Bytes) -> Result<(), Refused> {
         let room = self.room_for(frame);
-        match self.room.try_acquire_many(room) {
+        match self.room().try_acquire_many(room) {
             Ok(permit) => permit.forget(),
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
@@ -146,9 +194,14 @@ impl Outbox {
     /// dropping the future gives up the place in line and queues nothing.
     pub async fn push(&self, frame: Bytes) -> Result<(), Refused> {
         let room = self.room_for(&frame);
-        match self.room.acquire_many(room).await {
+        let budget = self.room();
+        match budget.acquire_many(room).await {
             Ok(permit) => permit.forget(),
             Err(_closed) => return Err(Refused::Closed),
+        }
+        if !Arc::ptr_eq(&budget, &self.room()) {
+            // The budget was replaced while we waited: our room is void.
+            return Err(Refused::Closed);
         }
         self.enqueue(frame, room, false)
     }
@@ -164,7 +217,7 @@ impl Outbox {
             let mut state = self.lock();
             if state.phase != Phase::Open {
                 drop(state);
-                self.room.add_permits(room as usize);
+                self.room().add_permits(room as usize);
                 return Err(Refused::Closed);
             }
             state.queued += frame.len();
@@ -193,6 +246,22 @@ impl Outbox {
         self.writer.wake();
     }
 
+    /// Queues our heartbeat's ping, ahead of data, replacing one not yet
+    /// written.
+    pub fn push_ping(&self, frame: Bytes) {
+        {
+            let mut state = self.lock();
+            if state.phase != Phase::Open {
+                return;
+            }
+            let len = frame.len();
+            let replaced = state.ping.replace(frame);
+            state.queued = state.queued + len - replaced.map_or(0, |p| p.len());
+            stats::set(&self.metrics.queued_bytes, state.queued);
+        }
+        self.writer.wake();
+    }
+
     /// Queues our close frame behind everything queued: the last frame.
     /// Waiting senders are refused from now on. `false` if already closing.
     pub fn push_close(&self, frame: Bytes) -> bool {
@@ -209,7 +278,7 @@ impl Outbox {
                 owed: false,
             });
         }
-        self.room.close();
+        self.room().close();
         self.writer.wake();
         true
     }
@@ -221,11 +290,12 @@ impl Outbox {
             state.phase = Phase::Stopped;
             state.frames.clear();
             state.pong = None;
+            state.ping = None;
             state.queued = 0;
             state.owed = 0;
             stats::set(&self.metrics.queued_bytes, 0);
         }
-        self.room.close();
+        self.room().close();
         self.writer.wake();
         self.reader.wake();
     }
@@ -250,20 +320,46 @@ impl Outbox {
         state.owed <= self.limit || state.phase == Phase::Stopped
     }
 
-    /// For the writer: moves every queued frame into `out` (a pong first).
-    pub fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<Queued>) -> Poll<Take> {
-        if let Poll::Ready(take) = self.take(out) {
+    /// For the writer of generation `generation`: moves every queued frame
+    /// into `out` (control frames first).
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        generation: u64,
+        out: &mut Vec<Queued>,
+    ) -> Poll<Take> {
+        if let Poll::Ready(take) = self.take(generation, out) {
             return Poll::Ready(take);
         }
         self.writer.register(cx.waker());
-        self.take(out)
+        self.take(generation, out)
     }
 
-    fn take(&self, out: &mut Vec<Queued>) -> Poll<Take> {
+    fn take(&self, generation: u64, out: &mut Vec<Queued>) -> Poll<Take> {
         let mut state = self.lock();
+        if state.generation != generation {
+            return match state.farewell.take_if(|(g, _)| *g == generation) {
+                Some((_, frame)) => {
+                    out.push(Queued {
+                        frame,
+                        room: 0,
+                        owed: false,
+                    });
+                    Poll::Ready(Take::Close)
+                }
+                None => Poll::Ready(Take::Stop),
+            };
+        }
         match state.phase {
             Phase::Stopped | Phase::CloseTaken => return Poll::Ready(Take::Stop),
             Phase::Open | Phase::Closing => {}
+        }
+        if let Some(ping) = state.ping.take() {
+            out.push(Queued {
+                frame: ping,
+                room: 0,
+                owed: false,
+            });
         }
         if let Some(pong) = state.pong.take() {
             out.push(Queued {
@@ -285,7 +381,7 @@ impl Outbox {
     }
 
     /// For the writer: these frames are written; their budget is free again.
-    pub fn written(&self, frames: &[Queued]) {
+    pub fn written(&self, generation: u64, frames: &[Queued]) {
         let (bytes, room, owed) = frames.iter().fold((0, 0, 0), |(b, r, o), q| {
             let len = q.frame.len();
             (
@@ -298,13 +394,18 @@ impl Outbox {
         let reader_was_paused;
         {
             let mut state = self.lock();
+            if state.generation != generation {
+                // Frames of a socket given up on: their room and bytes were
+                // written off by the reset.
+                return;
+            }
             reader_was_paused = state.owed > self.limit;
             state.queued = state.queued.saturating_sub(bytes);
             state.owed = state.owed.saturating_sub(owed);
             stats::set(&self.metrics.queued_bytes, state.queued);
         }
         if room > 0 {
-            self.room.add_permits(room);
+            self.room().add_permits(room);
             self.room_freed.wake();
         }
         if reader_was_paused {
@@ -324,7 +425,8 @@ mod tests {
     fn take_now(outbox: &Outbox) -> (Poll<Take>, Vec<Queued>) {
         let mut out = Vec::new();
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        (outbox.poll_take(&mut cx, &mut out), out)
+        let generation = outbox.generation();
+        (outbox.poll_take(&mut cx, generation, &mut out), out)
     }
 
     fn outbox(limit: usize) -> (Arc<Outbox>, Arc<Metrics>) {
@@ -346,7 +448,7 @@ mod tests {
             Err(Refused::Full),
             "not written yet"
         );
-        outbox.written(&frames);
+        outbox.written(outbox.generation(), &frames);
         assert_eq!(metrics.snapshot().queued_bytes, 0);
         assert_eq!(metrics.snapshot().bytes_sent, 100);
         assert_eq!(outbox.try_push(&frame(100)), Ok(()));
@@ -358,7 +460,7 @@ mod tests {
         assert_eq!(outbox.try_push(&frame(1000)), Ok(()));
         assert_eq!(outbox.try_push(&frame(1)), Err(Refused::Full));
         let (_, frames) = take_now(&outbox);
-        outbox.written(&frames);
+        outbox.written(outbox.generation(), &frames);
         assert_eq!(outbox.try_push(&frame(1)), Ok(()));
     }
 
@@ -373,7 +475,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         let (_, frames) = take_now(&outbox);
-        outbox.written(&frames);
+        outbox.written(outbox.generation(), &frames);
         assert_eq!(waiting.await.unwrap(), Ok(()));
         let (_, frames) = take_now(&outbox);
         assert_eq!(frames.len(), 1);
@@ -416,7 +518,7 @@ mod tests {
         let (_, frames) = take_now(&outbox);
         let first: &[u8] = &frames[0].frame;
         assert_eq!((frames.len(), first), (2, &b"p22"[..]));
-        outbox.written(&frames);
+        outbox.written(outbox.generation(), &frames);
         assert_eq!(metrics.snapshot().queued_bytes, 0);
     }
 
@@ -433,7 +535,7 @@ mod tests {
         other.try_push(&frame(10)).unwrap();
         assert!(other.poll_read_allowed(&mut cx).is_ready());
         let (_, frames) = take_now(&outbox);
-        outbox.written(&frames);
+        outbox.written(outbox.generation(), &frames);
         assert!(outbox.poll_read_allowed(&mut cx).is_ready());
     }
 
@@ -446,6 +548,77 @@ mod tests {
         let (take, frames) = take_now(&outbox);
         assert_eq!((take, frames.len()), (Poll::Ready(Take::Stop), 0));
         assert_eq!(outbox.try_push(&frame(1)), Err(Refused::Closed));
+    }
+
+    #[actix_rt::test]
+    async fn a_reset_starts_over_for_a_new_socket() {
+        let (outbox, metrics) = outbox(10);
+        let old_writer = outbox.generation();
+        outbox.try_push(&frame(10)).unwrap();
+        let waiting = {
+            let outbox = Arc::clone(&outbox);
+            actix_rt::spawn(async move { outbox.push(frame(5)).await })
+        };
+        tokio::task::yield_now().await;
+        outbox.push_close(frame(2));
+        outbox.reset(None);
+        assert_eq!(
+            waiting.await.unwrap(),
+            Err(Refused::Closed),
+            "it waited for the old socket"
+        );
+        assert_eq!(metrics.snapshot().queued_bytes, 0);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        assert_eq!(
+            outbox.poll_take(&mut cx, old_writer, &mut out),
+            Poll::Ready(Take::Stop)
+        );
+        assert_eq!(
+            outbox.try_push(&frame(10)),
+            Ok(()),
+            "a fresh budget, open again"
+        );
+        outbox.push_ping(Bytes::from_static(b"ping"));
+        let (take, frames) = take_now(&outbox);
+        assert_eq!(take, Poll::Ready(Take::Frames));
+        let first: &[u8] = &frames[0].frame;
+        assert_eq!((frames.len(), first), (2, &b"ping"[..]));
+    }
+
+    #[test]
+    fn the_old_socket_gets_its_farewell_and_its_late_writes_cost_the_new_one_nothing() {
+        let (outbox, metrics) = outbox(10);
+        let old = outbox.generation();
+        outbox.try_push(&frame(8)).unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut in_flight = Vec::new();
+        assert_eq!(
+            outbox.poll_take(&mut cx, old, &mut in_flight),
+            Poll::Ready(Take::Frames)
+        );
+        outbox.reset(Some(Bytes::from_static(b"bye")));
+        outbox.try_push(&frame(9)).unwrap();
+        // The old writer finishes what it had taken: no room comes back from it.
+        outbox.written(old, &in_flight);
+        assert_eq!(
+            outbox.try_push(&frame(2)),
+            Err(Refused::Full),
+            "the new budget is not inflated"
+        );
+        assert_eq!(metrics.snapshot().queued_bytes, 9);
+        let mut last = Vec::new();
+        assert_eq!(
+            outbox.poll_take(&mut cx, old, &mut last),
+            Poll::Ready(Take::Close)
+        );
+        let bye: &[u8] = &last[0].frame;
+        assert_eq!(bye, b"bye");
+        assert_eq!(
+            outbox.poll_take(&mut cx, old, &mut Vec::new()),
+            Poll::Ready(Take::Stop),
+            "once"
+        );
     }
 
     #[test]

@@ -51,6 +51,10 @@ struct Entry {
     unsent: Option<Bytes>,
     /// The batch the call was sent in (the id of its first call).
     group: Option<u64>,
+    /// The frame of a call that may be sent again on a new connection
+    /// ([`Call::retry_on_reconnect`](crate::Call::retry_on_reconnect)); taken
+    /// when it is, so it is sent again once at most.
+    retry: Option<Bytes>,
 }
 
 impl Entry {
@@ -209,6 +213,7 @@ impl Inner {
                 responder: None,
                 unsent,
                 group: None,
+                retry: None,
             },
         );
         self.update_gauges();
@@ -350,6 +355,53 @@ impl PendingCalls {
             None => return 0,
         };
         ids.into_iter().filter(|&id| self.fail(id, &error)).count()
+    }
+
+    /// Keeps call `id`'s frame to send it again if the connection is lost
+    /// before its answer.
+    pub fn keep_for_retry(&self, id: u64, frame: Bytes) {
+        if let Some(entry) = self.inner.borrow_mut().entries.get_mut(&id) {
+            entry.retry = Some(frame);
+        }
+    }
+
+    /// The connection was lost and will be dialled again. Calls sent on it
+    /// fail with (a copy of) `error`, except those that opted in to being
+    /// sent again, which go to the front of the unsent line (once: a second
+    /// loss fails them). Unsent calls never reached the server: they keep
+    /// waiting if `keep_unsent`, else fail too. Returns how many failed and
+    /// how many will be sent again.
+    pub fn disconnected(&self, error: &Error, keep_unsent: bool) -> (usize, usize) {
+        let (failed, requeued) = {
+            let mut inner = self.inner.borrow_mut();
+            let mut fail: Vec<u64> = Vec::new();
+            let mut requeued: Vec<u64> = Vec::new();
+            for (&id, entry) in inner.entries.iter_mut() {
+                if entry.unsent.is_some() {
+                    if !keep_unsent {
+                        fail.push(id);
+                    }
+                } else if let Some(frame) = entry.retry.take() {
+                    entry.unsent = Some(frame);
+                    requeued.push(id);
+                } else {
+                    fail.push(id);
+                }
+            }
+            requeued.sort_unstable();
+            inner.unsent_count += requeued.len();
+            let mut line: VecDeque<u64> = requeued.iter().copied().collect();
+            line.extend(inner.unsent.drain(..));
+            inner.unsent = line;
+            let failed: Vec<Entry> = fail.into_iter().filter_map(|id| inner.remove(id)).collect();
+            inner.update_gauges();
+            (failed, requeued.len())
+        };
+        let n = failed.len();
+        for entry in failed {
+            entry.tell(|call| Err(error.for_call(call)));
+        }
+        (n, requeued)
     }
 
     /// The oldest unsent call: its id and frame.
@@ -768,6 +820,55 @@ mod tests {
             2
         );
         assert!(table.next_unsent().is_none());
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.queued_calls), (0, 0));
+    }
+
+    #[test]
+    fn a_lost_connection_fails_sent_calls_and_sends_opted_in_ones_again_once() {
+        let (table, metrics) = table();
+        let now = Instant::now();
+        let mut plain = waiting(&table, 1, now, Duration::from_secs(5));
+        let mut retried = waiting(&table, 2, now, Duration::from_secs(5));
+        table.keep_for_retry(2, Bytes::from_static(b"two"));
+        table.insert_unsent(
+            call(3),
+            Bytes::from_static(b"three"),
+            now,
+            Duration::from_secs(5),
+        );
+        let lost = Error::Disconnected {
+            call: None,
+            source: None,
+        };
+        assert_eq!(table.disconnected(&lost, true), (1, 1));
+        let err = plain.try_recv().unwrap().unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::Disconnected { call: Some(ref c), .. } if c.id == 1),
+            "{err}"
+        );
+        assert!(retried.try_recv().unwrap().is_none(), "still waiting");
+        // The retried call goes first, ahead of the calls that waited.
+        assert_eq!(
+            table.next_unsent().map(|(id, f)| (id, f)),
+            Some((2, Bytes::from_static(b"two")))
+        );
+        table.mark_sent(2);
+        assert_eq!(table.next_unsent().map(|(id, _)| id), Some(3));
+        table.mark_sent(3);
+        let stats = metrics.snapshot();
+        assert_eq!((stats.pending, stats.queued_calls), (2, 0));
+        // Lost again: sent once more already, so it fails now; fail-fast
+        // fails the unsent ones too.
+        table.insert_unsent(
+            call(4),
+            Bytes::from_static(b"four"),
+            now,
+            Duration::from_secs(5),
+        );
+        assert_eq!(table.disconnected(&lost, false), (3, 0));
+        assert!(retried.try_recv().unwrap().unwrap().is_err());
+        assert!(table.is_empty());
         let stats = metrics.snapshot();
         assert_eq!((stats.pending, stats.queued_calls), (0, 0));
     }

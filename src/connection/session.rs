@@ -40,12 +40,18 @@ pub(crate) enum WriterEnd {
 /// Told to the actor when the writer task ends.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct WriterEnded(pub WriterEnd);
+pub(crate) struct WriterEnded {
+    /// The session's generation (see [`Session::generation`]): a session
+    /// given up on may end after its successor has started.
+    pub generation: u64,
+    pub end: WriterEnd,
+}
 
 /// The live I/O of one socket.
 pub(crate) struct Session {
     writer: tokio::task::JoinHandle<()>,
     reader: SpawnHandle,
+    generation: u64,
 }
 
 impl Session {
@@ -68,17 +74,41 @@ impl Session {
             eof: false,
         });
         let addr = ctx.address().downgrade();
+        let generation = outbox.generation();
         let writer = actix::spawn(async move {
-            let end = write_loop(&outbox, write).await;
+            let end = write_loop(&outbox, generation, write).await;
             // A weak address: the writer must not keep the actor alive. If
             // the actor is gone, nobody needs to hear how the writer ended.
             if let Some(addr) = addr.upgrade() {
                 // NOTE: one message per session, so ignoring the mailbox
                 // bound here cannot grow anything.
-                addr.do_send(WriterEnded(end));
+                addr.do_send(WriterEnded { generation, end });
             }
         });
-        Session { writer, reader }
+        Session {
+            writer,
+            reader,
+            generation,
+        }
+    }
+
+    /// Which of the outbox's generations this session writes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Stops reading at once and leaves the writer to write its farewell
+    /// (see [`Outbox::reset`]) for at most `linger`; the socket closes when
+    /// it is done. For a socket given up on while the connection goes on.
+    pub fn detach(self, linger: std::time::Duration, ctx: &mut Context<RpcConnection>) {
+        ctx.cancel_future(self.reader);
+        let writer = self.writer.abort_handle();
+        // NOTE: a peer that stopped reading would keep the writer blocked
+        // for ever; the timer bounds it.
+        actix::spawn(async move {
+            tokio::time::sleep(linger).await;
+            writer.abort();
+        });
     }
 
     /// Ends the session's I/O at once (the socket closes when both halves
@@ -154,18 +184,18 @@ impl Stream for SocketReader {
 
 /// Writes what the outbox holds until the close frame is written, the
 /// connection stops the writer, or writing fails.
-async fn write_loop(outbox: &Outbox, mut io: WriteHalf<BoxedSocket>) -> WriterEnd {
+async fn write_loop(outbox: &Outbox, generation: u64, mut io: WriteHalf<BoxedSocket>) -> WriterEnd {
     let mut batch: Vec<Queued> = Vec::new();
     let mut buf = BytesMut::new();
     loop {
-        let take = std::future::poll_fn(|cx| outbox.poll_take(cx, &mut batch)).await;
+        let take = std::future::poll_fn(|cx| outbox.poll_take(cx, generation, &mut batch)).await;
         if take == Take::Stop {
             return WriterEnd::Stopped;
         }
         if let Err(err) = write_frames(&mut io, &batch, &mut buf).await {
             return WriterEnd::Failed(err);
         }
-        outbox.written(&batch);
+        outbox.written(generation, &batch);
         batch.clear();
         if take == Take::Close {
             // NOTE: no TCP shutdown here. RFC 6455 §7.1.1 has the server close

@@ -1,31 +1,52 @@
 //! Subscriptions on the connection's side: which subscription id feeds which
 //! queue, what to do with notifications that arrive before their subscribe
-//! answer, and which subscriptions still need an unsubscribe call.
+//! answer, which subscriptions still need an unsubscribe call, and which
+//! must be made again after a reconnect.
+//!
+//! Each subscription has a key of the connection's own: the server's id
+//! changes when a reconnect makes the subscription again, the key (and so the
+//! subscriber's handle) does not.
 //!
 //! No actix in here; the actor routes each notification through
-//! [`Subscriptions::route`] and sends the unsubscribe calls it is handed.
+//! [`Subscriptions::route`] and sends the calls it is handed.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytestring::ByteString;
 
 use crate::delivery::{Pushed, Sender};
-use crate::protocol::{scan, Id, RawResult};
+use crate::protocol::{scan, Id, Params, RawResult};
 use crate::stats::{self, Metrics};
 use crate::subscription::{Notice, Shared, SubscriptionEnd};
 
 /// Notifications held while subscribe calls are pending, at most.
 const HOLD: usize = 1024;
 
-/// One live subscription's queue and what ends it.
+/// One subscription's queue, how it was made, and what ends it.
 pub(crate) struct Route {
     pub queue: Sender<Notice>,
     pub shared: Arc<Shared>,
     pub unsubscribe: Cow<'static, str>,
+    /// The subscribe call, sent again after a reconnect.
+    pub method: Cow<'static, str>,
+    pub params: Params,
+    pub link: Link,
+}
+
+/// Where a subscription stands with the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Link {
+    /// Live under this id.
+    Live(Id),
+    /// The connection was lost at `since`: to be made again.
+    Down { since: Instant },
+    /// Its subscribe call was sent again; down since `since`.
+    Resubscribing { since: Instant },
 }
 
 /// A notification naming a subscription not known yet.
@@ -46,8 +67,19 @@ pub(crate) enum Routed {
     NotOurs,
 }
 
+/// A subscribe call to send again after a reconnect.
+pub(crate) struct Resubscribe {
+    pub key: u64,
+    pub method: Cow<'static, str>,
+    pub params: Params,
+    pub unsubscribe: Cow<'static, str>,
+}
+
 struct Table {
-    routes: HashMap<Id, Route>,
+    routes: HashMap<u64, Route>,
+    /// Live subscriptions' keys by the server's id.
+    keys: HashMap<Id, u64>,
+    next_key: u64,
     /// Subscribe calls whose answer has not been read yet.
     pending: usize,
     held: VecDeque<Held>,
@@ -62,17 +94,17 @@ impl Table {
     }
 
     /// Delivers the result (or the end) carried by a notification's params
-    /// to the subscription `id`, which must be known.
-    fn deliver(&mut self, id: &Id, params: scan::SubscriptionParams<'_>, text: &ByteString) {
-        let Some(route) = self.routes.get(id) else {
+    /// to the live subscription `key`.
+    fn deliver(&mut self, key: u64, params: scan::SubscriptionParams<'_>, text: &ByteString) {
+        let Some(route) = self.routes.get(&key) else {
             return;
         };
         if let Some(error) = params.error.filter(|_| params.result.is_none()) {
             let end = SubscriptionEnd::ServerClosed {
                 error: error.to_owned(),
             };
-            log::debug!("the server ended subscription {id}: {error}");
-            self.end(id, end);
+            log::debug!("the server ended subscription {key}: {error}");
+            self.end(key, end);
             return;
         }
         let result = params.result.unwrap_or("null");
@@ -90,29 +122,53 @@ impl Table {
             Pushed::Overflowed => {
                 stats::add(&self.metrics.subscription_items_dropped, 1);
                 log::warn!(
-                    "subscription {id} fell behind and was closed (its overflow policy is Close)"
+                    "subscription {key} fell behind and was closed (its overflow policy is Close)"
                 );
-                let unsubscribe = route.unsubscribe.clone();
                 let missed = route.queue.missed();
-                self.end(id, SubscriptionEnd::Lagged { missed });
-                self.to_unsubscribe.push((unsubscribe, id.clone()));
+                self.end_and_unsubscribe(key, SubscriptionEnd::Lagged { missed });
             }
             Pushed::Closed => {
                 // The subscriber is gone and has not been counted out yet.
-                if let Some(route) = self.end(id, SubscriptionEnd::Unsubscribed) {
-                    self.to_unsubscribe.push((route.unsubscribe, id.clone()));
-                }
+                self.end_and_unsubscribe(key, SubscriptionEnd::Unsubscribed);
             }
         }
     }
 
-    /// Removes the route of `id`, recording `end` for its subscriber.
-    fn end(&mut self, id: &Id, end: SubscriptionEnd) -> Option<Route> {
-        let route = self.routes.remove(id)?;
+    /// Removes the route of `key`, recording `end` for its subscriber.
+    fn end(&mut self, key: u64, end: SubscriptionEnd) -> Option<Route> {
+        let route = self.routes.remove(&key)?;
+        if let Link::Live(id) = &route.link {
+            self.keys.remove(id);
+        }
         let _ = route.shared.end.set(end);
         route.queue.close();
         self.set_gauge();
         Some(route)
+    }
+
+    /// [`end`](Self::end), and owes the server an unsubscribe call if the
+    /// subscription is live there.
+    fn end_and_unsubscribe(&mut self, key: u64, end: SubscriptionEnd) {
+        if let Some(Route {
+            link: Link::Live(id),
+            unsubscribe,
+            ..
+        }) = self.end(key, end)
+        {
+            self.to_unsubscribe.push((unsubscribe, id));
+        }
+    }
+
+    /// Delivers what was held for `id`, now routed to `key`.
+    fn deliver_held(&mut self, id: &Id, key: u64) {
+        let (mine, others): (Vec<Held>, Vec<Held>) =
+            self.held.drain(..).partition(|held| held.id == *id);
+        self.held.extend(others);
+        for held in mine {
+            if let Some(params) = scan::subscription_params(&held.params) {
+                self.deliver(key, params, &held.params);
+            }
+        }
     }
 }
 
@@ -141,6 +197,8 @@ impl Subscriptions {
         Subscriptions {
             inner: Rc::new(RefCell::new(Table {
                 routes: HashMap::new(),
+                keys: HashMap::new(),
+                next_key: 1,
                 pending: 0,
                 held: VecDeque::new(),
                 to_unsubscribe: Vec::new(),
@@ -158,19 +216,18 @@ impl Subscriptions {
         }
     }
 
-    /// Starts routing `id` to `route`, first delivering what was held for it.
-    pub fn register(&self, id: Id, route: Route) {
+    /// Starts routing `id` to `route` (whose link is set to live), first
+    /// delivering what was held for it; returns the subscription's key.
+    pub fn register(&self, id: Id, mut route: Route) -> u64 {
         let mut table = self.inner.borrow_mut();
-        table.routes.insert(id.clone(), route);
+        let key = table.next_key;
+        table.next_key += 1;
+        route.link = Link::Live(id.clone());
+        table.routes.insert(key, route);
+        table.keys.insert(id.clone(), key);
         table.set_gauge();
-        let (mine, others): (Vec<Held>, Vec<Held>) =
-            table.held.drain(..).partition(|held| held.id == id);
-        table.held.extend(others);
-        for held in mine {
-            if let Some(params) = scan::subscription_params(&held.params) {
-                table.deliver(&id, params, &held.params);
-            }
-        }
+        table.deliver_held(&id, key);
+        key
     }
 
     /// Routes one notification by its `params.subscription`.
@@ -185,8 +242,8 @@ impl Subscriptions {
             return Routed::NotOurs;
         };
         let mut table = self.inner.borrow_mut();
-        if table.routes.contains_key(&id) {
-            table.deliver(&id, params, text);
+        if let Some(&key) = table.keys.get(&id) {
+            table.deliver(key, params, text);
             return Routed::Delivered;
         }
         if table.pending > 0 && table.held.len() < HOLD {
@@ -211,17 +268,18 @@ impl Subscriptions {
         table.held.drain(..).collect()
     }
 
-    /// Ends subscription `id` from our side; returns its route if it was live.
-    pub fn remove(&self, id: &Id, end: SubscriptionEnd) -> Option<Route> {
-        self.inner.borrow_mut().end(id, end)
+    /// Ends subscription `key` from our side; returns its route if it was
+    /// still there.
+    pub fn remove(&self, key: u64, end: SubscriptionEnd) -> Option<Route> {
+        self.inner.borrow_mut().end(key, end)
     }
 
-    /// Subscription `id`'s handle was dropped: end it, and unsubscribe.
-    pub fn dropped(&self, id: &Id) {
-        let mut table = self.inner.borrow_mut();
-        if let Some(route) = table.end(id, SubscriptionEnd::Unsubscribed) {
-            table.to_unsubscribe.push((route.unsubscribe, id.clone()));
-        }
+    /// Subscription `key`'s handle was dropped: end it, and unsubscribe if
+    /// the server holds it.
+    pub fn dropped(&self, key: u64) {
+        self.inner
+            .borrow_mut()
+            .end_and_unsubscribe(key, SubscriptionEnd::Unsubscribed);
     }
 
     /// The unsubscribe calls owed: (method, subscription id).
@@ -229,15 +287,104 @@ impl Subscriptions {
         std::mem::take(&mut self.inner.borrow_mut().to_unsubscribe)
     }
 
-    /// Ends every subscription (the connection has ended).
+    /// Ends every subscription (the connection has ended for good).
     pub fn close_all(&self, end: &SubscriptionEnd) {
         let mut table = self.inner.borrow_mut();
-        let ids: Vec<Id> = table.routes.keys().cloned().collect();
-        for id in ids {
-            table.end(&id, end.clone());
+        let keys: Vec<u64> = table.routes.keys().copied().collect();
+        for key in keys {
+            table.end(key, end.clone());
         }
         table.to_unsubscribe.clear();
         table.held.clear();
+    }
+
+    /// The connection was lost at `now` and will be dialled again: every
+    /// subscription is down (the server forgot them with the socket), and
+    /// nothing is owed to the old server.
+    pub fn disconnected(&self, now: Instant) {
+        let mut table = self.inner.borrow_mut();
+        for route in table.routes.values_mut() {
+            route.link = match route.link {
+                Link::Live(_) => Link::Down { since: now },
+                Link::Down { since } | Link::Resubscribing { since } => Link::Down { since },
+            };
+        }
+        table.keys.clear();
+        table.to_unsubscribe.clear();
+        table.held.clear();
+    }
+
+    /// The subscriptions to make again on a new connection; each is marked
+    /// as being made.
+    pub fn take_resubscribes(&self) -> Vec<Resubscribe> {
+        let mut table = self.inner.borrow_mut();
+        let mut calls: Vec<Resubscribe> = Vec::new();
+        for (&key, route) in table.routes.iter_mut() {
+            if let Link::Down { since } = route.link {
+                route.link = Link::Resubscribing { since };
+                calls.push(Resubscribe {
+                    key,
+                    method: route.method.clone(),
+                    params: route.params.clone(),
+                    unsubscribe: route.unsubscribe.clone(),
+                });
+            }
+        }
+        // Oldest first, so the server sees them in the order they were made.
+        calls.sort_by_key(|call| call.key);
+        calls
+    }
+
+    /// The server answered subscription `key`'s new subscribe call with
+    /// `id` at `now`: it is live again, and its subscriber is told how long
+    /// it was down. A subscription dropped meanwhile is unsubscribed.
+    pub fn resubscribed(&self, key: u64, id: Id, unsubscribe: Cow<'static, str>, now: Instant) {
+        let mut table = self.inner.borrow_mut();
+        let Some(route) = table.routes.get_mut(&key) else {
+            table.to_unsubscribe.push((unsubscribe, id));
+            return;
+        };
+        let Link::Resubscribing { since } = route.link else {
+            return;
+        };
+        route.link = Link::Live(id.clone());
+        let down_for = now.saturating_duration_since(since);
+        match route.queue.push(Notice::Resubscribed { down_for }) {
+            Pushed::Queued => {}
+            Pushed::Dropped => stats::add(&table.metrics.subscription_items_dropped, 1),
+            Pushed::Overflowed | Pushed::Closed => {
+                // Ended before it was told; nothing to keep live.
+                let end = SubscriptionEnd::Lagged {
+                    missed: route.queue.missed(),
+                };
+                table.keys.insert(id.clone(), key);
+                table.end_and_unsubscribe(key, end);
+                return;
+            }
+        }
+        table.keys.insert(id.clone(), key);
+        table.deliver_held(&id, key);
+    }
+
+    /// Subscription `key`'s new subscribe call failed with `error`. A lost
+    /// connection leaves it down, to be made again on the next one; any
+    /// other failure (the server refused, or did not answer in time) ends it.
+    pub fn resubscribe_failed(&self, key: u64, error: &crate::Error) {
+        let mut table = self.inner.borrow_mut();
+        if error.is_disconnect() {
+            if let Some(route) = table.routes.get_mut(&key) {
+                if let Link::Resubscribing { since } = route.link {
+                    route.link = Link::Down { since };
+                }
+            }
+            return;
+        }
+        let error = match error.rpc_error() {
+            Some(object) => serde_json::to_string(object).unwrap_or_else(|_| error.to_string()),
+            None => error.to_string(),
+        };
+        log::warn!("subscription {key} could not be made again after reconnecting: {error}");
+        table.end(key, SubscriptionEnd::ResubscribeFailed { error });
     }
 }
 
@@ -246,6 +393,7 @@ mod tests {
     use super::*;
     use crate::delivery::{channel, Overflow, Receiver};
     use std::sync::OnceLock;
+    use std::time::Duration;
 
     fn table() -> (Subscriptions, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::default());
@@ -261,6 +409,11 @@ mod tests {
             queue,
             shared: Arc::clone(&shared),
             unsubscribe: "unsub".into(),
+            method: "sub".into(),
+            params: Params::from_json("[]"),
+            link: Link::Down {
+                since: Instant::now(),
+            },
         };
         (route, rx, shared)
     }
@@ -275,8 +428,11 @@ mod tests {
         while let std::task::Poll::Ready(Some(d)) =
             futures_util::Stream::poll_next(std::pin::Pin::new(&mut *rx), &mut cx)
         {
-            let Notice::Item(raw) = d.item;
-            out.push((raw.text.to_string(), d.missed));
+            let text = match d.item {
+                Notice::Item(raw) => raw.text.to_string(),
+                Notice::Resubscribed { .. } => "resubscribed".to_owned(),
+            };
+            out.push((text, d.missed));
         }
         out
     }
@@ -381,10 +537,110 @@ mod tests {
     fn a_dropped_handle_unsubscribes_once() {
         let (subs, metrics) = table();
         let (r, _rx, _) = route(2, Overflow::DropOldest);
-        subs.register(Id::from(4), r);
-        subs.dropped(&Id::from(4));
-        subs.dropped(&Id::from(4));
+        let key = subs.register(Id::from(4), r);
+        subs.dropped(key);
+        subs.dropped(key);
         assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(4))]);
         assert_eq!(metrics.snapshot().subscriptions, 0);
+    }
+
+    #[test]
+    fn after_a_reconnect_a_subscription_is_made_again_under_the_same_key() {
+        let (subs, _) = table();
+        let (r, mut rx, shared) = route(8, Overflow::DropOldest);
+        let key = subs.register(Id::from(1), r);
+        let lost = Instant::now();
+        subs.disconnected(lost);
+        assert_eq!(
+            route_text(&subs, &params("1", "10")),
+            Routed::NotOurs,
+            "old ids are void"
+        );
+        let calls = subs.take_resubscribes();
+        assert_eq!(calls.len(), 1);
+        assert_eq!((calls[0].key, &*calls[0].method), (key, "sub"));
+        assert!(subs.take_resubscribes().is_empty(), "asked once");
+        // A notification for the new id before the answer is held, then delivered.
+        let pending = subs.begin();
+        assert_eq!(route_text(&subs, &params("2", "20")), Routed::Held);
+        subs.resubscribed(
+            key,
+            Id::from(2),
+            "unsub".into(),
+            lost + Duration::from_millis(1500),
+        );
+        drop(pending);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let first = futures_util::Stream::poll_next(std::pin::Pin::new(&mut rx), &mut cx);
+        match first {
+            std::task::Poll::Ready(Some(d)) => match d.item {
+                Notice::Resubscribed { down_for } => {
+                    assert_eq!(down_for, Duration::from_millis(1500))
+                }
+                Notice::Item(raw) => panic!("an item first: {}", raw.text),
+            },
+            _ => panic!("nothing told"),
+        }
+        assert_eq!(items(&mut rx), [("20".to_owned(), 0)]);
+        assert_eq!(route_text(&subs, &params("2", "21")), Routed::Delivered);
+        assert!(shared.end.get().is_none());
+        subs.dropped(key);
+        assert_eq!(
+            subs.take_unsubscribes(),
+            [("unsub".into(), Id::from(2))],
+            "the new id"
+        );
+    }
+
+    #[test]
+    fn a_resubscribe_lost_with_the_connection_is_tried_again_and_a_refused_one_ends() {
+        let (subs, _) = table();
+        let (a, _rx_a, shared_a) = route(8, Overflow::DropOldest);
+        let (b, _rx_b, shared_b) = route(8, Overflow::DropOldest);
+        let key_a = subs.register(Id::from(1), a);
+        let key_b = subs.register(Id::from(2), b);
+        subs.disconnected(Instant::now());
+        assert_eq!(subs.take_resubscribes().len(), 2);
+        let lost = crate::Error::Disconnected {
+            call: None,
+            source: None,
+        };
+        subs.resubscribe_failed(key_a, &lost);
+        let refused = crate::Error::Rpc {
+            call: crate::error::CallInfo {
+                method: "sub".into(),
+                id: 9,
+            },
+            error: Box::new(crate::ErrorObject::new(-32601, "no such method")),
+        };
+        subs.resubscribe_failed(key_b, &refused);
+        assert!(
+            shared_a.end.get().is_none(),
+            "still waiting for the next connection"
+        );
+        match shared_b.end.get() {
+            Some(SubscriptionEnd::ResubscribeFailed { error }) => {
+                assert!(error.contains("-32601"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let again = subs.take_resubscribes();
+        assert_eq!(again.iter().map(|c| c.key).collect::<Vec<_>>(), [key_a]);
+    }
+
+    #[test]
+    fn a_subscription_dropped_while_being_made_again_is_unsubscribed_on_its_answer() {
+        let (subs, _) = table();
+        let (r, _rx, _) = route(8, Overflow::DropOldest);
+        let key = subs.register(Id::from(1), r);
+        subs.disconnected(Instant::now());
+        let _ = subs.take_resubscribes();
+        subs.dropped(key);
+        assert!(
+            subs.take_unsubscribes().is_empty(),
+            "nothing live on the server"
+        );
+        subs.resubscribed(key, Id::from(5), "unsub".into(), Instant::now());
+        assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(5))]);
     }
 }
