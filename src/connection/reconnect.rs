@@ -212,7 +212,7 @@ mod tests {
                 };
                 match backoff.next(&ended, now, random) {
                     Verdict::Retry { attempt, delay } => {
-                        prop_assert!(attempt >= 1 && attempt <= 5);
+                        prop_assert!((1..=5).contains(&attempt));
                         let busy = matches!(ended, Ended::CloseCode(1013) | Ended::Refused(503));
                         let cap = if busy { policy.busy_delay.max(policy.max_delay) } else { policy.max_delay };
                         prop_assert!(delay <= cap, "{delay:?}");
