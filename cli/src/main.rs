@@ -438,6 +438,9 @@ async fn subscribe(client: &Client, args: SubscribeArgs) -> ExitCode {
         }
     };
     let code = match follow(&mut subscription, count).await {
+        // Ended just after the last item wanted: nothing to unsubscribe
+        // (the library would send the call to a method named `unsubscribe`).
+        Stop::Enough if subscription.close_reason().is_some() => ExitCode::SUCCESS,
         Stop::Enough => match subscription.unsubscribe().await {
             Ok(_) => ExitCode::SUCCESS,
             Err(err) => fail(&err),

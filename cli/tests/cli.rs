@@ -747,6 +747,47 @@ fn subscribe_ends_with_exit_1_when_the_server_ends_the_subscription() {
 }
 
 #[test]
+fn subscribe_with_count_exits_0_when_the_server_ends_it_after_the_last_item() {
+    let server = TestServer::start(|msg| {
+        let note = |params: Value| {
+            Action::Reply(json!({"jsonrpc": "2.0", "method": "sub", "params": params}))
+        };
+        match msg["method"].as_str() {
+            Some("sub") => Action::Many(vec![
+                Action::Reply(response(&msg["id"], json!(3))),
+                note(json!({"subscription": 3, "result": 1})),
+                note(json!({"subscription": 3, "result": 2})),
+                note(json!({"subscription": 3, "error": {"code": 1, "message": "done"}})),
+            ]),
+            Some("unsub") => Action::Reply(response(&msg["id"], json!(true))),
+            _ => standard(msg),
+        }
+    });
+    let out = run(&[
+        "subscribe",
+        &server.url(),
+        "sub",
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "2",
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "1\n2\n"), "{out:#?}");
+    assert_eq!(out.stderr, "", "{out:#?}");
+    // Whether it unsubscribed depends on what it had read: never any other
+    // method than the one given.
+    let methods: Vec<Value> = server
+        .received()
+        .iter()
+        .map(|m| m["method"].clone())
+        .collect();
+    assert!(
+        methods == [json!("sub")] || methods == [json!("sub"), json!("unsub")],
+        "{methods:?}"
+    );
+}
+
+#[test]
 fn subscribe_exits_2_when_the_server_closes_or_drops_the_connection() {
     let server = TestServer::start(|msg| {
         let end = match msg["method"].as_str() {
