@@ -1,13 +1,17 @@
-//! `jsonrpc-ws`: call a method or send a notification on any JSON-RPC 2.0
-//! websocket server from the command line.
+//! `jsonrpc-ws`: call a method, send a notification, follow a subscription
+//! or send a batch on any JSON-RPC 2.0 websocket server from the command
+//! line.
 //!
 //! ```text
-//! jsonrpc-ws call   <URL> <METHOD> [PARAMS] [OPTIONS]
-//! jsonrpc-ws notify <URL> <METHOD> [PARAMS] [OPTIONS]
+//! jsonrpc-ws call      <URL> <METHOD> [PARAMS] [OPTIONS]
+//! jsonrpc-ws notify    <URL> <METHOD> [PARAMS] [OPTIONS]
+//! jsonrpc-ws subscribe <URL> <METHOD> [PARAMS] --unsubscribe <METHOD> [--count N] [OPTIONS]
+//! jsonrpc-ws batch     <URL> <JSON> [OPTIONS]
 //! ```
 //!
-//! Exit status: 0 success, 1 the server answered with a JSON-RPC error,
-//! 2 transport/protocol/timeout/disconnect errors, 64 usage errors.
+//! Exit status: 0 success, 1 the server answered with a JSON-RPC error (or
+//! ended the subscription), 2 transport/protocol/timeout/disconnect errors,
+//! 64 usage errors.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,8 +22,8 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use jsonrpc_websocket::serde_json::{self, value::RawValue};
 use jsonrpc_websocket::{
-    ConnectionBuilder, Error, ErrorObject, Params, Route, RpcConnection, ServerNotification,
-    ServerRequest,
+    Client, ConnectionBuilder, Error, ErrorObject, Params, Route, RpcConnection,
+    ServerNotification, ServerRequest, Subscription, SubscriptionEnd, SubscriptionItem,
 };
 
 /// The server answered with a JSON-RPC error object.
@@ -36,14 +40,15 @@ const MAX_TIMEOUT_SECS: f64 = u32::MAX as f64;
 #[command(
     name = "jsonrpc-ws",
     version,
-    about = "Call methods and send notifications on a JSON-RPC 2.0 websocket server",
+    about = "Call methods, send notifications, follow subscriptions and send batches on a JSON-RPC 2.0 websocket server",
     after_help = "\
 PARAMS is JSON: an array for positional params, an object for named params;
 leave it out to send no params. PARAMS and --reply results are sent exactly
 as written. Options may come before or after the subcommand's arguments.
 
 Exit status: 0 success, 1 the server answered with a JSON-RPC error
-(`error <code>: <message>` and `data: <json>` on stderr), 2 transport,
+(`error <code>: <message>` and `data: <json>` on stderr; for `batch`, an
+entry's error object on stdout) or ended the subscription, 2 transport,
 protocol, timeout or disconnect errors (one `error: ...` line on stderr),
 64 usage errors.
 
@@ -64,6 +69,38 @@ enum Command {
     /// Send METHOD as a notification (no reply); exits once it is written
     /// and the connection is closed.
     Notify(Target),
+    /// Subscribe with METHOD and print each item's result as one line of
+    /// compact JSON, until --count items, the end of the subscription or
+    /// of the connection.
+    #[command(after_help = "\
+Each item is printed as the server sent it (compacted) and flushed at once.
+`lagged: missed N items` on stderr says that items were dropped because
+they came faster than they could be printed.
+
+With --count N: after N items, unsubscribes (waiting for the answer),
+closes and exits 0; so does a closed stdout (e.g. `| head -n 3`). Without
+it: runs until the subscription or the connection ends. The server ending
+the subscription exits 1 (`error: subscription <ID> closed by the server:
+<error>`), the connection ending exits 2. --timeout bounds the connection,
+the subscribe and the unsubscribe calls, not the wait for items.")]
+    Subscribe(SubscribeArgs),
+    /// Send a batch of calls and notifications as one message and print
+    /// one line per call, in the order given.
+    #[command(after_help = "\
+JSON is an array of entries, each an object: {\"method\": \"m\", \"params\": [..]}
+for a call, with \"notification\": true for a notification. \"params\" (an
+array or an object) may be left out; it is sent exactly as written.
+
+Each call prints one line on stdout, in the order of the entries, whatever
+order the server answers in: {\"result\": <the result as sent>}, or
+{\"error\": <the server's error object>}, or {\"failed\": \"<why>\"} when the
+call got no answer (timeout, lost connection, left out of the server's
+answer). Notifications print nothing.
+
+Exit status: 0 every call succeeded; 1 some call got an error object; 2 some
+call got no answer (with one `error: ...` line on stderr), or the batch could
+not be sent; 64 JSON that is not such an array.")]
+    Batch(BatchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +115,65 @@ struct Target {
     /// sent exactly as written.
     #[arg(value_parser = parse_params)]
     params: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SubscribeArgs {
+    /// The server's URL (ws://, wss://, http:// or https://).
+    url: String,
+
+    /// The subscribe method.
+    method: String,
+
+    /// The subscribe call's params as JSON: an array (positional) or an
+    /// object (named), sent exactly as written.
+    #[arg(value_parser = parse_params)]
+    params: Option<String>,
+
+    /// The method that ends the subscription (called with the subscription
+    /// id as its only param).
+    #[arg(long, value_name = "METHOD")]
+    unsubscribe: String,
+
+    /// Exit after this many items, unsubscribing first.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct BatchArgs {
+    /// The server's URL (ws://, wss://, http:// or https://).
+    url: String,
+
+    /// The batch as a JSON array of {"method": .., "params": ..,
+    /// "notification": true|false} objects (see below).
+    #[arg(value_name = "JSON", value_parser = parse_batch)]
+    entries: Entries,
+}
+
+/// `batch`'s entries, in order (a type of its own: clap would take a `Vec`
+/// for a repeatable argument).
+#[derive(Debug, Clone)]
+struct Entries(Vec<Entry>);
+
+/// One entry of `batch`'s JSON.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    method: String,
+    /// Present whenever the member is, even as `null` (which is refused).
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Box<RawValue>>,
+    #[serde(default)]
+    notification: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    <Box<RawValue> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +255,40 @@ fn parse_params(text: &str) -> Result<String, String> {
     }
 }
 
+/// Checks `batch`'s JSON: a non-empty array of entries, each with a method
+/// and params that are an array or an object (kept as written).
+fn parse_batch(text: &str) -> Result<Entries, String> {
+    let raw = serde_json::from_str::<&RawValue>(text)
+        .map_err(|err| format!("the batch is not valid JSON: {err}"))?;
+    let items: Vec<&RawValue> = match raw.get().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(raw.get()).map_err(|err| err.to_string())?,
+        _ => return Err("the batch must be a JSON array of entries".into()),
+    };
+    if items.is_empty() {
+        return Err("the batch is empty (JSON-RPC forbids an empty batch)".into());
+    }
+    let mut entries = Vec::with_capacity(items.len());
+    for (n, item) in items.into_iter().enumerate() {
+        let n = n + 1;
+        if !item.get().starts_with('{') {
+            return Err(format!(
+                "entry {n} must be an object like {{\"method\": \"m\", \"params\": [..]}}"
+            ));
+        }
+        let entry: Entry =
+            serde_json::from_str(item.get()).map_err(|err| format!("entry {n}: {err}"))?;
+        if let Some(params) = &entry.params {
+            if !matches!(params.get().as_bytes().first(), Some(b'[' | b'{')) {
+                return Err(format!(
+                    "entry {n}: params must be a JSON array (positional) or object (named)"
+                ));
+            }
+        }
+        entries.push(entry);
+    }
+    Ok(Entries(entries))
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
@@ -226,34 +356,225 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let Cli { command, options } = cli;
-    let (target, is_call) = match command {
-        Command::Call(target) => (target, true),
-        Command::Notify(target) => (target, false),
+    let url = match &command {
+        Command::Call(target) | Command::Notify(target) => target.url.as_str(),
+        Command::Subscribe(args) => args.url.as_str(),
+        Command::Batch(args) => args.url.as_str(),
     };
-    let builder = configure(RpcConnection::builder(target.url.as_str()), options);
+    let builder = configure(RpcConnection::builder(url), options);
     let client = match builder.connect().await {
         Ok(client) => client,
         Err(err) => return fail(&err),
     };
+    match command {
+        Command::Call(target) => call(&client, target).await,
+        Command::Notify(target) => notify(&client, target).await,
+        Command::Subscribe(args) => subscribe(&client, args).await,
+        Command::Batch(args) => batch(&client, args.entries.0).await,
+    }
+}
+
+async fn call(client: &Client, target: Target) -> ExitCode {
     let params = target.params.map_or_else(Params::none, Params::from_json);
-    let code = if is_call {
-        // The raw result keeps the server's key order and number spelling.
-        match client.call::<Box<RawValue>>(target.method, params).await {
-            Ok(result) => print_result(&compact(result.get())),
-            Err(err) => fail(&err),
-        }
-    } else {
-        match client.notify(target.method, params).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => fail(&err),
+    // The raw result keeps the server's key order and number spelling.
+    let code = match client.call::<Box<RawValue>>(target.method, params).await {
+        Ok(result) => print_result(&compact(result.get())),
+        Err(err) => fail(&err),
+    };
+    // Waits for the closing handshake (bounded by the close timeout).
+    let _ = client.close().await;
+    code
+}
+
+async fn notify(client: &Client, target: Target) -> ExitCode {
+    let params = target.params.map_or_else(Params::none, Params::from_json);
+    if let Err(err) = client.notify(target.method, params).await {
+        let _ = client.close().await;
+        return fail(&err);
+    }
+    closed_cleanly(client).await
+}
+
+/// Closes, waiting for the closing handshake (bounded by the close
+/// timeout); what was queued before is flushed before the close frame. A
+/// notification counts as delivered only if the socket closed cleanly.
+async fn closed_cleanly(client: &Client) -> ExitCode {
+    match client.close().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+// ---- subscribe ---------------------------------------------------------------
+
+/// How following a subscription stopped.
+enum Stop {
+    /// `--count` items were printed, or stdout was closed: unsubscribe.
+    Enough,
+    /// The subscription ended on its own.
+    Ended,
+    /// Writing to stdout failed.
+    Write(std::io::Error),
+}
+
+async fn subscribe(client: &Client, args: SubscribeArgs) -> ExitCode {
+    let SubscribeArgs {
+        method,
+        params,
+        unsubscribe,
+        count,
+        ..
+    } = args;
+    let params = params.map_or_else(Params::none, Params::from_json);
+    let mut subscription = match client
+        .subscribe::<Box<RawValue>>(method, params, unsubscribe)
+        .await
+    {
+        Ok(subscription) => subscription,
+        Err(err) => {
+            let code = fail(&err);
+            let _ = client.close().await;
+            return code;
         }
     };
-    // Waits for the closing handshake (bounded by the close timeout); a
-    // notification queued above is flushed before the close frame. A
-    // notification counts as delivered only if the socket closed cleanly.
-    match client.close().await {
-        Err(err) if !is_call && code == ExitCode::SUCCESS => fail(&err),
-        _ => code,
+    let code = match follow(&mut subscription, count).await {
+        // Ended just after the last item wanted: nothing to unsubscribe
+        // (the library would send the call to a method named `unsubscribe`).
+        Stop::Enough if subscription.close_reason().is_some() => ExitCode::SUCCESS,
+        Stop::Enough => match subscription.unsubscribe().await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(err) => fail(&err),
+        },
+        Stop::Ended => ended(&subscription),
+        Stop::Write(err) => {
+            eprintln!("error: could not write an item to stdout: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    };
+    let _ = client.close().await;
+    code
+}
+
+/// Prints the subscription's items, one line each, until `count` of them,
+/// a closed stdout or the end of the subscription.
+async fn follow(subscription: &mut Subscription<Box<RawValue>>, count: Option<u64>) -> Stop {
+    let mut printed: u64 = 0;
+    loop {
+        if count.is_some_and(|count| printed >= count) {
+            return Stop::Enough;
+        }
+        match subscription.next().await {
+            Some(SubscriptionItem::Item(result)) => {
+                let mut stdout = std::io::stdout().lock();
+                let written =
+                    writeln!(stdout, "{}", compact(result.get())).and_then(|()| stdout.flush());
+                match written {
+                    Ok(()) => printed += 1,
+                    // `| head -n 3`: whoever reads has had enough.
+                    Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+                        return Stop::Enough;
+                    }
+                    Err(err) => return Stop::Write(err),
+                }
+            }
+            Some(SubscriptionItem::Lagged { missed }) => {
+                eprintln!("lagged: missed {missed} items");
+            }
+            Some(SubscriptionItem::Invalid(err)) => {
+                eprintln!("invalid item: {}", chain(&err));
+            }
+            // `Closed` is only sent to actors; a stream ends instead.
+            Some(_) => {}
+            None => return Stop::Ended,
+        }
+    }
+}
+
+/// Reports how a subscription ended on its own and picks the exit status.
+fn ended(subscription: &Subscription<Box<RawValue>>) -> ExitCode {
+    let id = subscription.id();
+    match subscription.close_reason() {
+        Some(SubscriptionEnd::ServerClosed { error }) => {
+            eprintln!(
+                "error: subscription {id} closed by the server: {}",
+                compact(&error)
+            );
+            ExitCode::from(EXIT_RPC_ERROR)
+        }
+        Some(SubscriptionEnd::Disconnected { reason }) => {
+            eprintln!("error: subscription {id} ended: {reason}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Some(end) => {
+            eprintln!("error: subscription {id} ended: {end}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        None => {
+            eprintln!("error: subscription {id} ended without a reason");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+// ---- batch -------------------------------------------------------------------
+
+async fn batch(client: &Client, entries: Vec<Entry>) -> ExitCode {
+    let mut batch = client.batch();
+    let mut slots = Vec::new();
+    for entry in entries {
+        let params = entry
+            .params
+            .map_or_else(Params::none, |params| Params::from_json(params.get()));
+        if entry.notification {
+            batch.notify(entry.method, params);
+        } else {
+            slots.push(batch.call::<Box<RawValue>>(entry.method, params));
+        }
+    }
+    let mut results = match batch.send().await {
+        Ok(results) => results,
+        Err(err) => {
+            let _ = client.close().await;
+            return fail(&err);
+        }
+    };
+    if slots.is_empty() {
+        // Notifications only: delivered once the socket closed cleanly.
+        return closed_cleanly(client).await;
+    }
+    let (mut lines, mut rpc_errors, mut failures) = (String::new(), 0, Vec::new());
+    for slot in slots {
+        let line = match results.take(slot) {
+            Ok(result) => format!(r#"{{"result":{}}}"#, compact(result.get())),
+            Err(Error::Rpc { error, .. }) => {
+                rpc_errors += 1;
+                let error = serde_json::to_string(&error).unwrap_or_default();
+                format!(r#"{{"error":{}}}"#, compact(&error))
+            }
+            Err(err) => {
+                let why = serde_json::Value::String(chain(&err));
+                failures.push(err);
+                format!(r#"{{"failed":{why}}}"#)
+            }
+        };
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    let printed = print_lines(&lines);
+    let _ = client.close().await;
+    if let Some(first) = failures.first() {
+        let more = match failures.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more call(s) got no answer)"),
+        };
+        eprintln!("error: {}{more}", chain(first));
+        ExitCode::from(EXIT_FAILURE)
+    } else if printed != ExitCode::SUCCESS {
+        printed
+    } else if rpc_errors > 0 {
+        ExitCode::from(EXIT_RPC_ERROR)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -332,8 +653,16 @@ fn compact(json: &str) -> String {
 }
 
 fn print_result(result: &str) -> ExitCode {
+    print_lines(&format!("{result}\n"))
+}
+
+/// Writes `lines` (each ending with a line break) to stdout.
+fn print_lines(lines: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{result}").and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(lines.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: could not write the result to stdout: {err}");

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use support::raw::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
-use support::{json, last_request, response, standard, RawConn, RawServer, TestServer, Value};
+use support::{
+    json, last_request, response, standard, Action, RawConn, RawServer, TestServer, Value,
+};
 
 /// Every run of the binary is killed (and the test failed) after this long.
 const RUN_LIMIT: Duration = Duration::from_secs(20);
@@ -612,4 +614,510 @@ fn a_reply_reaches_the_server_exactly_as_written() {
     let answer = members(&answers[0]);
     assert_eq!(answer["id"].get(), r#""s1""#, "{answers:?}");
     assert_eq!(answer["result"].get(), reply, "{answers:?}");
+}
+
+// ---- subscribe ---------------------------------------------------------------
+
+/// `{"jsonrpc":"2.0","method":method,"params":{"subscription":sub,"result":result}}`,
+/// with `sub` and `result` as the exact JSON text given.
+fn item(method: &str, sub: &str, result: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","method":"{method}","params":{{"subscription":{sub},"result":{result}}}}}"#
+    )
+}
+
+/// Answers the client's next call with `result` (exact JSON text); returns
+/// the call's text, or `None` once the client has gone.
+async fn answer_next(conn: &mut RawConn, result: &str) -> Option<String> {
+    let call = next_text(conn).await?;
+    let id = members(&call)["id"].get().to_owned();
+    conn.send_text(&format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
+    ))
+    .await;
+    Some(call)
+}
+
+/// A server for subscription `"ab"` of method `sub`: one item before its
+/// answer, the others after it, mixed with items of another subscription and
+/// of the Ethereum shape, then answers the unsubscribe call with `true`.
+/// Records every message it reads.
+fn subscription_server(received: Arc<Mutex<Vec<String>>>) -> RawServer {
+    RawServer::start(move |mut conn| {
+        let log = received.clone();
+        async move {
+            let Some(subscribe) = next_text(&mut conn).await else {
+                return;
+            };
+            log.lock().unwrap().push(subscribe.clone());
+            // Servers race: an item may come before the answer that names it.
+            conn.send_text(&item("sub", r#""ab""#, "1")).await;
+            let id = members(&subscribe)["id"].get().to_owned();
+            conn.send_text(&format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"ab"}}"#))
+                .await;
+            conn.send_text(&item("sub", r#""other""#, r#""not ours""#))
+                .await;
+            conn.send_text(&item(
+                "sub",
+                r#""ab""#,
+                r#"{"b": 1, "a": 12345678901234567890123}"#,
+            ))
+            .await;
+            conn.send_text(&item("sub", "1", r#""a number id is another id""#))
+                .await;
+            conn.send_text(&item("eth_subscription", r#""ab""#, r#"[1.50e3, "x y"]"#))
+                .await;
+            conn.send_text(&item("sub", r#""ab""#, "4")).await;
+            // The rest of the conversation: the unsubscribe call, then close.
+            while let Some(text) = next_text(&mut conn).await {
+                log.lock().unwrap().push(text.clone());
+                if let Some(id) = members(&text).get("id") {
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{},"result":true}}"#, id.get());
+                    conn.send_text(&answer).await;
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn subscribe_prints_count_items_as_sent_then_unsubscribes() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let server = subscription_server(received.clone());
+    let out = run(&[
+        "subscribe",
+        &server.url(),
+        "sub",
+        r#"["newHeads", {"b": 1, "a": 12345678901234567890123}]"#,
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout, "1\n{\"b\":1,\"a\":12345678901234567890123}\n[1.50e3,\"x y\"]\n",
+        "{out:#?}"
+    );
+    assert_eq!(out.stderr, "", "{out:#?}");
+    drop(server);
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let subscribe = members(&received[0]);
+    assert_eq!(subscribe["method"].get(), r#""sub""#);
+    assert_eq!(
+        subscribe["params"].get(),
+        r#"["newHeads", {"b": 1, "a": 12345678901234567890123}]"#
+    );
+    let unsubscribe = members(&received[1]);
+    assert_eq!(unsubscribe["method"].get(), r#""unsub""#, "{received:?}");
+    assert_eq!(unsubscribe["params"].get(), r#"["ab"]"#, "{received:?}");
+}
+
+#[test]
+fn subscribe_ends_with_exit_1_when_the_server_ends_the_subscription() {
+    let server = TestServer::start(|msg| {
+        if msg["method"] != "sub" {
+            return standard(msg);
+        }
+        let note = |params: Value| {
+            Action::Reply(json!({"jsonrpc": "2.0", "method": "sub", "params": params}))
+        };
+        Action::Many(vec![
+            Action::Reply(response(&msg["id"], json!(7))),
+            note(json!({"subscription": 7, "result": "a"})),
+            note(json!({"subscription": 8, "result": "not ours"})),
+            note(json!({"subscription": 7, "result": "b"})),
+            note(json!({"subscription": 7, "error": {"code": -32000, "message": "feed gone"}})),
+        ])
+    });
+    let out = run(&["subscribe", &server.url(), "sub", "--unsubscribe", "unsub"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.stdout, "\"a\"\n\"b\"\n", "{out:#?}");
+    assert_eq!(
+        out.stderr_lines(),
+        [r#"error: subscription 7 closed by the server: {"code":-32000,"message":"feed gone"}"#]
+    );
+    // The server ended it: no unsubscribe call.
+    assert!(
+        server.received().iter().all(|m| m["method"] != "unsub"),
+        "{:?}",
+        server.received()
+    );
+}
+
+#[test]
+fn subscribe_with_count_exits_0_when_the_server_ends_it_after_the_last_item() {
+    let server = TestServer::start(|msg| {
+        let note = |params: Value| {
+            Action::Reply(json!({"jsonrpc": "2.0", "method": "sub", "params": params}))
+        };
+        match msg["method"].as_str() {
+            Some("sub") => Action::Many(vec![
+                Action::Reply(response(&msg["id"], json!(3))),
+                note(json!({"subscription": 3, "result": 1})),
+                note(json!({"subscription": 3, "result": 2})),
+                note(json!({"subscription": 3, "error": {"code": 1, "message": "done"}})),
+            ]),
+            Some("unsub") => Action::Reply(response(&msg["id"], json!(true))),
+            _ => standard(msg),
+        }
+    });
+    let out = run(&[
+        "subscribe",
+        &server.url(),
+        "sub",
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "2",
+    ]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "1\n2\n"), "{out:#?}");
+    assert_eq!(out.stderr, "", "{out:#?}");
+    // Whether it unsubscribed depends on what it had read: never any other
+    // method than the one given.
+    let methods: Vec<Value> = server
+        .received()
+        .iter()
+        .map(|m| m["method"].clone())
+        .collect();
+    assert!(
+        methods == [json!("sub")] || methods == [json!("sub"), json!("unsub")],
+        "{methods:?}"
+    );
+}
+
+#[test]
+fn subscribe_exits_2_when_the_server_closes_or_drops_the_connection() {
+    let server = TestServer::start(|msg| {
+        let end = match msg["method"].as_str() {
+            Some("sub_close") => Action::Close(4001, "bye".into()),
+            Some("sub_drop") => Action::Drop,
+            _ => return standard(msg),
+        };
+        Action::Many(vec![
+            Action::Reply(response(&msg["id"], json!("s"))),
+            Action::Reply(json!({
+                "jsonrpc": "2.0",
+                "method": "s",
+                "params": {"subscription": "s", "result": 1}
+            })),
+            end,
+        ])
+    });
+
+    let out = run(&[
+        "subscribe",
+        &server.url(),
+        "sub_close",
+        "--unsubscribe",
+        "u",
+    ]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.stdout, "1\n", "{out:#?}");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{out:#?}");
+    assert!(
+        lines[0].starts_with("error: subscription \"s\" ended: "),
+        "{out:#?}"
+    );
+    assert!(
+        lines[0].contains("4001") && lines[0].contains("bye"),
+        "{out:#?}"
+    );
+
+    let out = run(&["subscribe", &server.url(), "sub_drop", "--unsubscribe", "u"]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert_eq!(out.stdout, "1\n", "{out:#?}");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{out:#?}");
+    assert!(
+        lines[0].starts_with("error: subscription \"s\" ended: "),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_refused_subscribe_call_exits_1_with_the_error() {
+    let server = TestServer::start(standard);
+    let out = run(&["subscribe", &server.url(), "nosuch", "--unsubscribe", "u"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr_lines(),
+        [
+            "error -32601: Method not found: nosuch",
+            r#"data: {"method":"nosuch"}"#
+        ]
+    );
+}
+
+#[test]
+fn subscribe_stops_quietly_when_stdout_is_closed() {
+    let unsubscribed = Arc::new(Mutex::new(None::<String>));
+    let log = unsubscribed.clone();
+    // Items every 10 ms (for at most 10 s) until the unsubscribe call.
+    let server = RawServer::start(move |mut conn| {
+        let log = log.clone();
+        async move {
+            if answer_next(&mut conn, "5").await.is_none() {
+                return;
+            }
+            for n in 0..1000 {
+                conn.send_text(&item("sub", "5", &n.to_string())).await;
+                let next = tokio::time::timeout(Duration::from_millis(10), next_text(&mut conn));
+                if let Ok(text) = next.await {
+                    let Some(text) = text else { return };
+                    *log.lock().unwrap() = Some(text.clone());
+                    let id = members(&text)["id"].get().to_owned();
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":true}}"#);
+                    conn.send_text(&answer).await;
+                    while next_text(&mut conn).await.is_some() {}
+                    return;
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jsonrpc-ws"))
+        .args(["subscribe", &server.url(), "sub", "--unsubscribe", "unsub"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("could not start jsonrpc-ws");
+    let stderr = drain(child.stderr.take().unwrap());
+    // `| head -c 1`: read one byte, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("no item printed");
+    drop(stdout);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for jsonrpc-ws") {
+            break status;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("jsonrpc-ws did not exit after its stdout was closed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(stderr, "");
+    drop(server);
+    let unsubscribed = unsubscribed
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("no unsubscribe call");
+    assert_eq!(members(&unsubscribed)["params"].get(), "[5]");
+}
+
+#[test]
+fn subscribe_usage_errors() {
+    run(&["subscribe", NOWHERE, "sub"]).assert_usage_error("--unsubscribe");
+    run(&[
+        "subscribe",
+        NOWHERE,
+        "sub",
+        "--unsubscribe",
+        "u",
+        "--count",
+        "0",
+    ])
+    .assert_usage_error("--count");
+    run(&["subscribe", NOWHERE, "sub", "5", "--unsubscribe", "u"]).assert_usage_error("array");
+}
+
+// ---- batch -------------------------------------------------------------------
+
+#[test]
+fn batch_prints_one_line_per_call_in_submission_order() {
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = received.clone();
+    // Answers the batch's calls in reverse order, each result the exact text
+    // of its params.
+    let server = RawServer::start(move |mut conn| {
+        let log = log.clone();
+        async move {
+            let Some(text) = next_text(&mut conn).await else {
+                return;
+            };
+            log.lock().unwrap().push(text.clone());
+            let entries: Vec<HashMap<String, Box<RawValue>>> =
+                serde_json::from_str(&text).expect("a batch");
+            let answers: Vec<String> = entries
+                .iter()
+                .rev()
+                .filter_map(|e| {
+                    let id = e.get("id")?.get();
+                    let result = e.get("params").map_or("null", |p| p.get());
+                    Some(format!(
+                        r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
+                    ))
+                })
+                .collect();
+            conn.send_text(&format!("[{}]", answers.join(","))).await;
+            while next_text(&mut conn).await.is_some() {}
+        }
+    });
+    let batch = r#"[
+        {"method": "first", "params": [12345678901234567890123, {"b": 1, "a": 2}]},
+        {"method": "log.write", "params": ["between"], "notification": true},
+        {"method": "second"},
+        {"method": "third", "params": {"z": [1.50e3, -0.0]}, "notification": false}
+    ]"#;
+    let out = run(&["batch", &server.url(), batch]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        concat!(
+            "{\"result\":[12345678901234567890123,{\"b\":1,\"a\":2}]}\n",
+            "{\"result\":null}\n",
+            "{\"result\":{\"z\":[1.50e3,-0.0]}}\n",
+        ),
+        "{out:#?}"
+    );
+    assert_eq!(out.stderr, "");
+    drop(server);
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "one message: {received:?}");
+    let sent: Vec<HashMap<String, Box<RawValue>>> = serde_json::from_str(&received[0]).unwrap();
+    let methods: Vec<&str> = sent.iter().map(|e| e["method"].get()).collect();
+    assert_eq!(
+        methods,
+        [r#""first""#, r#""log.write""#, r#""second""#, r#""third""#]
+    );
+    assert_eq!(
+        sent[0]["params"].get(),
+        r#"[12345678901234567890123, {"b": 1, "a": 2}]"#
+    );
+    assert!(!sent[1].contains_key("id"), "a notification: {received:?}");
+    assert!(!sent[2].contains_key("params"), "{received:?}");
+    assert_eq!(sent[3]["params"].get(), r#"{"z": [1.50e3, -0.0]}"#);
+}
+
+#[test]
+fn a_batch_with_an_error_entry_exits_1() {
+    let server = TestServer::start(standard);
+    let batch = r#"[
+        {"method": "add", "params": [1, 2]},
+        {"method": "error"},
+        {"method": "log.write", "notification": true},
+        {"method": "echo", "params": {"a": 1}}
+    ]"#;
+    let out = run(&["batch", &server.url(), batch]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        out.stdout,
+        concat!(
+            "{\"result\":3}\n",
+            "{\"error\":{\"code\":-32000,\"message\":\"boom\",\"data\":{\"detail\":\"x\"}}}\n",
+            "{\"result\":{\"a\":1}}\n",
+        ),
+        "{out:#?}"
+    );
+    assert_eq!(out.stderr, "", "{out:#?}");
+    let batches: Vec<Value> = server
+        .received()
+        .into_iter()
+        .filter(Value::is_array)
+        .collect();
+    assert_eq!(batches.len(), 1, "{:?}", server.received());
+    assert_eq!(batches[0].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_batch_of_notifications_prints_nothing() {
+    let server = TestServer::start(standard);
+    let batch = r#"[{"method": "a", "notification": true}, {"method": "b", "params": [1], "notification": true}]"#;
+    let out = run(&["batch", &server.url(), batch]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:#?}");
+    assert_eq!(out.stderr, "");
+    let received = server.wait_received(1, Duration::from_secs(5));
+    assert_eq!(
+        received[0],
+        json!([
+            {"jsonrpc": "2.0", "method": "a"},
+            {"jsonrpc": "2.0", "method": "b", "params": [1]}
+        ])
+    );
+    assert_eq!(server.client_closes(), vec![Some((1000, String::new()))]);
+}
+
+#[test]
+fn a_call_left_out_of_the_answer_is_printed_as_failed_and_exits_2() {
+    // Answers only the first call of a batch.
+    let server = TestServer::start(|msg| match msg.as_array() {
+        Some(items) => Action::Reply(json!([response(&items[0]["id"], json!("only me"))])),
+        None => standard(msg),
+    });
+    let out = run(&[
+        "batch",
+        &server.url(),
+        r#"[{"method": "a"}, {"method": "b"}, {"method": "c"}]"#,
+    ]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert_eq!(lines[0], r#"{"result":"only me"}"#);
+    for line in &lines[1..] {
+        let failed: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            failed["failed"].as_str().unwrap().contains("no response"),
+            "{out:#?}"
+        );
+    }
+    let errors = out.stderr_lines();
+    assert_eq!(errors.len(), 1, "{out:#?}");
+    assert!(errors[0].starts_with("error: "), "{out:#?}");
+    assert!(errors[0].contains("'b'"), "{out:#?}");
+    assert!(
+        errors[0].ends_with("(and 1 more call(s) got no answer)"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_connection_dropped_during_a_batch_exits_2() {
+    let server = TestServer::start(|msg| match msg {
+        Value::Array(_) => Action::Drop,
+        _ => standard(msg),
+    });
+    let out = run(&["batch", &server.url(), r#"[{"method": "a"}]"#]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    let errors = out.stderr_lines();
+    assert_eq!(errors.len(), 1, "{out:#?}");
+    assert!(errors[0].contains("connection lost"), "{out:#?}");
+    let failed: Value = serde_json::from_str(out.stdout.trim_end()).unwrap();
+    assert!(failed["failed"].is_string(), "{out:#?}");
+}
+
+#[test]
+fn invalid_batch_json_is_a_usage_error() {
+    let bad = |json: &str, what: &str| run(&["batch", NOWHERE, json]).assert_usage_error(what);
+    bad("[{", "not valid JSON");
+    bad(r#"{"method": "a"}"#, "JSON array");
+    bad("[]", "empty");
+    bad(r#"[{"method": "a"}, 5]"#, "entry 2 must be an object");
+    bad(r#"[{"params": [1]}]"#, "entry 1: missing field `method`");
+    bad(r#"[{"method": 5}]"#, "entry 1: invalid type");
+    bad(
+        r#"[{"method": "a", "params": 5}]"#,
+        "entry 1: params must be",
+    );
+    bad(
+        r#"[{"method": "a", "params": null}]"#,
+        "entry 1: params must be",
+    );
+    bad(r#"[{"method": "a", "id": 1}]"#, "unknown field `id`");
+    bad(
+        r#"[{"method": "a", "notification": "yes"}]"#,
+        "entry 1: invalid type",
+    );
+    bad(r#"[{"method": "a", "method": "b"}]"#, "duplicate field");
+    run(&["batch", NOWHERE]).assert_usage_error("<JSON>");
 }

@@ -7,12 +7,29 @@
 //! the client (a server→client request) and answers with what the client said.
 //! `demo.ping` sends the client a `ui.ping` request and a `news.headline`
 //! notification and answers once the client has answered the request.
+//!
+//! Subscriptions: `demo.subscribe_ticks` (params `[n]`, optional) answers
+//! with a subscription id, then sends `demo.tick` notifications
+//! `{"subscription": id, "result": k}` for k = 1, 2, … every 20 ms; after
+//! `n` ticks (when given) it ends the subscription with a notification
+//! carrying an `error`. `demo.unsubscribe_ticks` (`[id]`) stops them and
+//! answers `true` (`false` for a subscription that is not running).
+//!
+//! Batches (a JSON array) are answered with one array holding a response
+//! for each call, in reverse order (JSON-RPC allows any order; the client
+//! puts them back in place); notifications in a batch get none.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::{AggregatedMessage, Session};
 use serde_json::{json, Value};
+
+/// How often a subscription ticks.
+const TICK: Duration = Duration::from_millis(20);
 
 /// Starts the server on the current actix system; returns its address.
 pub fn start() -> std::io::Result<SocketAddr> {
@@ -32,45 +49,127 @@ async fn accept(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpR
     Ok(response)
 }
 
-/// One connection: answers requests; at most one server→client request is
-/// outstanding at a time, remembered with the call it serves.
-async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStream) {
-    let mut waiting_for_client: Option<Value> = None;
+/// One connection's state.
+struct Conn {
+    session: Session,
+    /// At most one server→client request is outstanding at a time,
+    /// remembered with the id of the call it serves.
+    waiting_for_client: Option<Value>,
+    /// The running subscriptions, by id.
+    ticks: HashMap<u64, JoinHandle<()>>,
+    next_subscription: u64,
+    /// Subscriptions answered in the message being handled, started once
+    /// the answer is sent: (id, how many ticks).
+    starting: Vec<(u64, Option<u64>)>,
+}
+
+/// What one request of the client gets.
+enum Outcome {
+    /// A response.
+    Answer(Value),
+    /// A request to the client first; the answer comes once the client has
+    /// answered (`demo.askClient`, `demo.ping`).
+    AskClient,
+}
+
+async fn serve(session: Session, mut stream: actix_ws::AggregatedMessageStream) {
+    let mut conn = Conn {
+        session,
+        waiting_for_client: None,
+        ticks: HashMap::new(),
+        next_subscription: 1,
+        starting: Vec::new(),
+    };
     while let Some(Ok(msg)) = stream.recv().await {
         let text = match msg {
             AggregatedMessage::Text(text) => text.to_string(),
             AggregatedMessage::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             AggregatedMessage::Ping(payload) => {
-                let _ = session.pong(&payload).await;
+                let _ = conn.session.pong(&payload).await;
                 continue;
             }
             AggregatedMessage::Pong(_) => continue,
             AggregatedMessage::Close(reason) => {
-                let _ = session.close(reason).await;
-                return;
+                let _ = conn.session.clone().close(reason).await;
+                break;
             }
         };
         let Ok(msg) = serde_json::from_str::<Value>(&text) else {
             continue;
         };
+        if !conn.handle(msg).await {
+            break;
+        }
+    }
+    for (_, ticking) in conn.ticks.drain() {
+        ticking.abort();
+    }
+}
+
+impl Conn {
+    /// Handles one message; `false` once the connection is gone.
+    async fn handle(&mut self, msg: Value) -> bool {
+        let reply = match msg {
+            Value::Array(batch) if batch.is_empty() => {
+                Some(error(&Value::Null, -32600, "empty batch"))
+            }
+            Value::Array(batch) => {
+                let mut answers = Vec::new();
+                for entry in &batch {
+                    match self.request(entry, true).await {
+                        Some(Outcome::Answer(answer)) => answers.push(answer),
+                        Some(Outcome::AskClient) | None => {}
+                    }
+                }
+                answers.reverse();
+                (!answers.is_empty()).then_some(Value::Array(answers))
+            }
+            msg => match self.request(&msg, false).await {
+                Some(Outcome::Answer(answer)) => Some(answer),
+                Some(Outcome::AskClient) | None => None,
+            },
+        };
+        if let Some(reply) = reply {
+            if self.session.text(reply.to_string()).await.is_err() {
+                return false;
+            }
+        }
+        // Ticks start after the answer that names their subscription.
+        for (id, limit) in std::mem::take(&mut self.starting) {
+            let ticking = actix_web::rt::spawn(tick(self.session.clone(), id, limit));
+            self.ticks.insert(id, ticking);
+        }
+        true
+    }
+
+    /// One message of the client (alone or in a batch): its outcome, or
+    /// `None` for a notification or the client's answer to our request.
+    async fn request(&mut self, msg: &Value, in_batch: bool) -> Option<Outcome> {
+        if !msg.is_object() {
+            return Some(Outcome::Answer(error(
+                &Value::Null,
+                -32600,
+                "not an object",
+            )));
+        }
         // The client's answer to our request: finish the call that asked for it.
         if msg.get("method").is_none() {
-            if let Some(call_id) = waiting_for_client.take() {
+            if let Some(call_id) = self.waiting_for_client.take() {
                 let said = msg
                     .get("result")
                     .cloned()
                     .unwrap_or_else(|| msg["error"].clone());
                 let reply =
                     json!({"jsonrpc": "2.0", "id": call_id, "result": {"client said": said}});
-                let _ = session.text(reply.to_string()).await;
+                let _ = self.session.text(reply.to_string()).await;
             }
-            continue;
+            return None;
         }
         let method = msg["method"].as_str().unwrap_or_default();
         let params = &msg["params"];
         let Some(id) = msg.get("id").cloned() else {
             println!("  [server] notification {method} {params}");
-            continue;
+            return None;
         };
         let outcome: Result<Value, (i64, &str)> = match method {
             "math.add" => Ok(json!(params
@@ -82,6 +181,33 @@ async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStre
                 _ => Err((-32602, "expected {\"a\": number, \"b\": number}")),
             },
             "app.users.getUsers" => Ok(json!([{"name": "ann"}, {"name": "bob"}])),
+            "demo.subscribe_ticks" => match params.get(0).map(Value::as_u64) {
+                None | Some(Some(_)) => {
+                    let subscription = self.next_subscription;
+                    self.next_subscription += 1;
+                    let limit = params.get(0).and_then(Value::as_u64);
+                    self.starting.push((subscription, limit));
+                    Ok(json!(subscription))
+                }
+                Some(None) => Err((-32602, "expected [n]: how many ticks")),
+            },
+            "demo.unsubscribe_ticks" => {
+                let ticking = params
+                    .get(0)
+                    .and_then(Value::as_u64)
+                    .and_then(|subscription| self.ticks.remove(&subscription));
+                Ok(json!(match ticking {
+                    Some(ticking) => {
+                        let running = !ticking.is_finished();
+                        ticking.abort();
+                        running
+                    }
+                    None => false,
+                }))
+            }
+            "demo.askClient" | "demo.ping" if in_batch => {
+                Err((-32600, "the server asks the client back: not in a batch"))
+            }
             "demo.askClient" | "demo.ping" => {
                 let (request, event) = if method == "demo.askClient" {
                     ("client.confirm", None)
@@ -94,23 +220,45 @@ async fn serve(mut session: Session, mut stream: actix_ws::AggregatedMessageStre
                     )
                 };
                 if let Some(event) = event {
-                    let _ = session.text(event.to_string()).await;
+                    let _ = self.session.text(event.to_string()).await;
                 }
                 let ask = json!({"jsonrpc": "2.0", "id": "server-1", "method": request, "params": params});
-                waiting_for_client = Some(id);
-                let _ = session.text(ask.to_string()).await;
-                continue;
+                self.waiting_for_client = Some(id);
+                let _ = self.session.text(ask.to_string()).await;
+                return Some(Outcome::AskClient);
             }
             _ => Err((-32601, "method not found")),
         };
-        let reply = match outcome {
+        Some(Outcome::Answer(match outcome {
             Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            Err((code, message)) => {
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+            Err((code, message)) => error(&id, code, message),
+        }))
+    }
+}
+
+fn error(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// Sends subscription `id`'s ticks until `limit` (then ends it with an
+/// error notification), the connection's end, or being aborted.
+async fn tick(mut session: Session, id: u64, limit: Option<u64>) {
+    let mut every = actix_web::rt::time::interval(TICK);
+    every.tick().await; // the first tick of an interval is immediate
+    let mut k: u64 = 1;
+    loop {
+        every.tick().await;
+        let params = match limit {
+            Some(limit) if k > limit => {
+                json!({"subscription": id, "error": {"code": -32000, "message": format!("no more ticks after {limit}")}})
             }
+            _ => json!({"subscription": id, "result": k}),
         };
-        if session.text(reply.to_string()).await.is_err() {
+        let last = params.get("error").is_some();
+        let notification = json!({"jsonrpc": "2.0", "method": "demo.tick", "params": params});
+        if session.text(notification.to_string()).await.is_err() || last {
             return;
         }
+        k += 1;
     }
 }
