@@ -332,6 +332,35 @@ async fn a_subscription_the_server_ends_ends_with_its_error() {
     assert_no_pending(&client);
 }
 
+/// Regression: `unsubscribe()` on a subscription the server had ended
+/// called a method literally named "unsubscribe" (the route, which knew the
+/// real method, was gone), and returned the server's -32601.
+#[actix_rt::test]
+async fn unsubscribing_what_the_server_ended_sends_nothing_and_answers_null() {
+    let server = server();
+    let client = connect(&server.url()).await;
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params!["z"], "eth_unsubscribe"),
+    )
+    .await
+    .unwrap();
+    server.push(json!({"jsonrpc": "2.0", "method": "tick",
+        "params": {"subscription": "sub-z", "error": {"code": -32000, "message": "gone"}}}));
+    assert!(next(&mut sub).await.is_none());
+    let answer = within("unsubscribe", sub.unsubscribe()).await.unwrap();
+    assert_eq!(answer, Value::Null);
+    barrier(&client).await;
+    assert!(
+        server
+            .received()
+            .iter()
+            .all(|m| !m["method"].as_str().unwrap_or("").contains("unsubscribe")),
+        "no call for a subscription that has ended"
+    );
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn the_connection_ending_ends_every_subscription() {
     let server = server();
