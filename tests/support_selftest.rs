@@ -14,7 +14,8 @@ const T: Duration = Duration::from_secs(10);
 type Ws = actix_codec::Framed<awc::BoxedSocket, Codec>;
 
 async fn connect(url: &str, header: Option<(&str, &str)>) -> Result<Ws, awc::error::WsClientError> {
-    let mut req = awc::Client::new().ws(url);
+    // Room for the 1 MiB echo sent through the proxy (awc's default limit is 64 KiB).
+    let mut req = awc::Client::new().ws(url).max_frame_size(4 << 20);
     if let Some((name, value)) = header {
         req = req.header(name, value);
     }
@@ -244,4 +245,265 @@ async fn raw_server_round_trip_and_reject() {
         Err(e) => panic!("expected 403, got {e}"),
         Ok(_) => panic!("expected 403, got a connection"),
     }
+}
+
+// ---- FaultProxy and TestServer::start_at -------------------------------------------------
+
+/// Long enough to be sure a message that should not arrive does not: nothing is slow on
+/// loopback, and every positive wait is bounded by `T` anyway.
+const QUIET: Duration = Duration::from_millis(300);
+/// "Promptly": a cut connection must end well before `T`.
+const PROMPT: Duration = Duration::from_secs(3);
+
+fn echo(id: u64, params: Value) -> Value {
+    json!({"jsonrpc":"2.0","id":id,"method":"echo","params":params})
+}
+
+/// Sends an echo request and checks its answer.
+async fn round_trip(ws: &mut Ws, id: u64) {
+    send(ws, &echo(id, json!([id]))).await;
+    assert_eq!(
+        next_json(ws).await,
+        support::response(&json!(id), json!([id]))
+    );
+}
+
+/// Waits (bounded by `PROMPT`) for the stream to end: EOF or an error, not a frame.
+async fn ended(ws: &mut Ws) {
+    match tokio::time::timeout(PROMPT, ws.next()).await {
+        Err(_) => panic!("the stream did not end within {PROMPT:?}"),
+        Ok(None | Some(Err(_))) => {}
+        Ok(Some(Ok(frame))) => panic!("expected the stream to end, got {frame:?}"),
+    }
+}
+
+/// Asserts that nothing arrives for `QUIET`. Waiting out the window is the point: absence can
+/// only be observed over some time.
+async fn quiet(ws: &mut Ws) {
+    if let Ok(item) = tokio::time::timeout(QUIET, ws.next()).await {
+        panic!("expected nothing for {QUIET:?}, got {item:?}");
+    }
+}
+
+#[actix_rt::test]
+async fn proxy_forwards_both_ways_and_drop_all_cuts() {
+    let server = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(server.addr());
+    assert_eq!(proxy.backend(), server.addr());
+    assert!(
+        proxy.url().starts_with("ws://127.0.0.1:"),
+        "{}",
+        proxy.url()
+    );
+    let mut ws = connect(&proxy.url(), Some(("x-via", "proxy")))
+        .await
+        .expect("connect through the proxy failed");
+    assert_eq!((proxy.accepted(), proxy.connections()), (1, 1));
+    assert_eq!(server.connections(), 1);
+    assert!(server.handshakes()[0].contains(&("x-via".to_owned(), "proxy".to_owned())));
+
+    // Client to server and back, server push, pings both ways.
+    round_trip(&mut ws, 1).await;
+    server.push(json!({"jsonrpc":"2.0","method":"tick"}));
+    assert_eq!(next_json(&mut ws).await["method"], "tick");
+    server.broadcast(Action::Ping(b"sp".to_vec()));
+    assert!(matches!(next(&mut ws).await, Some(Frame::Ping(b)) if &b[..] == b"sp"));
+    tokio::time::timeout(T, ws.send(Message::Pong("sp".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.wait_pongs_async(1, T).await, vec![b"sp".to_vec()]);
+    // A large message crosses in many chunks.
+    let big = "z".repeat(1 << 20);
+    send(&mut ws, &echo(2, json!(big))).await;
+    assert_eq!(next_json(&mut ws).await["result"], json!(big));
+
+    // Cut: the client's stream ends without a close frame, and so does the server's.
+    assert_eq!(proxy.drop_all(), 1);
+    assert_eq!(proxy.connections(), 0);
+    ended(&mut ws).await;
+    server.wait_connections_async(0, T).await;
+    assert!(server.client_closes().is_empty());
+
+    // New connections are forwarded again.
+    let mut ws = connect(&proxy.url(), None).await.expect("reconnect failed");
+    assert_eq!(proxy.wait_accepted(2, T).await, 2);
+    proxy.wait_open(1, T).await;
+    round_trip(&mut ws, 3).await;
+    tokio::time::timeout(T, ws.close()).await.unwrap().unwrap();
+    drop(ws);
+    proxy.wait_open(0, T).await;
+    server.wait_connections_async(0, T).await;
+}
+
+#[actix_rt::test]
+async fn proxy_black_hole_holds_traffic_and_heal_resumes_it() {
+    let server = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut ws = connect(&proxy.url(), None).await.expect("connect failed");
+    round_trip(&mut ws, 1).await;
+
+    assert_eq!(proxy.black_hole(), 1);
+    // The client's write succeeds; nothing reaches the server, nothing comes back, nothing closes.
+    send(&mut ws, &echo(2, json!([2]))).await;
+    server.push(json!({"jsonrpc":"2.0","method":"held"}));
+    quiet(&mut ws).await;
+    assert_eq!(server.received().len(), 1, "{:?}", server.received());
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(server.connections(), 1);
+
+    // Only the connections open at the call are black-holed: a new one works.
+    let mut other = connect(&proxy.url(), None)
+        .await
+        .expect("connect during the black hole failed");
+    round_trip(&mut other, 10).await;
+    assert_eq!(proxy.connections(), 2);
+
+    // Heal: what was held is delivered, in order, and traffic flows again.
+    assert_eq!(proxy.heal(), 1);
+    assert_eq!(proxy.heal(), 0);
+    assert_eq!(next_json(&mut ws).await["method"], "held");
+    assert_eq!(
+        next_json(&mut ws).await,
+        support::response(&json!(2), json!([2]))
+    );
+    round_trip(&mut ws, 3).await;
+    round_trip(&mut other, 11).await;
+}
+
+#[actix_rt::test]
+async fn proxy_black_hole_hides_a_close_until_healed() {
+    let server = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut ws = connect(&proxy.url(), None).await.expect("connect failed");
+    round_trip(&mut ws, 1).await;
+    proxy.black_hole();
+    // The server closes (close frame, then TCP close): the client sees neither.
+    server.broadcast(Action::Close(4000, "bye".to_owned()));
+    quiet(&mut ws).await;
+    assert_eq!(proxy.connections(), 1);
+    proxy.heal();
+    match next(&mut ws).await {
+        Some(Frame::Close(Some(reason))) => assert_eq!(u16::from(reason.code), 4000),
+        other => panic!("expected the held close frame, got {other:?}"),
+    }
+    drop(ws);
+    proxy.wait_open(0, T).await;
+}
+
+#[actix_rt::test]
+async fn proxy_stall_delays_and_zero_releases() {
+    let server = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut ws = connect(&proxy.url(), None).await.expect("connect failed");
+
+    let delay = Duration::from_millis(200);
+    proxy.stall(delay);
+    let started = std::time::Instant::now();
+    round_trip(&mut ws, 1).await;
+    let took = started.elapsed();
+    assert!(took >= 2 * delay, "a stalled round trip took only {took:?}");
+
+    // New connections are stalled too (their handshake included); it still completes.
+    let started = std::time::Instant::now();
+    let mut other = connect(&proxy.url(), None).await.expect("connect failed");
+    let took = started.elapsed();
+    assert!(took >= 2 * delay, "a stalled handshake took only {took:?}");
+
+    // A long stall holds the request; going back to zero releases it at once.
+    proxy.stall(Duration::from_secs(60));
+    send(&mut other, &echo(2, json!([2]))).await;
+    quiet(&mut other).await;
+    assert!(server.received().iter().all(|m| m["id"] != 2));
+    proxy.stall(Duration::ZERO);
+    assert_eq!(
+        next_json(&mut other).await,
+        support::response(&json!(2), json!([2]))
+    );
+    round_trip(&mut ws, 3).await;
+}
+
+#[actix_rt::test]
+async fn proxy_refuse_and_accept_again() {
+    let server = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut open = connect(&proxy.url(), None).await.expect("connect failed");
+
+    proxy.refuse(true);
+    assert!(connect(&proxy.url(), None).await.is_err());
+    assert_eq!(proxy.wait_refused(1, T).await, 1);
+    assert_eq!(proxy.accepted(), 1);
+    assert_eq!(server.handshake_attempts().len(), 1);
+    // The open connection is untouched.
+    round_trip(&mut open, 1).await;
+
+    proxy.refuse(false);
+    let mut ws = connect(&proxy.url(), None)
+        .await
+        .expect("connect after refuse(false) failed");
+    round_trip(&mut ws, 2).await;
+    assert_eq!((proxy.accepted(), proxy.refused()), (2, 1));
+}
+
+#[actix_rt::test]
+async fn proxy_set_backend_moves_new_connections() {
+    let first = TestServer::start(support::standard);
+    let second = TestServer::start(support::standard);
+    let proxy = support::FaultProxy::start(first.addr());
+    let mut old = connect(&proxy.url(), None).await.expect("connect failed");
+
+    proxy.set_backend(second.addr());
+    assert_eq!(proxy.backend(), second.addr());
+    let mut new = connect(&proxy.url(), None).await.expect("connect failed");
+    assert_eq!((first.connections(), second.connections()), (1, 1));
+    round_trip(&mut new, 1).await;
+    round_trip(&mut old, 2).await;
+    assert_eq!(second.received(), vec![echo(1, json!([1]))]);
+    assert_eq!(first.received(), vec![echo(2, json!([2]))]);
+}
+
+#[actix_rt::test]
+async fn test_server_restarts_on_the_same_port_behind_the_proxy() {
+    let server = TestServer::start(support::standard);
+    let addr = server.addr();
+    let proxy = support::FaultProxy::start(addr);
+    let mut direct = connect(&server.url(), None).await.expect("connect failed");
+    let mut proxied = connect(&proxy.url(), None).await.expect("connect failed");
+    round_trip(&mut direct, 1).await;
+    round_trip(&mut proxied, 2).await;
+
+    // The server goes away, closing its connections first (leaving them in TIME_WAIT on its
+    // port): both clients see their stream end.
+    drop(server);
+    ended(&mut direct).await;
+    ended(&mut proxied).await;
+    // The proxy forwards half-closes: its connection ends once the client closes too.
+    drop((direct, proxied));
+    proxy.wait_open(0, T).await;
+    // While it is down, the proxy cannot reach the backend: the handshake fails.
+    assert!(connect(&proxy.url(), None).await.is_err());
+
+    let restarted = TestServer::start_at(addr, support::standard);
+    assert_eq!(restarted.addr(), addr);
+    let mut direct = connect(&restarted.url(), None)
+        .await
+        .expect("connect to the restarted server failed");
+    let mut proxied = connect(&proxy.url(), None)
+        .await
+        .expect("connect through the proxy to the restarted server failed");
+    round_trip(&mut direct, 3).await;
+    round_trip(&mut proxied, 4).await;
+    assert_eq!(restarted.connections(), 2);
+
+    // And once more, with the builder.
+    drop((direct, proxied));
+    drop(restarted);
+    let again = TestServer::builder()
+        .require_header("x-k", "v")
+        .start_at(addr, support::standard);
+    let mut ws = connect(&proxy.url(), Some(("x-k", "v")))
+        .await
+        .expect("connect to the server restarted again failed");
+    round_trip(&mut ws, 5).await;
+    assert_eq!(again.addr(), addr);
 }

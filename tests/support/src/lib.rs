@@ -5,10 +5,14 @@
 //!   handler returning [`Action`]s ([`standard`] covers the common methods).
 //! * [`RawServer`]: a hand-rolled websocket peer on a bare tokio `TcpListener`, for hostile
 //!   byte-level tests.
+//! * [`FaultProxy`]: a TCP proxy in front of either, injecting network faults (cut, black hole,
+//!   latency, refusal, a moved backend).
 //!
-//! Every server binds `127.0.0.1:0`, runs on its own thread with its own runtime and shuts down
-//! (bounded) when dropped, re-raising any panic from inside it.
+//! Every server (and the proxy) binds `127.0.0.1:0` (a [`TestServer`] may also bind a given
+//! address), runs on its own thread with its own runtime and shuts down (bounded) when dropped,
+//! re-raising any panic from inside it.
 
+pub mod proxy;
 pub mod raw;
 pub mod server;
 mod thread;
@@ -16,6 +20,7 @@ mod thread;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub use proxy::FaultProxy;
 pub use raw::{RawConn, RawFrame, RawServer};
 pub use serde_json::{json, Value};
 pub use server::{response, standard, Action, TestServer};

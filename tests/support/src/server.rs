@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::StatusCode;
@@ -100,6 +102,32 @@ impl TestServerBuilder {
     where
         F: Fn(&Value) -> Action + Send + Sync + 'static,
     {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("TestServer: binding 127.0.0.1:0 failed");
+        self.start_on(listener, handler)
+    }
+
+    /// Like [`start`](Self::start), on this address: e.g. the port of a server dropped a moment
+    /// ago, for "the server restarts on the same port".
+    ///
+    /// `std`'s `TcpListener::bind` sets `SO_REUSEADDR` on Unix, so connections of the previous
+    /// server lingering in `TIME_WAIT` do not block the port, and a dropped `TestServer` has
+    /// closed its listener (actix-server joins its acceptor thread before the server's thread
+    /// ends): binding normally succeeds at once. Should the address still be in use (a previous
+    /// server leaked at its shutdown timeout, or the port briefly taken as the local port of an
+    /// outgoing connection), binding is retried for up to [`REBIND_TIMEOUT`], blocking the
+    /// calling thread; then this panics.
+    pub fn start_at<F>(self, addr: SocketAddr, handler: F) -> TestServer
+    where
+        F: Fn(&Value) -> Action + Send + Sync + 'static,
+    {
+        self.start_on(bind_retrying(addr), handler)
+    }
+
+    fn start_on<F>(self, listener: std::net::TcpListener, handler: F) -> TestServer
+    where
+        F: Fn(&Value) -> Action + Send + Sync + 'static,
+    {
         let inner = Arc::new(Inner {
             watched: Watched::new(State {
                 received: Vec::new(),
@@ -116,8 +144,6 @@ impl TestServerBuilder {
             reject_with: self.reject_with,
         });
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("TestServer: binding 127.0.0.1:0 failed");
         let addr = listener
             .local_addr()
             .expect("TestServer: local_addr of listener failed");
@@ -152,6 +178,28 @@ impl TestServerBuilder {
     }
 }
 
+/// How long [`TestServerBuilder::start_at`] retries binding an address still in use.
+pub const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds `addr`, retrying (bounded by [`REBIND_TIMEOUT`]) while it is still in use.
+fn bind_retrying(addr: SocketAddr) -> std::net::TcpListener {
+    let deadline = Instant::now() + REBIND_TIMEOUT;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match std::net::TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(err) if err.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                log::debug!("TestServer: {addr} still in use (attempt {attempts}), retrying");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(err) => {
+                panic!("TestServer: binding {addr} failed after {attempts} attempt(s): {err}")
+            }
+        }
+    }
+}
+
 /// A JSON-RPC websocket peer (actix-web + actix-ws) whose answers are decided by a handler.
 ///
 /// Accepts websocket handshakes on any path. Answers pings with pongs, records pongs, replies to
@@ -172,6 +220,14 @@ impl TestServer {
         F: Fn(&Value) -> Action + Send + Sync + 'static,
     {
         TestServerBuilder::default().start(handler)
+    }
+
+    /// Like [`start`](Self::start), on this address (see [`TestServerBuilder::start_at`]).
+    pub fn start_at<F>(addr: SocketAddr, handler: F) -> TestServer
+    where
+        F: Fn(&Value) -> Action + Send + Sync + 'static,
+    {
+        TestServerBuilder::default().start_at(addr, handler)
     }
 
     /// Builder for options.
