@@ -724,7 +724,7 @@ fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>) -> 
 ///     params.code (4000) and params.reason ("bye")
 ///   - `binary`: result = params in a binary frame; `fragmented`: result = params as
 ///     continuation frames of 7 bytes
-///   - `big`: result = a string of params.bytes (or params[0]) `'x'`s
+///   - `big`: result = a string of params.bytes (or `params[0]`) `'x'`s
 ///   - `garbage_then_echo`: `{not json`, then a response for unknown id 99999, then
 ///     result = params
 ///   - anything else: error -32601 "Method not found: NAME" with data `{"method": NAME}`
