@@ -129,11 +129,13 @@ impl FrameAssembler {
 
     /// Checks the next data frame's announced length against what the
     /// current message may still grow by; over the limit, starts discarding
-    /// it and reports the size.
-    fn check_limit(&mut self, src: &mut BytesMut) -> Option<Frame> {
-        let header = data_header(src)?;
+    /// it (its header is consumed) and reports the size the first time.
+    fn check_limit(&mut self, src: &mut BytesMut) -> Limit {
+        let Some(header) = data_header(src) else {
+            return Limit::Within;
+        };
         if src.len() < header.header_len {
-            return None;
+            return Limit::Within;
         }
         let is_continuation = header.continuation;
         if !is_continuation {
@@ -147,18 +149,33 @@ impl FrameAssembler {
         let size = so_far.saturating_add(header.payload_len);
         let skipping = is_continuation && self.skipping_message;
         if size <= self.limit as u64 && !skipping {
-            return None;
+            return Limit::Within;
         }
         src.advance(header.header_len);
         self.skip_bytes = header.payload_len;
         self.partial = None;
         self.skipping_message = !header.fin;
-        // The rest of a message already reported is dropped silently.
-        (!skipping).then_some(Frame::TooLarge {
-            size,
-            limit: self.limit,
-        })
+        if skipping {
+            // The rest of a message already reported is dropped silently.
+            Limit::Skipping
+        } else {
+            Limit::TooLarge(Frame::TooLarge {
+                size,
+                limit: self.limit,
+            })
+        }
     }
+}
+
+/// What [`FrameAssembler::check_limit`] found.
+enum Limit {
+    /// The next frame (if any) may be parsed.
+    Within,
+    /// A frame of a message already reported was consumed (its payload,
+    /// possibly empty, is being discarded).
+    Skipping,
+    /// A message over the limit began (its frame is being discarded).
+    TooLarge(Frame),
 }
 
 impl Decoder for FrameAssembler {
@@ -170,11 +187,12 @@ impl Decoder for FrameAssembler {
             if self.skip_bytes > 0 && !self.discard(src) {
                 return Ok(None);
             }
-            if let Some(too_large) = self.check_limit(src) {
-                return Ok(Some(too_large));
-            }
-            if self.skip_bytes > 0 {
-                continue;
+            match self.check_limit(src) {
+                Limit::TooLarge(frame) => return Ok(Some(frame)),
+                // NOTE: a skipped frame may be empty: look at the next one
+                // from the top, never straight with the parser.
+                Limit::Skipping => continue,
+                Limit::Within => {}
             }
             // `false`: we are the client, so server frames must be unmasked.
             let Some((fin, opcode, payload)) = Parser::parse(src, false, self.limit)? else {
@@ -432,6 +450,29 @@ mod tests {
         );
     }
 
+    /// Regression (found by `frames_split_anyhow_decode_the_same`): an
+    /// empty continuation frame of an oversized message being discarded made
+    /// the next frame skip the limit check, and a continuation after it was
+    /// taken for a protocol violation (the connection closed with 1002).
+    #[test]
+    fn empty_fragments_of_a_discarded_message_are_skipped_too() {
+        let mut bytes = frame(false, 0x1, &[b'a'; 96]);
+        bytes.extend(frame(false, 0x0, b""));
+        bytes.extend(frame(true, 0x0, b""));
+        bytes.extend(frame(true, 0x1, b"{}"));
+        let frames = decode_all(&mut FrameAssembler::new(64), &bytes).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::TooLarge {
+                    size: 96,
+                    limit: 64
+                },
+                Frame::Message(Bytes::from_static(b"{}")),
+            ]
+        );
+    }
+
     #[test]
     fn broken_sequences_are_protocol_errors() {
         let lone_continuation = frame(true, 0x0, b"x");
@@ -508,5 +549,118 @@ mod tests {
         let b = text_frame(b"same payload");
         let c = text_frame(b"same payload");
         assert!(a != b || b != c, "three frames with the same mask");
+    }
+
+    /// Messages (text or binary, some over the limit) cut into fragments
+    /// with pings between them, the byte stream delivered in chunks of
+    /// any sizes: the assembler yields exactly the messages and pings, in
+    /// order, each oversized one as `TooLarge`.
+    fn any_split_gives_the_same_frames(
+        messages: &[(Vec<u8>, bool, Vec<usize>, bool)],
+        chunks: &[usize],
+        limit: usize,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut bytes = Vec::new();
+        let mut expected = Vec::new();
+        for (n, (payload, binary, cuts, ping_between)) in messages.iter().enumerate() {
+            let mut pieces: Vec<&[u8]> = Vec::new();
+            let mut rest = &payload[..];
+            for &cut in cuts {
+                let at = cut.min(rest.len());
+                let (head, tail) = rest.split_at(at);
+                pieces.push(head);
+                rest = tail;
+            }
+            pieces.push(rest);
+            let last = pieces.len() - 1;
+            // An oversized message is reported by the frame that crosses
+            // the limit: the first one, when it alone is too large.
+            let told_at_first = pieces[0].len() > limit;
+            for (i, piece) in pieces.iter().enumerate() {
+                let opcode = match (i, binary) {
+                    (0, true) => 0x2,
+                    (0, false) => 0x1,
+                    _ => 0x0,
+                };
+                bytes.extend(frame(i == last, opcode, piece));
+                if i == 0 && told_at_first {
+                    expected.push(Frame::TooLarge { size: 0, limit });
+                }
+                if *ping_between && i == 0 && last > 0 {
+                    bytes.extend(frame(true, 0x9, &[n as u8]));
+                    expected.push(Frame::Ping(Bytes::from(vec![n as u8])));
+                }
+            }
+            if payload.len() <= limit {
+                expected.push(Frame::Message(Bytes::from(payload.clone())));
+            } else if !told_at_first {
+                expected.push(Frame::TooLarge { size: 0, limit });
+            }
+        }
+        let mut assembler = FrameAssembler::new(limit);
+        let mut src = BytesMut::new();
+        let mut got = Vec::new();
+        let mut input = &bytes[..];
+        let mut sizes = chunks.iter().cycle();
+        while !input.is_empty() {
+            let n = (*sizes.next().unwrap_or(&1)).clamp(1, input.len());
+            src.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            while let Some(frame) = assembler.decode(&mut src).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("decode failed: {e}"))
+            })? {
+                got.push(frame);
+            }
+        }
+        // Sizes of oversized messages depend on where the limit was crossed.
+        let got: Vec<Frame> = got
+            .into_iter()
+            .map(|f| match f {
+                Frame::TooLarge { limit, .. } => Frame::TooLarge { size: 0, limit },
+                other => other,
+            })
+            .collect();
+        proptest::prop_assert_eq!(got, expected);
+        proptest::prop_assert!(src.is_empty());
+        Ok(())
+    }
+
+    fn message_strategy(
+    ) -> impl proptest::strategy::Strategy<Value = Vec<(Vec<u8>, bool, Vec<usize>, bool)>> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            (
+                prop::collection::vec(any::<u8>(), 0..400),
+                any::<bool>(),
+                prop::collection::vec(0usize..200, 0..4),
+                any::<bool>(),
+            ),
+            1..8,
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_split_anyhow_decode_the_same(
+            messages in message_strategy(),
+            chunks in proptest::collection::vec(1usize..300, 1..16),
+            limit in 64usize..512,
+        ) {
+            any_split_gives_the_same_frames(&messages, &chunks, limit)?;
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(50_000))]
+        /// The long run: `cargo test -- --ignored`.
+        #[test]
+        #[ignore = "long: many more cases"]
+        fn frames_split_anyhow_decode_the_same_long(
+            messages in message_strategy(),
+            chunks in proptest::collection::vec(1usize..300, 1..16),
+            limit in 64usize..512,
+        ) {
+            any_split_gives_the_same_frames(&messages, &chunks, limit)?;
+        }
     }
 }
