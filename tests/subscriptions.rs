@@ -361,6 +361,36 @@ async fn unsubscribing_what_the_server_ended_sends_nothing_and_answers_null() {
     assert_no_pending(&client);
 }
 
+/// A server that answers two subscribe calls with the same id cannot say
+/// whose its items are: the second call fails, the first goes on. (Found by
+/// a property test of the subscription table: the second silently took the
+/// first one's items.)
+#[actix_rt::test]
+async fn an_id_the_server_hands_out_twice_fails_the_second_subscribe() {
+    let server = server();
+    let client = connect(&server.url()).await;
+    let mut first = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params!["same"], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    let err = within(
+        "subscribe again",
+        client.subscribe::<u64>("subscribe", params!["same"], "unsubscribe"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidResponse { reason, .. } if reason.contains("another subscription")),
+        "{err}"
+    );
+    server.push(item("tick", &json!("sub-same"), json!(5)));
+    assert_eq!(value(next(&mut first).await), 5);
+    assert_eq!(client.stats().subscriptions, 1);
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn the_connection_ending_ends_every_subscription() {
     let server = server();

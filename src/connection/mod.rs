@@ -1559,7 +1559,7 @@ impl SubscribeRequest {
         let shared = Arc::new(subscription::Shared {
             end: std::sync::OnceLock::new(),
         });
-        let key = self.subscriptions.register(
+        let registered = self.subscriptions.register(
             id.clone(),
             subscriptions::Route {
                 queue,
@@ -1570,6 +1570,14 @@ impl SubscribeRequest {
                 link: Link::Live(id.clone()),
             },
         );
+        let Some(key) = registered else {
+            return Err(Error::InvalidResponse {
+                call: reply.call,
+                reason: format!(
+                    "the server answered with subscription id {id}, which another subscription has"
+                ),
+            });
+        };
         let items = match self.deliver_to {
             Some(recipient) => {
                 deliver_to_actor(items, Arc::clone(&shared), recipient);

@@ -99,6 +99,7 @@ impl Backoff {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     fn policy() -> ReconnectPolicy {
         ReconnectPolicy::new()
@@ -191,36 +192,70 @@ mod tests {
         assert_eq!(retry(backoff.next(&Ended::Lost, later, 0.5)).0, 1);
     }
 
-    proptest! {
-        #[test]
-        fn any_order_of_events_keeps_the_rules(
-            events in prop::collection::vec((0u8..6, any::<u16>(), 0.0f64..1.0, 0u64..100_000), 0..200)
-        ) {
-            let policy = policy().max_attempts(5);
-            let mut backoff = Backoff::new(policy.clone());
-            let mut now = Instant::now();
-            for (kind, code, random, advance_ms) in events {
-                now += Duration::from_millis(advance_ms);
-                if kind == 5 {
-                    backoff.connected(now);
-                    continue;
-                }
-                let ended = match kind {
-                    0 | 1 => Ended::CloseCode(code),
-                    2 => Ended::Refused(code),
-                    _ => Ended::Lost,
-                };
-                match backoff.next(&ended, now, random) {
-                    Verdict::Retry { attempt, delay } => {
-                        prop_assert!((1..=5).contains(&attempt));
-                        let busy = matches!(ended, Ended::CloseCode(1013) | Ended::Refused(503));
-                        let cap = if busy { policy.busy_delay.max(policy.max_delay) } else { policy.max_delay };
-                        prop_assert!(delay <= cap, "{delay:?}");
-                        prop_assert!(!matches!(ended, Ended::CloseCode(1008) | Ended::Refused(401 | 403)));
+    fn keeps_the_rules(events: Vec<(u8, u16, f64, u64)>) -> Result<(), TestCaseError> {
+        let policy = policy().max_attempts(5);
+        let mut backoff = Backoff::new(policy.clone());
+        let mut now = Instant::now();
+        let mut in_a_row = 0u32;
+        for (kind, code, random, advance_ms) in events {
+            now += Duration::from_millis(advance_ms);
+            if kind == 5 {
+                backoff.connected(now);
+                continue;
+            }
+            let ended = match kind {
+                0 | 1 => Ended::CloseCode(code),
+                2 => Ended::Refused(code),
+                _ => Ended::Lost,
+            };
+            match backoff.next(&ended, now, random) {
+                Verdict::Retry { attempt, delay } => {
+                    prop_assert!((1..=5).contains(&attempt));
+                    in_a_row = attempt;
+                    let busy = matches!(ended, Ended::CloseCode(1013) | Ended::Refused(503));
+                    let cap = if busy {
+                        policy.busy_delay.max(policy.max_delay)
+                    } else {
+                        policy.max_delay
+                    };
+                    prop_assert!(delay <= cap, "{delay:?}");
+                    if busy {
+                        prop_assert!(delay >= policy.busy_delay);
                     }
-                    Verdict::GiveUp(reason) => prop_assert!(!reason.is_empty()),
+                    prop_assert!(!matches!(
+                        ended,
+                        Ended::CloseCode(1008) | Ended::Refused(401 | 403)
+                    ));
+                }
+                Verdict::GiveUp(reason) => {
+                    prop_assert!(!reason.is_empty());
+                    let forbidden =
+                        matches!(ended, Ended::CloseCode(1008) | Ended::Refused(401 | 403));
+                    prop_assert!(forbidden || in_a_row == 5, "gave up early: {reason}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn events() -> impl Strategy<Value = Vec<(u8, u16, f64, u64)>> {
+        prop::collection::vec((0u8..6, any::<u16>(), 0.0f64..1.0, 0u64..100_000), 0..200)
+    }
+
+    proptest! {
+        #[test]
+        fn any_order_of_events_keeps_the_rules(events in events()) {
+            keeps_the_rules(events)?;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+        /// The long run: `cargo test -- --ignored`.
+        #[test]
+        #[ignore = "long: many more cases"]
+        fn any_order_of_events_keeps_the_rules_long(events in events()) {
+            keeps_the_rules(events)?;
         }
     }
 }

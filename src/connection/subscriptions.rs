@@ -218,8 +218,13 @@ impl Subscriptions {
 
     /// Starts routing `id` to `route` (whose link is set to live), first
     /// delivering what was held for it; returns the subscription's key.
-    pub fn register(&self, id: Id, mut route: Route) -> u64 {
+    /// `None` when another live subscription has that id already: a server
+    /// that hands out one id twice cannot say whose its items are.
+    pub fn register(&self, id: Id, mut route: Route) -> Option<u64> {
         let mut table = self.inner.borrow_mut();
+        if table.keys.contains_key(&id) {
+            return None;
+        }
         let key = table.next_key;
         table.next_key += 1;
         route.link = Link::Live(id.clone());
@@ -227,7 +232,7 @@ impl Subscriptions {
         table.keys.insert(id.clone(), key);
         table.set_gauge();
         table.deliver_held(&id, key);
-        key
+        Some(key)
     }
 
     /// Routes one notification by its `params.subscription`.
@@ -345,6 +350,17 @@ impl Subscriptions {
             return;
         };
         let Link::Resubscribing { since } = route.link else {
+            return;
+        };
+        if table.keys.contains_key(&id) {
+            let error = format!(
+                "the server answered with subscription id {id}, which another subscription has"
+            );
+            log::warn!("subscription {key} could not be made again: {error}");
+            table.end(key, SubscriptionEnd::ResubscribeFailed { error });
+            return;
+        }
+        let Some(route) = table.routes.get_mut(&key) else {
             return;
         };
         route.link = Link::Live(id.clone());
@@ -537,7 +553,7 @@ mod tests {
     fn a_dropped_handle_unsubscribes_once() {
         let (subs, metrics) = table();
         let (r, _rx, _) = route(2, Overflow::DropOldest);
-        let key = subs.register(Id::from(4), r);
+        let key = subs.register(Id::from(4), r).unwrap();
         subs.dropped(key);
         subs.dropped(key);
         assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(4))]);
@@ -548,7 +564,7 @@ mod tests {
     fn after_a_reconnect_a_subscription_is_made_again_under_the_same_key() {
         let (subs, _) = table();
         let (r, mut rx, shared) = route(8, Overflow::DropOldest);
-        let key = subs.register(Id::from(1), r);
+        let key = subs.register(Id::from(1), r).unwrap();
         let lost = Instant::now();
         subs.disconnected(lost);
         assert_eq!(
@@ -597,8 +613,8 @@ mod tests {
         let (subs, _) = table();
         let (a, _rx_a, shared_a) = route(8, Overflow::DropOldest);
         let (b, _rx_b, shared_b) = route(8, Overflow::DropOldest);
-        let key_a = subs.register(Id::from(1), a);
-        let key_b = subs.register(Id::from(2), b);
+        let key_a = subs.register(Id::from(1), a).unwrap();
+        let key_b = subs.register(Id::from(2), b).unwrap();
         subs.disconnected(Instant::now());
         assert_eq!(subs.take_resubscribes().len(), 2);
         let lost = crate::Error::Disconnected {
@@ -632,7 +648,7 @@ mod tests {
     fn a_subscription_dropped_while_being_made_again_is_unsubscribed_on_its_answer() {
         let (subs, _) = table();
         let (r, _rx, _) = route(8, Overflow::DropOldest);
-        let key = subs.register(Id::from(1), r);
+        let key = subs.register(Id::from(1), r).unwrap();
         subs.disconnected(Instant::now());
         let _ = subs.take_resubscribes();
         subs.dropped(key);
@@ -642,5 +658,138 @@ mod tests {
         );
         subs.resubscribed(key, Id::from(5), "unsub".into(), Instant::now());
         assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(5))]);
+    }
+
+    /// One step of the table's life, as the actor drives it.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Subscribe(u8),
+        Notify(u8),
+        Drop(u8),
+        Remove(u8),
+        Lost,
+        Reconnected,
+        Answer(u8, u8),
+        Refused(u8),
+        LostAgain(u8),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6).prop_map(Step::Subscribe),
+            (0u8..12).prop_map(Step::Notify),
+            (0u8..8).prop_map(Step::Drop),
+            (0u8..8).prop_map(Step::Remove),
+            Just(Step::Lost),
+            Just(Step::Reconnected),
+            ((0u8..8), (0u8..12)).prop_map(|(k, id)| Step::Answer(k, id)),
+            (0u8..8).prop_map(Step::Refused),
+            (0u8..8).prop_map(Step::LostAgain),
+        ]
+    }
+
+    /// Whatever the order of events, the table stays consistent: the gauge
+    /// counts its routes, live ids map to exactly their routes, and each
+    /// subscription's queue sees a gap item only after a loss.
+    fn stays_consistent(steps: Vec<Step>) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert;
+        let (subs, metrics) = table();
+        let mut keys: Vec<u64> = Vec::new();
+        let mut queues = Vec::new();
+        let now = Instant::now();
+        for step in steps {
+            match step {
+                Step::Subscribe(id) => {
+                    let (r, rx, _) = route(4, Overflow::DropOldest);
+                    // An id in use is refused; the refused route is dropped.
+                    if let Some(key) = subs.register(Id::from(u64::from(id) + 100), r) {
+                        keys.push(key);
+                        queues.push(rx);
+                    }
+                }
+                Step::Notify(id) => {
+                    let _ = route_text(&subs, &params(&id.to_string(), "1"));
+                }
+                Step::Drop(k) => {
+                    if let Some(&key) = keys.get(usize::from(k)) {
+                        subs.dropped(key);
+                    }
+                }
+                Step::Remove(k) => {
+                    if let Some(&key) = keys.get(usize::from(k)) {
+                        let _ = subs.remove(key, SubscriptionEnd::Unsubscribed);
+                    }
+                }
+                Step::Lost => subs.disconnected(now),
+                Step::Reconnected => {
+                    let _ = subs.take_resubscribes();
+                }
+                Step::Answer(k, id) => {
+                    if let Some(&key) = keys.get(usize::from(k)) {
+                        subs.resubscribed(key, Id::from(u64::from(id)), "unsub".into(), now);
+                    }
+                }
+                Step::Refused(k) => {
+                    if let Some(&key) = keys.get(usize::from(k)) {
+                        let refused = crate::Error::Timeout {
+                            call: crate::error::CallInfo {
+                                method: "sub".into(),
+                                id: 1,
+                            },
+                            after: Duration::from_secs(1),
+                        };
+                        subs.resubscribe_failed(key, &refused);
+                    }
+                }
+                Step::LostAgain(k) => {
+                    if let Some(&key) = keys.get(usize::from(k)) {
+                        let lost = crate::Error::Disconnected {
+                            call: None,
+                            source: None,
+                        };
+                        subs.resubscribe_failed(key, &lost);
+                    }
+                }
+            }
+            let _ = subs.take_unsubscribes();
+            let table = subs.inner.borrow();
+            prop_assert!(metrics.snapshot().subscriptions == table.routes.len() as u64);
+            for (id, key) in &table.keys {
+                let route = table.routes.get(key);
+                prop_assert!(
+                    route.is_some_and(|r| r.link == Link::Live(id.clone())),
+                    "id {id} maps to a route that is not live under it"
+                );
+            }
+            let live = table
+                .routes
+                .values()
+                .filter(|r| matches!(r.link, Link::Live(_)))
+                .count();
+            prop_assert!(live == table.keys.len(), "live routes and ids differ");
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_order_of_events_keeps_the_table_consistent(
+            steps in proptest::collection::vec(step(), 0..60)
+        ) {
+            stays_consistent(steps)?;
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(20_000))]
+        /// The long run: `cargo test -- --ignored`.
+        #[test]
+        #[ignore = "long: many more cases"]
+        fn any_order_of_events_keeps_the_table_consistent_long(
+            steps in proptest::collection::vec(step(), 0..200)
+        ) {
+            stays_consistent(steps)?;
+        }
     }
 }
