@@ -200,9 +200,29 @@ fn encode_notification(
 /// skipped; pings are answered; the server's requests go to their handlers
 /// and its notifications to their listeners' queues.
 ///
+/// A ping goes out every heartbeat interval (default 15 s); no frame at all
+/// from the server within the heartbeat timeout of one means the socket is
+/// dead (see [`ConnectionBuilder::heartbeat`](crate::ConnectionBuilder::heartbeat)).
+///
+/// ## Reconnecting (only with a [`ReconnectPolicy`](crate::ReconnectPolicy))
+/// Entered instead of *Draining* when the socket is lost or closed by the
+/// server and the policy allows another attempt (not after 1008, a 401/403
+/// handshake, or attempts used up). The socket is let go (the server's close
+/// frame still gets its answer); calls sent on it fail at once with a
+/// disconnect error ([`Error::Closed`] or [`Error::Disconnected`]), except
+/// those made with [`Call::retry_on_reconnect`], which wait to be sent once
+/// more; handler work for its requests is dropped. Calls made meanwhile wait
+/// in the line of unsent calls (bounded by `max_in_flight`, each up to its
+/// timeout) or fail with [`Error::NotConnected`], as
+/// [`WhileReconnecting`](crate::WhileReconnecting) says. The endpoints are
+/// dialled in turn after a backoff with full jitter; on success the state is
+/// *Open* again, waiting calls go out and subscriptions are made again. Every
+/// step is a [`ConnectionEvent`](crate::ConnectionEvent).
+///
 /// ## Draining
 /// Entered on the first of these, each failing every pending call at once
-/// (and every later call with [`Error::NotConnected`]):
+/// (and every later call with [`Error::NotConnected`]) — when no reconnect
+/// policy applies:
 /// - [`Close`], or every [`Client`](crate::Client) and `Addr` dropped: our
 ///   close frame is queued behind what is already queued; calls fail with
 ///   [`Error::Closed`].
@@ -221,9 +241,10 @@ fn encode_notification(
 /// Once our close frame is written and the server has closed its side, or
 /// after the close timeout (default 1 s), or at once when the socket drops
 /// or fails ([`Error::Disconnected`]). The pending table is empty: every
-/// call has ended with its result or an error. Calls are never re-sent.
-/// Handler work still running is dropped. [`Client::closed`](crate::Client::closed)
-/// resolves with how it ended.
+/// call has ended with its result or an error. Handler work still running
+/// is dropped. [`Client::closed`](crate::Client::closed) resolves with how it
+/// ended, and the last event is
+/// [`ConnectionEvent::Closed`](crate::ConnectionEvent::Closed).
 pub struct RpcConnection {
     config: Config,
     /// Kept for reconnecting: the same URLs, headers and credentials.
