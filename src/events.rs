@@ -228,6 +228,9 @@ impl Watchers {
     }
 
     fn add(&mut self, tx: delivery::Sender<ConnectionEvent>) {
+        // Streams dropped since the last event go now: watching in a loop
+        // on a quiet connection must not pile them up.
+        self.queues.retain(|queue| !queue.is_closed());
         let closed = matches!(self.current, ConnectionEvent::Closed { .. });
         tx.push(self.current.clone());
         if closed {
@@ -339,6 +342,16 @@ mod tests {
                 "reconnecting in 0ns (attempt 5)"
             ]
         );
+    }
+
+    #[test]
+    fn dropped_streams_do_not_pile_up_on_a_quiet_connection() {
+        let mut watchers = Watchers::new(4, "ws://a".into());
+        for _ in 0..1000 {
+            drop(watchers.stream());
+        }
+        let _kept = watchers.stream();
+        assert_eq!(watchers.queues.len(), 1);
     }
 
     #[test]
