@@ -102,12 +102,15 @@ impl Session {
     /// it is done. For a socket given up on while the connection goes on.
     pub fn detach(self, linger: std::time::Duration, ctx: &mut Context<RpcConnection>) {
         ctx.cancel_future(self.reader);
-        let writer = self.writer.abort_handle();
+        let writer = self.writer;
+        let abort = writer.abort_handle();
         // NOTE: a peer that stopped reading would keep the writer blocked
-        // for ever; the timer bounds it.
+        // for ever; the timeout bounds it. A writer that is done ends this
+        // task at once.
         actix::spawn(async move {
-            tokio::time::sleep(linger).await;
-            writer.abort();
+            if tokio::time::timeout(linger, writer).await.is_err() {
+                abort.abort();
+            }
         });
     }
 
