@@ -62,14 +62,17 @@ fn message() -> impl Strategy<Value = (Vec<u8>, bool)> {
     (prop_oneof![4 => soup, 2 => text, 1 => bytes], any::<bool>())
 }
 
-fn case() -> impl Strategy<Value = Vec<(Vec<u8>, bool)>> {
+/// The messages of one case, in order.
+type Case = Vec<(Vec<u8>, bool)>;
+
+fn case() -> impl Strategy<Value = Case> {
     prop::collection::vec(message(), 1..24)
 }
 
 /// Runs `cases` generated cases, one connection each.
 async fn run(cases: u32) {
     let mut runner = TestRunner::new(Config::with_cases(cases));
-    let queue: Arc<Mutex<Vec<Vec<(Vec<u8>, bool)>>>> = Arc::default();
+    let queue: Arc<Mutex<Vec<Case>>> = Arc::default();
     let script_queue = Arc::clone(&queue);
     let server = RawServer::start(move |mut conn: RawConn| {
         let messages = script_queue
