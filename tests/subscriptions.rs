@@ -36,6 +36,10 @@ fn server() -> TestServer {
                 Action::Reply(response(&id, json!("0x9ce59a13059e417087c02d3236a0b1cc")))
             }
             Some("subscribe_null") => Action::Reply(response(&id, Value::Null)),
+            Some("subscribe_slow") => Action::Delay(
+                Duration::from_millis(300),
+                Box::new(Action::Reply(response(&id, json!(format!("sub-{name}"))))),
+            ),
             Some("unsubscribe" | "eth_unsubscribe") => Action::Reply(response(&id, json!(true))),
             _ => standard(msg),
         }
@@ -388,6 +392,55 @@ async fn an_id_the_server_hands_out_twice_fails_the_second_subscribe() {
     server.push(item("tick", &json!("sub-same"), json!(5)));
     assert_eq!(value(next(&mut first).await), 5);
     assert_eq!(client.stats().subscriptions, 1);
+    assert_no_pending(&client);
+}
+
+/// A subscribe call given up on (or timed out) before its answer still
+/// creates the subscription on the server: its late answer is unsubscribed.
+/// (It leaked: the answer was counted as an unknown id.)
+#[actix_rt::test]
+async fn a_subscribe_given_up_before_its_answer_is_unsubscribed_when_it_comes() {
+    let server = server();
+    let client = connect(&server.url()).await;
+    // Given up: the caller stops waiting.
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(30),
+        client.subscribe::<u64>("subscribe_slow", params!["a"], "unsubscribe"),
+    )
+    .await;
+    assert!(given_up.is_err(), "answered too soon");
+    // Timed out.
+    let err = within(
+        "subscribe",
+        client.subscribe_with(
+            Subscribe::new("subscribe_slow", params!["b"], "unsubscribe")
+                .timeout(Duration::from_millis(30)),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let deadline = std::time::Instant::now() + support::BOUND;
+    let unsubscribed = loop {
+        let ids: Vec<Value> = server
+            .received()
+            .into_iter()
+            .filter(|m| m["method"] == "unsubscribe")
+            .map(|m| m["params"][0].clone())
+            .collect();
+        if ids.len() == 2 || std::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(unsubscribed, [json!("sub-a"), json!("sub-b")]);
+    barrier(&client).await;
+    assert_eq!(
+        client.stats().unknown_ids,
+        0,
+        "the late answers were expected"
+    );
+    assert_eq!(client.stats().subscriptions, 0);
     assert_no_pending(&client);
 }
 

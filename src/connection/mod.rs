@@ -698,10 +698,15 @@ impl RpcConnection {
                     text: text.slice_ref(raw),
                     unescaped,
                 });
-                let known = response
-                    .id
-                    .as_u64()
-                    .is_some_and(|id| self.pending.complete(id, outcome));
+                let known = response.id.as_u64().is_some_and(|id| {
+                    match self.pending.try_complete(id, outcome) {
+                        Ok(()) => true,
+                        Err(outcome) => {
+                            let result = outcome.as_ref().ok().map(|raw| &*raw.text);
+                            self.subscriptions.claim_orphan(id, result)
+                        }
+                    }
+                });
                 if !known {
                     stats::add(&self.metrics().unknown_ids, 1);
                     log::warn!(
@@ -1541,6 +1546,9 @@ impl Handler<Subscribe> for RpcConnection {
                 subscriptions: self.subscriptions.clone(),
                 control: ctx.address().recipient(),
                 dropped: Arc::clone(&self.shared.dropped_subscriptions),
+                grace: msg.timeout.map_or(self.config.request_timeout, |t| {
+                    t.max(self.config.request_timeout)
+                }),
                 _pending: pending,
             }),
         }
@@ -1559,11 +1567,22 @@ struct SubscribeRequest {
     subscriptions: Subscriptions,
     control: Recipient<Unsubscribe>,
     dropped: Arc<subscription::Dropped>,
+    /// How long an answer is worth waiting for once the caller has given
+    /// up or timed out: the call's timeout, and at least the connection's.
+    grace: Duration,
     /// Holds notifications for unknown subscriptions back while it lives.
     _pending: subscriptions::PendingSubscribe,
 }
 
 impl SubscribeRequest {
+    /// Its call `id` was given up on: the answer, if it comes, is
+    /// unsubscribed at once.
+    fn orphaned(&self, id: u64) {
+        let until = pending::deadline(Instant::now(), self.grace);
+        self.subscriptions
+            .orphan(id, self.unsubscribe.clone(), until);
+    }
+
     /// Registers the subscription the server answered with, in the turn
     /// that read the answer (so no later notification misses its route).
     fn subscribed(self, reply: Reply) -> Result<Subscription, Error> {
@@ -1681,6 +1700,10 @@ struct Subscribing {
 impl Responder for Subscribing {
     fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
         let Subscribing { tx, request } = *self;
+        if let Err(Error::Timeout { call, .. }) = &outcome {
+            // The server may still answer, and create the subscription.
+            request.orphaned(call.id);
+        }
         let outcome = outcome.and_then(|reply| request.subscribed(reply));
         // NOTE: a caller that has gone drops the handle with the error
         // value, which unsubscribes.
@@ -1688,6 +1711,9 @@ impl Responder for Subscribing {
     }
     fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         self.tx.poll_closed(cx)
+    }
+    fn abandoned(self: Box<Self>, id: u64) {
+        self.request.orphaned(id);
     }
 }
 

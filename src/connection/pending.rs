@@ -39,6 +39,10 @@ pub(crate) trait Responder {
     /// Ready once the caller has stopped waiting; otherwise `cx`'s waker is
     /// woken when it does.
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The caller stopped waiting for call `id`, whose entry is gone: a
+    /// late answer will match nothing. For calls whose answer must still be
+    /// acted on (a subscribe call creates something on the server).
+    fn abandoned(self: Box<Self>, _id: u64) {}
 }
 
 struct Entry {
@@ -445,6 +449,8 @@ impl PendingCalls {
         if gone {
             if inner.remove(id).is_some() {
                 stats::add(&inner.metrics.cancelled, 1);
+                drop(inner);
+                responder.abandoned(id);
             }
             return;
         }
@@ -483,11 +489,19 @@ impl PendingCalls {
             }),
             None => false,
         };
-        if gone && inner.remove(id).is_some() {
-            stats::add(&inner.metrics.cancelled, 1);
-            return true;
+        if !gone {
+            return false;
         }
-        false
+        let Some(entry) = inner.remove(id) else {
+            return false;
+        };
+        stats::add(&inner.metrics.cancelled, 1);
+        drop(inner);
+        // Told outside the borrow: a responder may be anything.
+        if let Some(responder) = entry.responder {
+            responder.abandoned(id);
+        }
+        true
     }
 
     fn remove(&self, id: u64) -> Option<Entry> {
@@ -495,9 +509,19 @@ impl PendingCalls {
     }
 
     /// Delivers the server's answer. Returns `false` for an id nobody waits for.
+    #[cfg(test)]
     pub fn complete(&self, id: u64, outcome: Result<RawResult, ErrorObject>) -> bool {
+        self.try_complete(id, outcome).is_ok()
+    }
+
+    /// Delivers the server's answer; hands it back when no call has that id.
+    pub fn try_complete(
+        &self,
+        id: u64,
+        outcome: Result<RawResult, ErrorObject>,
+    ) -> Result<(), Result<RawResult, ErrorObject>> {
         let Some(entry) = self.remove(id) else {
-            return false;
+            return Err(outcome);
         };
         stats::add(&self.inner.borrow().metrics.responses, 1);
         // Told outside the borrow: a responder may be anything.
@@ -508,7 +532,7 @@ impl PendingCalls {
                 error: Box::new(error),
             }),
         });
-        true
+        Ok(())
     }
 
     /// Fails one call with an error built from its [`CallInfo`].

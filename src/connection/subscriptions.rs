@@ -27,6 +27,10 @@ use crate::subscription::{Notice, Shared, SubscriptionEnd};
 /// Notifications held while subscribe calls are pending, at most.
 const HOLD: usize = 1024;
 
+/// Subscribe calls given up on (whose answer must still be unsubscribed),
+/// remembered at most.
+const ORPHANS: usize = 1024;
+
 /// One subscription's queue, how it was made, and what ends it.
 pub(crate) struct Route {
     pub queue: Sender<Notice>,
@@ -85,6 +89,10 @@ struct Table {
     held: VecDeque<Held>,
     /// Subscriptions to end with an unsubscribe call: (method, id).
     to_unsubscribe: Vec<(Cow<'static, str>, Id)>,
+    /// Subscribe calls whose caller gave up (or timed out) before the
+    /// answer, by call id: the unsubscribe method, and until when an answer
+    /// is worth waiting for.
+    orphans: HashMap<u64, (Cow<'static, str>, Instant)>,
     metrics: Arc<Metrics>,
 }
 
@@ -202,6 +210,7 @@ impl Subscriptions {
                 pending: 0,
                 held: VecDeque::new(),
                 to_unsubscribe: Vec::new(),
+                orphans: HashMap::new(),
                 metrics,
             })),
         }
@@ -292,6 +301,38 @@ impl Subscriptions {
         std::mem::take(&mut self.inner.borrow_mut().to_unsubscribe)
     }
 
+    /// Subscribe call `call` was given up on before its answer: if the
+    /// answer comes by `until`, the subscription it creates on the server is
+    /// ended at once.
+    pub fn orphan(&self, call: u64, unsubscribe: Cow<'static, str>, until: Instant) {
+        let mut table = self.inner.borrow_mut();
+        let now = Instant::now();
+        table.orphans.retain(|_, (_, until)| *until > now);
+        if table.orphans.len() >= ORPHANS {
+            log::warn!("too many abandoned subscribe calls; the answer to call {call} will not be unsubscribed");
+            return;
+        }
+        table.orphans.insert(call, (unsubscribe, until));
+    }
+
+    /// The answer to call `call` matched no pending call: if it was an
+    /// abandoned subscribe call, its subscription (the `result`) is owed an
+    /// unsubscribe call. Returns whether it was one.
+    pub fn claim_orphan(&self, call: u64, result: Option<&str>) -> bool {
+        let mut table = self.inner.borrow_mut();
+        let Some((unsubscribe, until)) = table.orphans.remove(&call) else {
+            return false;
+        };
+        if until < Instant::now() {
+            return false;
+        }
+        if let Some(id) = result.and_then(Id::from_json).filter(|id| !id.is_null()) {
+            log::debug!("subscribe call {call} was given up on; unsubscribing {id}");
+            table.to_unsubscribe.push((unsubscribe, id));
+        }
+        true
+    }
+
     /// Ends every subscription (the connection has ended for good).
     pub fn close_all(&self, end: &SubscriptionEnd) {
         let mut table = self.inner.borrow_mut();
@@ -300,6 +341,7 @@ impl Subscriptions {
             table.end(key, end.clone());
         }
         table.to_unsubscribe.clear();
+        table.orphans.clear();
         table.held.clear();
     }
 
@@ -316,6 +358,7 @@ impl Subscriptions {
         }
         table.keys.clear();
         table.to_unsubscribe.clear();
+        table.orphans.clear();
         table.held.clear();
     }
 
@@ -658,6 +701,36 @@ mod tests {
         );
         subs.resubscribed(key, Id::from(5), "unsub".into(), Instant::now());
         assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(5))]);
+    }
+
+    #[test]
+    fn answers_to_abandoned_subscribe_calls_are_unsubscribed_while_worth_waiting_for() {
+        let (subs, _) = table();
+        let later = Instant::now() + Duration::from_secs(60);
+        subs.orphan(7, "unsub".into(), later);
+        subs.orphan(8, "unsub".into(), Instant::now());
+        subs.orphan(9, "unsub".into(), later);
+        assert!(subs.claim_orphan(7, Some(r#""abc""#)));
+        assert!(!subs.claim_orphan(7, Some(r#""abc""#)), "once");
+        assert!(!subs.claim_orphan(8, Some("1")), "too late");
+        assert!(
+            subs.claim_orphan(9, None),
+            "an error answer creates nothing"
+        );
+        assert_eq!(
+            subs.take_unsubscribes(),
+            [("unsub".into(), Id::from("abc"))]
+        );
+        subs.orphan(10, "unsub".into(), later);
+        subs.disconnected(Instant::now());
+        assert!(
+            !subs.claim_orphan(10, Some("1")),
+            "gone with the connection"
+        );
+        for call in 0..2 * ORPHANS as u64 {
+            subs.orphan(100 + call, "unsub".into(), later);
+        }
+        assert_eq!(subs.inner.borrow().orphans.len(), ORPHANS, "bounded");
     }
 
     /// One step of the table's life, as the actor drives it.
