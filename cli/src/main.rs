@@ -36,6 +36,10 @@ const EXIT_USAGE: u8 = 64;
 /// The largest `--timeout` accepted, in seconds (about 136 years).
 const MAX_TIMEOUT_SECS: f64 = u32::MAX as f64;
 
+/// The shortest `--heartbeat` other than 0 (off), in seconds: a ping every
+/// few microseconds would only keep the connection busy.
+const MIN_HEARTBEAT_SECS: f64 = 0.01;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jsonrpc-ws",
@@ -240,6 +244,30 @@ struct Options {
     /// {"method":...,"params":...}.
     #[arg(long, global = true)]
     print_notifications: bool,
+
+    /// Pings the server every SECS seconds (fractions allowed, e.g. 0.5; at
+    /// least 0.01; 0 turns it off); a server silent for --heartbeat-timeout
+    /// after a ping is taken as gone (the connection is lost)
+    /// [default: 15]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        value_parser = parse_heartbeat,
+        allow_negative_numbers = true
+    )]
+    heartbeat: Option<Duration>,
+
+    /// How long the server may stay silent after a ping, in seconds
+    /// (fractions allowed; no effect with --heartbeat 0) [default: 10]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
+    heartbeat_timeout: Option<Duration>,
 }
 
 // ---- argument parsers: every failure is a usage error (exit 64) -----------
@@ -297,6 +325,23 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
         return Err(format!(
             "must be greater than 0 and at most {MAX_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--heartbeat`: 0 (off), or an interval the connection can keep up with.
+fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, e.g. 15 or 0.5 (0 turns it off)".to_owned())?;
+    if secs == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    if !(MIN_HEARTBEAT_SECS..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(format!(
+            "must be 0 (off) or from {MIN_HEARTBEAT_SECS} to {MAX_TIMEOUT_SECS} seconds"
         ));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -587,11 +632,21 @@ fn configure(builder: ConnectionBuilder, options: Options) -> ConnectionBuilder 
         max_message_size,
         replies,
         print_notifications,
+        heartbeat,
+        heartbeat_timeout,
     } = options;
     let mut builder = builder
         .request_timeout(timeout)
         .connect_timeout(timeout)
         .headers(headers);
+    // Unset: the library's defaults. The interval first: with it off, the
+    // library has no timeout to set.
+    if let Some(interval) = heartbeat {
+        builder = builder.heartbeat(interval);
+    }
+    if let Some(limit) = heartbeat_timeout {
+        builder = builder.heartbeat_timeout(limit);
+    }
     if let Some((user, password)) = basic_auth {
         builder = builder.basic_auth(user, password);
     }
@@ -720,7 +775,19 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::compact;
+    use super::{compact, parse_heartbeat};
+    use std::time::Duration;
+
+    #[test]
+    fn heartbeat_is_zero_or_a_sensible_interval() {
+        assert_eq!(parse_heartbeat("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_heartbeat("0.0"), Ok(Duration::ZERO));
+        assert_eq!(parse_heartbeat("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_heartbeat(" 15 "), Ok(Duration::from_secs(15)));
+        for bad in ["-1", "0.001", "NaN", "inf", "soon", ""] {
+            assert!(parse_heartbeat(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn compact_drops_only_whitespace_outside_strings() {

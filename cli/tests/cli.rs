@@ -1121,3 +1121,65 @@ fn invalid_batch_json_is_a_usage_error() {
     bad(r#"[{"method": "a", "method": "b"}]"#, "duplicate field");
     run(&["batch", NOWHERE]).assert_usage_error("<JSON>");
 }
+
+// ---- --heartbeat ---------------------------------------------------------------
+
+#[test]
+fn heartbeat_options_reach_the_connection() {
+    // Answers the call after 1 s and never answers a ping.
+    let deaf = || {
+        RawServer::start(|mut conn| async move {
+            while let Some(frame) = conn.read_frame().await {
+                if frame.opcode == OP_TEXT {
+                    let id = members(std::str::from_utf8(&frame.payload).unwrap())["id"]
+                        .get()
+                        .to_owned();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"late"}}"#);
+                    conn.send_text(&answer).await;
+                }
+            }
+        })
+    };
+    // Pings every 0.2 s, unanswered for 0.5 s: given up before the answer.
+    let server = deaf();
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        "--heartbeat",
+        "0.2",
+        "--heartbeat-timeout",
+        "0.5",
+    ]);
+    out.assert_failure("heartbeat");
+    // Off: nothing to answer, and the late answer is printed.
+    let server = deaf();
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        "--heartbeat",
+        "0",
+        "--heartbeat-timeout",
+        "0.5",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "\"late\"\n", ""),
+        "{out:#?}"
+    );
+    // A plain call with the heartbeat off.
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "echo", "[1]", "--heartbeat", "0"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[1]\n"), "{out:#?}");
+}
+
+#[test]
+fn heartbeat_usage_errors() {
+    for bad in ["-1", "0.001", "soon", "NaN"] {
+        run(&["call", NOWHERE, "echo", "--heartbeat", bad]).assert_usage_error("--heartbeat");
+    }
+    run(&["call", NOWHERE, "echo", "--heartbeat-timeout", "0"])
+        .assert_usage_error("--heartbeat-timeout");
+}
