@@ -5,7 +5,7 @@
 //! ```text
 //! jsonrpc-ws call      <URL> <METHOD> [PARAMS] [OPTIONS]
 //! jsonrpc-ws notify    <URL> <METHOD> [PARAMS] [OPTIONS]
-//! jsonrpc-ws subscribe <URL> <METHOD> [PARAMS] --unsubscribe <METHOD> [--count N] [OPTIONS]
+//! jsonrpc-ws subscribe <URL> <METHOD> [PARAMS] --unsubscribe <METHOD> [--count N] [--reconnect] [OPTIONS]
 //! jsonrpc-ws batch     <URL> <JSON> [OPTIONS]
 //! ```
 //!
@@ -22,8 +22,9 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use jsonrpc_websocket::serde_json::{self, value::RawValue};
 use jsonrpc_websocket::{
-    Client, ConnectionBuilder, Error, ErrorObject, Params, Route, RpcConnection,
-    ServerNotification, ServerRequest, Subscription, SubscriptionEnd, SubscriptionItem,
+    Client, ConnectionBuilder, Error, ErrorObject, Id, Params, ReconnectPolicy, Route,
+    RpcConnection, ServerNotification, ServerRequest, Subscription, SubscriptionEnd,
+    SubscriptionItem,
 };
 
 /// The server answered with a JSON-RPC error object.
@@ -35,6 +36,17 @@ const EXIT_USAGE: u8 = 64;
 
 /// The largest `--timeout` accepted, in seconds (about 136 years).
 const MAX_TIMEOUT_SECS: f64 = u32::MAX as f64;
+
+/// The shortest `--heartbeat` other than 0 (off), in seconds: a ping every
+/// few microseconds would only keep the connection busy.
+const MIN_HEARTBEAT_SECS: f64 = 0.01;
+
+/// `subscribe --reconnect`'s backoff: the first step (it then doubles).
+/// Both steps are quoted in `subscribe --help`.
+const RECONNECT_INITIAL_DELAY: Duration = Duration::from_millis(100);
+/// `subscribe --reconnect`'s backoff: the largest step. Short enough that a
+/// restarted server is found again within seconds.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,7 +83,7 @@ enum Command {
     Notify(Target),
     /// Subscribe with METHOD and print each item's result as one line of
     /// compact JSON, until --count items, the end of the subscription or
-    /// of the connection.
+    /// of the connection (with --reconnect: across lost connections).
     #[command(after_help = "\
 Each item is printed as the server sent it (compacted) and flushed at once.
 `lagged: missed N items` on stderr says that items were dropped because
@@ -82,7 +94,28 @@ closes and exits 0; so does a closed stdout (e.g. `| head -n 3`). Without
 it: runs until the subscription or the connection ends. The server ending
 the subscription exits 1 (`error: subscription <ID> closed by the server:
 <error>`), the connection ending exits 2. --timeout bounds the connection,
-the subscribe and the unsubscribe calls, not the wait for items.")]
+the subscribe and the unsubscribe calls, not the wait for items.
+
+With --reconnect, a connection that is closed or dropped by the server, or
+found dead by the heartbeat (see --heartbeat), is dialled again after
+100 ms, then after steps doubling up to 5 s (each wait a random part of its
+step), for as long as it takes; then the subscription is made again with
+the same params and its items go on, on stdout, as before. --count counts
+the items of every connection. Each gap is one JSON line on stderr, and
+nothing else is printed on stderr about it:
+
+  {\"gap\":{\"subscription\":<ID>,\"down_for_ms\":<N>}}
+
+<ID> is the subscription id the server first answered, as JSON (the one
+in error messages; the server's new id may differ); <N> is how long the
+subscription was down, in milliseconds, from the loss of the connection to
+the answer to the new subscribe call. Items the server sent meanwhile are
+lost. A server that refuses to make the subscription again exits 1
+(`error: subscription <ID> could not be made again after reconnecting:
+<error>`); one that does not answer within --timeout exits 2, and so do
+close code 1008 and a handshake refused with HTTP 401 or 403 (never
+retried). The first connection is not retried: a server that cannot be
+reached at the start exits 2.")]
     Subscribe(SubscribeArgs),
     /// Send a batch of calls and notifications as one message and print
     /// one line per call, in the order given.
@@ -142,6 +175,12 @@ struct SubscribeArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     count: Option<u64>,
+
+    /// Keep the subscription across dropped connections and server restarts:
+    /// reconnect (100 ms doubling up to 5 s, forever) and subscribe again;
+    /// one `{"gap":...}` line on stderr per gap (see below).
+    #[arg(long)]
+    reconnect: bool,
 }
 
 #[derive(Debug, Args)]
@@ -240,6 +279,30 @@ struct Options {
     /// {"method":...,"params":...}.
     #[arg(long, global = true)]
     print_notifications: bool,
+
+    /// Pings the server every SECS seconds (fractions allowed, e.g. 0.5; at
+    /// least 0.01; 0 turns it off); a server silent for --heartbeat-timeout
+    /// after a ping is taken as gone (the connection is lost; with
+    /// `subscribe --reconnect`, dialled again) [default: 15]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        value_parser = parse_heartbeat,
+        allow_negative_numbers = true
+    )]
+    heartbeat: Option<Duration>,
+
+    /// How long the server may stay silent after a ping, in seconds
+    /// (fractions allowed; no effect with --heartbeat 0) [default: 10]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        value_parser = parse_timeout,
+        allow_negative_numbers = true
+    )]
+    heartbeat_timeout: Option<Duration>,
 }
 
 // ---- argument parsers: every failure is a usage error (exit 64) -----------
@@ -297,6 +360,23 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
         return Err(format!(
             "must be greater than 0 and at most {MAX_TIMEOUT_SECS} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--heartbeat`: 0 (off), or an interval the connection can keep up with.
+fn parse_heartbeat(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, e.g. 15 or 0.5 (0 turns it off)".to_owned())?;
+    if secs == 0.0 {
+        return Ok(Duration::ZERO);
+    }
+    if !(MIN_HEARTBEAT_SECS..=MAX_TIMEOUT_SECS).contains(&secs) {
+        return Err(format!(
+            "must be 0 (off) or from {MIN_HEARTBEAT_SECS} to {MAX_TIMEOUT_SECS} seconds"
         ));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -361,7 +441,15 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Subscribe(args) => args.url.as_str(),
         Command::Batch(args) => args.url.as_str(),
     };
-    let builder = configure(RpcConnection::builder(url), options);
+    let mut builder = configure(RpcConnection::builder(url), options);
+    if matches!(&command, Command::Subscribe(args) if args.reconnect) {
+        builder = builder.reconnect(
+            ReconnectPolicy::new()
+                .initial_delay(RECONNECT_INITIAL_DELAY)
+                .max_delay(RECONNECT_MAX_DELAY)
+                .forever(),
+        );
+    }
     let client = match builder.connect().await {
         Ok(client) => client,
         Err(err) => return fail(&err),
@@ -483,11 +571,29 @@ async fn follow(subscription: &mut Subscription<Box<RawValue>>, count: Option<u6
             Some(SubscriptionItem::Invalid(err)) => {
                 eprintln!("invalid item: {}", chain(&err));
             }
+            // Only with --reconnect.
+            Some(SubscriptionItem::Resubscribed { down_for }) => {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "{}",
+                    gap_line(subscription.id(), down_for)
+                );
+            }
             // `Closed` is only sent to actors; a stream ends instead.
             Some(_) => {}
             None => return Stop::Ended,
         }
     }
+}
+
+/// `{"gap":{"subscription":<id>,"down_for_ms":<n>}}`: the subscription was
+/// down for `down_for` and has been made again.
+fn gap_line(id: &Id, down_for: Duration) -> String {
+    // `Id` displays as its exact JSON text.
+    format!(
+        r#"{{"gap":{{"subscription":{id},"down_for_ms":{}}}}}"#,
+        down_for.as_millis()
+    )
 }
 
 /// Reports how a subscription ended on its own and picks the exit status.
@@ -504,6 +610,20 @@ fn ended(subscription: &Subscription<Box<RawValue>>) -> ExitCode {
         Some(SubscriptionEnd::Disconnected { reason }) => {
             eprintln!("error: subscription {id} ended: {reason}");
             ExitCode::from(EXIT_FAILURE)
+        }
+        Some(SubscriptionEnd::ResubscribeFailed { error }) => {
+            // The library keeps the server's error object as JSON text, and
+            // says what went wrong otherwise (e.g. no answer in time).
+            let refused = serde_json::from_str::<ErrorObject>(&error).is_ok();
+            eprintln!(
+                "error: subscription {id} could not be made again after reconnecting: {}",
+                if refused { compact(&error) } else { error }
+            );
+            ExitCode::from(if refused {
+                EXIT_RPC_ERROR
+            } else {
+                EXIT_FAILURE
+            })
         }
         Some(end) => {
             eprintln!("error: subscription {id} ended: {end}");
@@ -587,11 +707,21 @@ fn configure(builder: ConnectionBuilder, options: Options) -> ConnectionBuilder 
         max_message_size,
         replies,
         print_notifications,
+        heartbeat,
+        heartbeat_timeout,
     } = options;
     let mut builder = builder
         .request_timeout(timeout)
         .connect_timeout(timeout)
         .headers(headers);
+    // Unset: the library's defaults. The interval first: with it off, the
+    // library has no timeout to set.
+    if let Some(interval) = heartbeat {
+        builder = builder.heartbeat(interval);
+    }
+    if let Some(limit) = heartbeat_timeout {
+        builder = builder.heartbeat_timeout(limit);
+    }
     if let Some((user, password)) = basic_auth {
         builder = builder.basic_auth(user, password);
     }
@@ -720,7 +850,33 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::compact;
+    use super::{compact, gap_line, parse_heartbeat};
+    use jsonrpc_websocket::Id;
+    use std::time::Duration;
+
+    #[test]
+    fn a_gap_line_is_one_json_object_with_the_id_as_sent() {
+        assert_eq!(
+            gap_line(&Id::from("ab"), Duration::from_micros(1_234_999)),
+            r#"{"gap":{"subscription":"ab","down_for_ms":1234}}"#
+        );
+        let id = Id::from_json("12345678901234567890123").unwrap();
+        assert_eq!(
+            gap_line(&id, Duration::ZERO),
+            r#"{"gap":{"subscription":12345678901234567890123,"down_for_ms":0}}"#
+        );
+    }
+
+    #[test]
+    fn heartbeat_is_zero_or_a_sensible_interval() {
+        assert_eq!(parse_heartbeat("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_heartbeat("0.0"), Ok(Duration::ZERO));
+        assert_eq!(parse_heartbeat("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_heartbeat(" 15 "), Ok(Duration::from_secs(15)));
+        for bad in ["-1", "0.001", "NaN", "inf", "soon", ""] {
+            assert!(parse_heartbeat(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn compact_drops_only_whitespace_outside_strings() {

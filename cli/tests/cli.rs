@@ -1121,3 +1121,396 @@ fn invalid_batch_json_is_a_usage_error() {
     bad(r#"[{"method": "a", "method": "b"}]"#, "duplicate field");
     run(&["batch", NOWHERE]).assert_usage_error("<JSON>");
 }
+
+// ---- subscribe --reconnect, --heartbeat ------------------------------------
+
+/// How long a live run may take to print its next line.
+const LINE_LIMIT: Duration = Duration::from_secs(15);
+
+/// A run of the binary that the test talks to while it runs, reading its
+/// output line by line. Killed when dropped, so a failed assertion never
+/// leaves it behind.
+struct Live {
+    args: Vec<String>,
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far, without its line break.
+    out_lines: Vec<String>,
+    err_lines: Vec<String>,
+}
+
+impl Live {
+    /// Starts the binary with `args` (RUST_LOG unset).
+    fn start(args: &[&str]) -> Live {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jsonrpc-ws"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("could not start jsonrpc-ws");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Live {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child,
+            stdout,
+            stderr,
+            out_lines: Vec::new(),
+            err_lines: Vec::new(),
+        }
+    }
+
+    /// The next line on stdout; panics after [`LINE_LIMIT`].
+    fn stdout_line(&mut self) -> String {
+        let line = self.next(true);
+        self.out_lines.push(line.clone());
+        line
+    }
+
+    /// The next line on stderr; panics after [`LINE_LIMIT`].
+    fn stderr_line(&mut self) -> String {
+        let line = self.next(false);
+        self.err_lines.push(line.clone());
+        line
+    }
+
+    fn next(&self, stdout: bool) -> String {
+        let (pipe, name) = if stdout {
+            (&self.stdout, "stdout")
+        } else {
+            (&self.stderr, "stderr")
+        };
+        match pipe.recv_timeout(LINE_LIMIT) {
+            Ok(line) => line,
+            Err(err) => panic!(
+                "jsonrpc-ws {:?}: no line on {name} ({err:?}); so far stdout {:?}, stderr {:?} (and {:?})",
+                self.args,
+                self.out_lines,
+                self.err_lines,
+                self.stderr.try_iter().collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    /// Waits (bounded by [`RUN_LIMIT`]) for the exit; every line it
+    /// printed, read or not.
+    fn finish(mut self) -> Run {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for jsonrpc-ws") {
+                break status;
+            }
+            if started.elapsed() > RUN_LIMIT {
+                panic!(
+                    "jsonrpc-ws {:?} did not exit within {RUN_LIMIT:?}; stdout {:?}, stderr {:?}",
+                    self.args, self.out_lines, self.err_lines
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The pipes end with the process: what is left is already there.
+        let rest = |pipe: &std::sync::mpsc::Receiver<String>, seen: &[String]| {
+            let mut text: String = seen.iter().map(|l| format!("{l}\n")).collect();
+            while let Ok(line) = pipe.recv_timeout(Duration::from_secs(5)) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        };
+        Run {
+            code: status.code().expect("jsonrpc-ws was killed by a signal"),
+            stdout: rest(&self.stdout, &self.out_lines),
+            stderr: rest(&self.stderr, &self.err_lines),
+            took: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends each line of a pipe (without its line break) as it comes, from a
+/// thread of its own; the channel closes at the end of the pipe.
+fn lines(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A server for subscriptions of `sub`: each subscribe call is answered
+/// with the next id of `ids` (the last one again once they run out), `unsub`
+/// with `true`.
+fn feed(ids: &[&str]) -> impl Fn(&Value) -> Action + Send + Sync + 'static {
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    move |msg| match msg["method"].as_str() {
+        Some("sub") => {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let id = &ids[n.min(ids.len() - 1)];
+            Action::Reply(response(&msg["id"], json!(id)))
+        }
+        Some("unsub") => Action::Reply(response(&msg["id"], json!(true))),
+        _ => standard(msg),
+    }
+}
+
+/// A notification of subscription `id` of `sub` carrying `result`.
+fn note(id: &str, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "method": "sub", "params": {"subscription": id, "result": result}})
+}
+
+/// Asserts that `line` is one gap line for subscription `id`.
+fn assert_gap(line: &str, id: &str) {
+    let gap: Value =
+        serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+    let fields = gap["gap"]
+        .as_object()
+        .unwrap_or_else(|| panic!("not a gap: {line}"));
+    assert_eq!(fields.len(), 2, "{line}");
+    assert_eq!(gap["gap"]["subscription"], json!(id), "{line}");
+    assert!(gap["gap"]["down_for_ms"].is_u64(), "{line}");
+}
+
+/// Waits (bounded) until the server has received `n` messages.
+fn received(server: &TestServer, n: usize) {
+    server.wait_received(n, Duration::from_secs(10));
+}
+
+#[test]
+fn subscribe_reconnect_keeps_the_subscription_across_server_restarts() {
+    let server = TestServer::start(feed(&["a"]));
+    let addr = server.addr();
+    let mut live = Live::start(&[
+        "subscribe",
+        &server.url(),
+        "sub",
+        r#"["x"]"#,
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "6",
+        "--reconnect",
+    ]);
+    received(&server, 1);
+    server.push(note("a", json!(1)));
+    server.push(note("a", json!(2)));
+    assert_eq!(live.stdout_line(), "1");
+    assert_eq!(live.stdout_line(), "2");
+
+    // Gone, and back on the same port: the subscription is made again (the
+    // gap line says so) under the server's new id.
+    drop(server);
+    let server = TestServer::start_at(addr, feed(&["b"]));
+    assert_gap(&live.stderr_line(), "a");
+    server.push(note("b", json!(3)));
+    server.push(note("b", json!({"k": [4]})));
+    assert_eq!(live.stdout_line(), "3");
+    assert_eq!(live.stdout_line(), r#"{"k":[4]}"#);
+
+    drop(server);
+    let server = TestServer::start_at(addr, feed(&["c"]));
+    assert_gap(&live.stderr_line(), "a");
+    server.push(note("c", json!(5)));
+    server.push(note("c", json!(6)));
+
+    // --count counts the items of every connection.
+    let out = live.finish();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stdout, "1\n2\n3\n{\"k\":[4]}\n5\n6\n", "{out:#?}");
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 2, "one line per gap, nothing else: {out:#?}");
+    // Made again with the same params; unsubscribed under the newest id.
+    assert_eq!(last_request(&server, "sub")["params"], json!(["x"]));
+    assert_eq!(last_request(&server, "unsub")["params"], json!(["c"]));
+}
+
+#[test]
+fn subscribe_reconnect_keeps_the_subscription_across_a_dropped_connection() {
+    let server = TestServer::start(feed(&["s1", "s2"]));
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut live = Live::start(&[
+        "subscribe",
+        &proxy.url(),
+        "sub",
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "4",
+        "--reconnect",
+    ]);
+    received(&server, 1);
+    server.push(note("s1", json!("one")));
+    assert_eq!(live.stdout_line(), r#""one""#);
+
+    // Cut without a close frame; the server itself stays up.
+    assert_eq!(proxy.drop_all(), 1);
+    assert_gap(&live.stderr_line(), "s1");
+    for item in ["two", "three", "four"] {
+        server.push(note("s2", json!(item)));
+    }
+    let out = live.finish();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout, "\"one\"\n\"two\"\n\"three\"\n\"four\"\n",
+        "{out:#?}"
+    );
+    assert_eq!(out.stderr_lines().len(), 1, "{out:#?}");
+    assert_eq!(last_request(&server, "unsub")["params"], json!(["s2"]));
+}
+
+#[test]
+fn subscribe_reconnect_exits_1_when_the_server_refuses_to_subscribe_again() {
+    let server = TestServer::start(feed(&["a"]));
+    let addr = server.addr();
+    let mut live = Live::start(&[
+        "subscribe",
+        &server.url(),
+        "sub",
+        "--unsubscribe",
+        "unsub",
+        "--reconnect",
+    ]);
+    received(&server, 1);
+    server.push(note("a", json!(1)));
+    assert_eq!(live.stdout_line(), "1");
+
+    drop(server);
+    let _server = TestServer::start_at(addr, |msg: &Value| match msg["method"].as_str() {
+        Some("sub") => Action::Reply(json!({
+            "jsonrpc": "2.0",
+            "id": msg["id"],
+            "error": {"code": -32001, "message": "no such feed"}
+        })),
+        _ => standard(msg),
+    });
+    let out = live.finish();
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.stdout, "1\n", "{out:#?}");
+    assert_eq!(
+        out.stderr_lines(),
+        [
+            r#"error: subscription "a" could not be made again after reconnecting: {"code":-32001,"message":"no such feed"}"#
+        ],
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn the_heartbeat_finds_a_vanished_server_and_subscribe_reconnect_goes_on() {
+    let server = TestServer::start(feed(&["s1", "s2"]));
+    let proxy = support::FaultProxy::start(server.addr());
+    let mut live = Live::start(&[
+        "subscribe",
+        &proxy.url(),
+        "sub",
+        "--unsubscribe",
+        "unsub",
+        "--count",
+        "2",
+        "--reconnect",
+        "--heartbeat",
+        "0.2",
+        // Generous: only a black hole may be taken for a dead server.
+        "--heartbeat-timeout",
+        "2",
+    ]);
+    received(&server, 1);
+    server.push(note("s1", json!(1)));
+    assert_eq!(live.stdout_line(), "1");
+
+    // Nothing gets through any more, and nothing closes: only the
+    // heartbeat can tell. New connections are forwarded normally.
+    assert_eq!(proxy.black_hole(), 1);
+    assert_gap(&live.stderr_line(), "s1");
+    server.push(note("s2", json!(2)));
+    let out = live.finish();
+    assert_eq!((out.code, out.stdout.as_str()), (0, "1\n2\n"), "{out:#?}");
+    assert_eq!(out.stderr_lines().len(), 1, "{out:#?}");
+}
+
+#[test]
+fn heartbeat_options_reach_the_connection() {
+    // Answers the call after 1 s and never answers a ping.
+    let deaf = || {
+        RawServer::start(|mut conn| async move {
+            while let Some(frame) = conn.read_frame().await {
+                if frame.opcode == OP_TEXT {
+                    let id = members(std::str::from_utf8(&frame.payload).unwrap())["id"]
+                        .get()
+                        .to_owned();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let answer = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":"late"}}"#);
+                    conn.send_text(&answer).await;
+                }
+            }
+        })
+    };
+    // Pings every 0.2 s, unanswered for 0.5 s: given up before the answer.
+    let server = deaf();
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        "--heartbeat",
+        "0.2",
+        "--heartbeat-timeout",
+        "0.5",
+    ]);
+    out.assert_failure("heartbeat");
+    // Off: nothing to answer, and the late answer is printed.
+    let server = deaf();
+    let out = run(&[
+        "call",
+        &server.url(),
+        "echo",
+        "--heartbeat",
+        "0",
+        "--heartbeat-timeout",
+        "0.5",
+    ]);
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (0, "\"late\"\n", ""),
+        "{out:#?}"
+    );
+    // A plain call with the heartbeat off.
+    let server = TestServer::start(standard);
+    let out = run(&["call", &server.url(), "echo", "[1]", "--heartbeat", "0"]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, "[1]\n"), "{out:#?}");
+}
+
+#[test]
+fn reconnect_and_heartbeat_usage_errors() {
+    for bad in ["-1", "0.001", "soon", "NaN"] {
+        run(&["call", NOWHERE, "echo", "--heartbeat", bad]).assert_usage_error("--heartbeat");
+    }
+    run(&["call", NOWHERE, "echo", "--heartbeat-timeout", "0"])
+        .assert_usage_error("--heartbeat-timeout");
+    // Only `subscribe` reconnects.
+    run(&["call", NOWHERE, "echo", "--reconnect"]).assert_usage_error("--reconnect");
+
+    let out = run(&["subscribe", "--help"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(out.stdout.contains("--reconnect"), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains(r#"{"gap":{"subscription":<ID>,"down_for_ms":<N>}}"#),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("--heartbeat <SECS>"), "{out:#?}");
+}

@@ -15,14 +15,25 @@
 //! carrying an `error`. `demo.unsubscribe_ticks` (`[id]`) stops them and
 //! answers `true` (`false` for a subscription that is not running).
 //!
+//! `demo.sleep` (`[ms]`) answers `"slept"` after that many milliseconds,
+//! without holding up the connection's other messages.
+//!
 //! Batches (a JSON array) are answered with one array holding a response
 //! for each call, in reverse order (JSON-RPC allows any order; the client
 //! puts them back in place); notifications in a batch get none.
+//!
+//! [`start`] is enough for most examples; [`DemoServer`] can also be stopped
+//! and started again on the same address (the reconnect example).
+
+// NOTE: every example includes this file and uses a different part of it;
+// the rest would be dead code there.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix_web::dev::ServerHandle;
 use actix_web::rt::task::JoinHandle;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use actix_ws::{AggregatedMessage, Session};
@@ -31,15 +42,79 @@ use serde_json::{json, Value};
 /// How often a subscription ticks.
 const TICK: Duration = Duration::from_millis(20);
 
+/// How long [`DemoServer::restart`] keeps trying to bind an address that is
+/// still in use.
+const REBIND_FOR: Duration = Duration::from_secs(5);
+
 /// Starts the server on the current actix system; returns its address.
 pub fn start() -> std::io::Result<SocketAddr> {
+    DemoServer::start().map(|server| server.addr())
+}
+
+/// The demo server, running on the current actix system until stopped
+/// (dropping this handle leaves it running).
+pub struct DemoServer {
+    addr: SocketAddr,
+    /// `None` while stopped.
+    running: Option<ServerHandle>,
+}
+
+impl DemoServer {
+    /// Starts the server on a free port of 127.0.0.1.
+    pub fn start() -> std::io::Result<DemoServer> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let running = Some(serve_on(listener)?);
+        Ok(DemoServer { addr, running })
+    }
+
+    /// The address it listens on, the same after a restart.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server at once: open connections are dropped without a
+    /// close frame, as when its process dies. Returns once it has stopped.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop(false).await;
+        }
+    }
+
+    /// Starts the server again on the same address, fresh (subscription ids
+    /// start again at 1). Binding is retried for a few seconds should the
+    /// address still be in use.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop().await;
+        let started = Instant::now();
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::AddrInUse
+                        && started.elapsed() < REBIND_FOR =>
+                {
+                    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        self.running = Some(serve_on(listener)?);
+        Ok(())
+    }
+}
+
+/// Serves on `listener` (one worker, no signal handling: the examples end
+/// by themselves).
+fn serve_on(listener: std::net::TcpListener) -> std::io::Result<ServerHandle> {
     let server = HttpServer::new(|| App::new().route("/", web::get().to(accept)))
         .workers(1)
         .disable_signals()
-        .bind(("127.0.0.1", 0))?;
-    let addr = server.addrs()[0];
-    actix_web::rt::spawn(server.run());
-    Ok(addr)
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    Ok(handle)
 }
 
 async fn accept(req: HttpRequest, body: web::Payload) -> actix_web::Result<HttpResponse> {
@@ -70,6 +145,8 @@ enum Outcome {
     /// A request to the client first; the answer comes once the client has
     /// answered (`demo.askClient`, `demo.ping`).
     AskClient,
+    /// This answer, after a while (`demo.sleep`).
+    Later(Duration, Value),
 }
 
 async fn serve(session: Session, mut stream: actix_ws::AggregatedMessageStream) {
@@ -118,7 +195,7 @@ impl Conn {
                 for entry in &batch {
                     match self.request(entry, true).await {
                         Some(Outcome::Answer(answer)) => answers.push(answer),
-                        Some(Outcome::AskClient) | None => {}
+                        Some(Outcome::AskClient | Outcome::Later(..)) | None => {}
                     }
                 }
                 answers.reverse();
@@ -126,6 +203,15 @@ impl Conn {
             }
             msg => match self.request(&msg, false).await {
                 Some(Outcome::Answer(answer)) => Some(answer),
+                Some(Outcome::Later(after, answer)) => {
+                    let mut session = self.session.clone();
+                    actix_web::rt::spawn(async move {
+                        actix_web::rt::time::sleep(after).await;
+                        // The connection may have gone meanwhile.
+                        let _ = session.text(answer.to_string()).await;
+                    });
+                    None
+                }
                 Some(Outcome::AskClient) | None => None,
             },
         };
@@ -205,6 +291,14 @@ impl Conn {
                     None => false,
                 }))
             }
+            "demo.sleep" if in_batch => Err((-32600, "demo.sleep is not for batches")),
+            "demo.sleep" => match params.get(0).and_then(Value::as_u64) {
+                Some(ms) => {
+                    let answer = json!({"jsonrpc": "2.0", "id": id, "result": "slept"});
+                    return Some(Outcome::Later(Duration::from_millis(ms), answer));
+                }
+                None => Err((-32602, "expected [ms]")),
+            },
             "demo.askClient" | "demo.ping" if in_batch => {
                 Err((-32600, "the server asks the client back: not in a batch"))
             }
