@@ -194,9 +194,12 @@ impl Dropped {
 }
 
 /// What a subscription's handle shares with its route in the connection.
+#[derive(Default)]
 pub(crate) struct Shared {
     /// Set once, by whatever ends the subscription.
     pub end: OnceLock<SubscriptionEnd>,
+    /// The server's id after a reconnect made the subscription again.
+    pub current: Mutex<Option<Id>>,
 }
 
 /// The control half of a subscription: its id, and what dropping it does.
@@ -301,6 +304,20 @@ impl<T> Subscription<T> {
     /// The subscribe method.
     pub fn method(&self) -> &str {
         &self.handle.info.method
+    }
+
+    /// The id the server knows the subscription by now: [`id`](Self::id)
+    /// until a reconnect makes it again under a new one.
+    pub fn current_id(&self) -> Id {
+        let current = self
+            .handle
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        current
+            .clone()
+            .unwrap_or_else(|| self.handle.info.id.clone())
     }
 
     /// Why the subscription ended, once it has.

@@ -321,6 +321,7 @@ async fn a_subscription_is_made_again_and_its_stream_shows_the_gap() {
         &jsonrpc_websocket::Id::from("s1"),
         "the handle is the same"
     );
+    assert_eq!(sub.current_id(), jsonrpc_websocket::Id::from("s2"));
     assert_eq!(client.stats().subscriptions, 1);
 
     // Unsubscribing uses the server's new id.
@@ -736,4 +737,40 @@ async fn attempts_run_out_and_the_connection_ends() {
     );
     assert_eq!(proxy.refused(), 3);
     within("the end", client.closed()).await;
+}
+
+/// Regression: the event for our own clean close said "closing handshake
+/// incomplete" (it was told before the handshake ran).
+#[actix_rt::test]
+async fn closing_cleanly_is_told_as_such() {
+    let server = TestServer::start(standard);
+    let client = connect_with(builder(&server.url())).await;
+    let mut events = client.events();
+    within("close", client.close()).await.unwrap();
+    let (disconnected, _) = until(&mut events, "Disconnected", |e| {
+        matches!(e, ConnectionEvent::Disconnected { .. })
+    })
+    .await;
+    let ConnectionEvent::Disconnected {
+        code,
+        reason,
+        cause,
+    } = disconnected
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (code, reason.as_str()),
+        (Some(1000), "closed by the client (code 1000)")
+    );
+    assert!(cause.is_none());
+    let (closed, _) = until(&mut events, "Closed", |e| {
+        matches!(e, ConnectionEvent::Closed { .. })
+    })
+    .await;
+    assert!(
+        matches!(closed, ConnectionEvent::Closed { ref reason } if reason == "closed by the client (code 1000)"),
+        "{closed:?}"
+    );
+    assert!(within("the end", events.next()).await.is_none());
 }

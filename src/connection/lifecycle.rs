@@ -62,8 +62,8 @@ impl RpcConnection {
             Verdict::GiveUp(reason) => {
                 if !reason.is_empty() {
                     log::warn!("not reconnecting: {reason}");
-                    self.final_reason =
-                        Some(format!("{}; not reconnecting: {reason}", loss.record));
+                    let what = without_handshake(&loss.record);
+                    self.final_reason = Some(format!("{what}; not reconnecting: {reason}"));
                 }
                 let beyond_use = loss.close.is_none();
                 self.shut_down(error, loss.close, loss.record, true, ctx);
@@ -82,7 +82,7 @@ impl RpcConnection {
     ) {
         self.shared.watchers().emit(ConnectionEvent::Disconnected {
             code: record.code,
-            reason: record.to_string(),
+            reason: without_handshake(record),
             cause,
         });
     }
@@ -224,10 +224,15 @@ impl RpcConnection {
             key,
             method,
             params,
+            timeout,
             unsubscribe,
         } = resubscribe;
         let held = self.subscriptions.begin();
-        match self.start_call(method, &params, CallOptions::default(), ctx) {
+        let options = CallOptions {
+            timeout,
+            retry: false,
+        };
+        match self.start_call(method, &params, options, ctx) {
             Ok(id) => self.pending.attach(
                 id,
                 Box::new(Resubscribing {
@@ -356,6 +361,16 @@ impl Responder for Resubscribing {
         // The connection itself waits for it.
         Poll::Pending
     }
+}
+
+/// How a socket ended, told when it ends: whether the closing handshake
+/// completes is not known yet.
+fn without_handshake(record: &Disconnect) -> String {
+    Disconnect {
+        clean: true,
+        ..record.clone()
+    }
+    .to_string()
 }
 
 /// A number in `[0, 1)` for the backoff's jitter: std's hasher keys are

@@ -1539,6 +1539,7 @@ impl Handler<Subscribe> for RpcConnection {
             request: Some(SubscribeRequest {
                 method: msg.method,
                 params: msg.params,
+                timeout: msg.timeout,
                 unsubscribe: msg.unsubscribe,
                 capacity: msg.capacity.unwrap_or(self.config.subscription_capacity),
                 overflow: msg.overflow.unwrap_or(self.config.subscription_overflow),
@@ -1560,6 +1561,7 @@ struct SubscribeRequest {
     method: Cow<'static, str>,
     /// Kept to subscribe again after a reconnect.
     params: protocol::Params,
+    timeout: Option<Duration>,
     unsubscribe: Cow<'static, str>,
     capacity: usize,
     overflow: Overflow,
@@ -1596,9 +1598,7 @@ impl SubscribeRequest {
             });
         };
         let (queue, items) = delivery::channel(self.capacity, self.overflow);
-        let shared = Arc::new(subscription::Shared {
-            end: std::sync::OnceLock::new(),
-        });
+        let shared = Arc::new(subscription::Shared::default());
         let registered = self.subscriptions.register(
             id.clone(),
             subscriptions::Route {
@@ -1607,6 +1607,7 @@ impl SubscribeRequest {
                 unsubscribe: self.unsubscribe,
                 method: self.method.clone(),
                 params: self.params,
+                timeout: self.timeout,
                 link: Link::Live(id.clone()),
             },
         );

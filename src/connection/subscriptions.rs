@@ -39,6 +39,7 @@ pub(crate) struct Route {
     /// The subscribe call, sent again after a reconnect.
     pub method: Cow<'static, str>,
     pub params: Params,
+    pub timeout: Option<std::time::Duration>,
     pub link: Link,
 }
 
@@ -76,6 +77,7 @@ pub(crate) struct Resubscribe {
     pub key: u64,
     pub method: Cow<'static, str>,
     pub params: Params,
+    pub timeout: Option<std::time::Duration>,
     pub unsubscribe: Cow<'static, str>,
 }
 
@@ -374,6 +376,7 @@ impl Subscriptions {
                     key,
                     method: route.method.clone(),
                     params: route.params.clone(),
+                    timeout: route.timeout,
                     unsubscribe: route.unsubscribe.clone(),
                 });
             }
@@ -407,6 +410,11 @@ impl Subscriptions {
             return;
         };
         route.link = Link::Live(id.clone());
+        *route
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         let down_for = now.saturating_duration_since(since);
         match route.queue.push(Notice::Resubscribed { down_for }) {
             Pushed::Queued => {}
@@ -461,15 +469,14 @@ mod tests {
 
     fn route(capacity: usize, overflow: Overflow) -> (Route, Receiver<Notice>, Arc<Shared>) {
         let (queue, rx) = channel(capacity, overflow);
-        let shared = Arc::new(Shared {
-            end: OnceLock::new(),
-        });
+        let shared = Arc::new(Shared::default());
         let route = Route {
             queue,
             shared: Arc::clone(&shared),
             unsubscribe: "unsub".into(),
             method: "sub".into(),
             params: Params::from_json("[]"),
+            timeout: None,
             link: Link::Down {
                 since: Instant::now(),
             },
