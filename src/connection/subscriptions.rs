@@ -459,7 +459,6 @@ impl Subscriptions {
 mod tests {
     use super::*;
     use crate::delivery::{channel, Overflow, Receiver};
-    use std::sync::OnceLock;
     use std::time::Duration;
 
     fn table() -> (Subscriptions, Arc<Metrics>) {
