@@ -212,6 +212,37 @@ fn module(state: Arc<State>) -> RpcModule<State> {
             },
         )
         .unwrap();
+    // `[n]`: accepted only once the test says go; then items 1..=n, and open
+    // until unsubscribed (or 30 s).
+    module
+        .register_subscription(
+            "subscribe_gated",
+            "gated",
+            "unsubscribe_gated",
+            |params, pending, state, _| async move {
+                let n: u64 = match params.one() {
+                    Ok(n) => n,
+                    Err(e) => {
+                        pending.reject(e).await;
+                        return Ok(());
+                    }
+                };
+                if tokio::time::timeout(BOUND, state.go.notified())
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                let id = serde_json::to_string(&pending.subscription_id())?;
+                state.subs.send_modify(|s| s.accepted.push(id.clone()));
+                let sink = pending.accept().await?;
+                send_ticks(&sink, &state, 1, n).await?;
+                let _ = tokio::time::timeout(Duration::from_secs(30), sink.closed()).await;
+                state.subs.send_modify(|s| s.ended.push(id));
+                Ok(())
+            },
+        )
+        .unwrap();
     // `[n]`: items 1..=n, then the server ends the subscription with an
     // error notification.
     module
@@ -830,6 +861,86 @@ async fn the_server_going_away_ends_subscriptions_as_disconnected() {
         ),
         "{:?}",
         ticks.close_reason()
+    );
+    assert_no_pending(&client);
+}
+
+/// A subscribe call whose caller gives up before the answer: the server
+/// still creates the subscription, so the library must end it.
+#[actix_rt::test]
+async fn a_subscribe_call_given_up_before_its_answer_still_unsubscribes() {
+    let server = Jsonrpsee::start();
+    let client = connect(&server.url).await;
+    {
+        let subscribe = client.subscribe::<u64>("subscribe_gated", params![3], "unsubscribe_gated");
+        let seen = within("the server seeing the subscribe call", async {
+            while server.state.calls_to("subscribe_gated").is_empty() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        tokio::select! {
+            outcome = subscribe => panic!("answered before the gate opened: {outcome:?}"),
+            () = seen => {}
+        }
+        // The caller gives up here (the subscribe future is dropped).
+    }
+    within("the library to notice the caller is gone", async {
+        while client.stats().pending > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // Now the server accepts: a live subscription nobody holds.
+    server.state.go.notify_one();
+    let mut subs = server.state.subs.subscribe();
+    let id = within(
+        "the server accepting",
+        subs.wait_for(|s| !s.accepted.is_empty()),
+    )
+    .await
+    .unwrap()
+    .accepted[0]
+        .clone();
+    server.state.sent_all(3).await;
+    barrier(&client).await;
+    let mut subs = server.state.subs.subscribe();
+    let ended = tokio::time::timeout(BOUND, subs.wait_for(|s| s.ended.contains(&id))).await;
+    assert!(
+        ended.is_ok(),
+        "the server's subscription {id} is still live {BOUND:?} after its answer \
+         (unsubscribe calls: {:?}); client stats: {:?}",
+        server.state.calls_to("unsubscribe_gated"),
+        client.stats()
+    );
+    assert_eq!(
+        server.state.calls_to("unsubscribe_gated"),
+        [format!("[{id}]")]
+    );
+    answered(&client).await;
+    assert_eq!(client.stats().subscriptions, 0);
+    assert_no_pending(&client);
+}
+
+/// `unsubscribe()` on a subscription that has already ended (here the
+/// server closed it) has no live subscription to end.
+#[actix_rt::test]
+async fn unsubscribing_a_subscription_that_already_ended_calls_no_invented_method() {
+    let server = Jsonrpsee::start();
+    let client = connect(&server.url).await;
+    let mut ticks = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe_closing", params![1], "unsubscribe_closing"),
+    )
+    .await
+    .unwrap();
+    expect_item(&mut ticks, 1).await;
+    assert!(next(&mut ticks).await.is_none(), "the server closed it");
+    let outcome = within("unsubscribe", ticks.unsubscribe()).await;
+    barrier(&client).await;
+    assert!(
+        server.state.calls_to("unsubscribe").is_empty(),
+        "the library called a method named `unsubscribe` (registered nowhere) \
+         with the id; it answered {outcome:?}"
     );
     assert_no_pending(&client);
 }
