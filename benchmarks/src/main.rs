@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use report::Outcome;
-use scenarios::{ClientKind, Env, Plan, Scenario};
+use scenarios::{ClientKind, Env, Plan, Scenario, BATCH};
 
 #[global_allocator]
 static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
@@ -35,12 +35,14 @@ usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
 
 scenarios (default: all):
   seq inflight16 inflight256 blob1m upload1m notify connect server_request memory idle
+  sub_ticks batch100
 
 options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
   --calls N         base count N (default 40000, smoke 50): seq makes N calls,
                     inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
-                    N/80 (min 3), connect N/50 (min 3)
+                    N/80 (min 3), connect N/50 (min 3), sub_ticks 5N/4
+                    notifications, batch100 3N calls (batches of 100, min 2)
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
   --idle N          connections held open in `idle` (default 1000, smoke 50)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
@@ -140,6 +142,15 @@ fn plan(s: Scenario, args: &Args) -> Plan {
         Scenario::Blob1m | Scenario::Upload1m => ((n / 80).max(3), 2),
         Scenario::Connect => ((n / 50).max(3), 2),
         Scenario::Memory => (args.pending, 100),
+        Scenario::SubTicks => {
+            let count = (n * 5 / 4).max(1);
+            (count, warm(count))
+        }
+        // In calls, whole batches of 100 (at least 2).
+        Scenario::Batch100 => {
+            let batches = |calls: u64| calls.div_ceil(BATCH).max(2) * BATCH;
+            (batches(3 * n), batches(warm(3 * n)))
+        }
         // One warm-up connection (opened, called, closed) before measuring.
         Scenario::Idle => (args.idle, 1),
     };
@@ -358,7 +369,7 @@ fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
             .and_then(|o| o.median(m))
     };
     let mut out = String::from("summary (ours-client / other; ours-addr in brackets)\n");
-    let rows: [(&str, Scenario, usize, ClientKind, Target); 13] = [
+    let rows: [(&str, Scenario, usize, ClientKind, Target); 15] = [
         (
             "inflight16 calls/s vs jsonrpsee",
             S::Inflight16,
@@ -442,6 +453,20 @@ fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
             0,
             Jsonrpsee,
             Target::AtMost(1.0),
+        ),
+        (
+            "sub_ticks notes/s vs jsonrpsee",
+            S::SubTicks,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.3),
+        ),
+        (
+            "batch100 calls/s vs jsonrpsee",
+            S::Batch100,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.3),
         ),
         (
             "server_request req/s vs raw",

@@ -26,6 +26,8 @@ pub enum Scenario {
     ServerRequest,
     Memory,
     Idle,
+    SubTicks,
+    Batch100,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,7 +78,7 @@ pub struct Metric {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Seq,
         Scenario::Inflight16,
         Scenario::Inflight256,
@@ -87,6 +89,8 @@ impl Scenario {
         Scenario::ServerRequest,
         Scenario::Memory,
         Scenario::Idle,
+        Scenario::SubTicks,
+        Scenario::Batch100,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +105,8 @@ impl Scenario {
             Scenario::ServerRequest => "server_request",
             Scenario::Memory => "memory",
             Scenario::Idle => "idle",
+            Scenario::SubTicks => "sub_ticks",
+            Scenario::Batch100 => "batch100",
         }
     }
 
@@ -130,7 +136,7 @@ impl Scenario {
     /// What the scenario counts, for the "done" column.
     pub fn op_name(self) -> &'static str {
         match self {
-            Scenario::Notify => "notes",
+            Scenario::Notify | Scenario::SubTicks => "notes",
             Scenario::Connect | Scenario::Idle => "conns",
             Scenario::ServerRequest => "requests",
             Scenario::Memory => "pending",
@@ -166,6 +172,24 @@ impl Scenario {
                 "notifications",
                 "notifications then a barrier call",
                 "notes/s",
+                true,
+            ),
+            CPU,
+        ];
+        const SUB_TICKS: [Metric; 2] = [
+            m(
+                "notifications",
+                "one subscription's notifications, subscribe to last",
+                "notes/s",
+                true,
+            ),
+            CPU,
+        ];
+        const BATCH: [Metric; 2] = [
+            m(
+                "throughput",
+                "sequential batches of 100 calls",
+                "calls/s",
                 true,
             ),
             CPU,
@@ -225,6 +249,8 @@ impl Scenario {
             Scenario::ServerRequest => &SERVER_REQUEST,
             Scenario::Memory => &MEMORY,
             Scenario::Idle => &IDLE,
+            Scenario::SubTicks => &SUB_TICKS,
+            Scenario::Batch100 => &BATCH,
         }
     }
 }
@@ -324,10 +350,36 @@ pub struct Env {
     pub sreq: Arc<ServerRequestState>,
 }
 
+/// Calls in one `batch100` batch.
+pub const BATCH: u64 = 100;
+
+/// A live `subscribe_ticks` subscription: its items are 1, 2, 3, … .
+pub trait Ticks {
+    /// The next item decoded as a `u64`; `None` once the subscription has
+    /// ended. Anything else (a lag report, an undecodable item) is an error.
+    async fn next_tick(&mut self) -> Result<Option<u64>>;
+    /// Ends the subscription (the server is told).
+    async fn unsubscribe(self) -> Result<()>;
+}
+
 /// A client that exposes every benchmarked operation as an awaitable call.
 /// Results are checked (shape or length) so a broken client cannot look fast.
 pub trait RpcBench: Sized {
+    type Ticks: Ticks;
     async fn connect(url: &str) -> Result<Self>;
+    /// Connects with room for `capacity` queued notifications per
+    /// subscription, for clients that size subscription queues per
+    /// connection (jsonrpsee); by default, [`connect`](Self::connect).
+    async fn connect_subscriber(url: &str, capacity: u64) -> Result<Self> {
+        let _ = capacity;
+        Self::connect(url).await
+    }
+    /// `subscribe_ticks` with `[n]` (unsubscribe `unsubscribe_ticks`), with
+    /// a queue large enough for all `n` items.
+    async fn subscribe_ticks(&self, n: u64) -> Result<Self::Ticks>;
+    /// One batch of [`BATCH`] `echo` calls with `["bench", 42]`, each result
+    /// decoded as a `serde_json::Value` and checked.
+    async fn batch100(&self) -> Result<()>;
     /// `echo` with params `["bench", 42]`, result as a `serde_json::Value`.
     async fn echo(&self) -> Result<()>;
     /// `blob`: returns the length of the 1 MiB string result.
@@ -366,7 +418,11 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
     } else {
         &env.rpc_url
     };
-    let client = C::connect(url).await?;
+    let client = if scenario == Scenario::SubTicks {
+        C::connect_subscriber(url, plan.count.max(plan.warmup)).await?
+    } else {
+        C::connect(url).await?
+    };
     let sample = match scenario {
         Scenario::Seq => seq(&client, plan).await?,
         Scenario::Inflight16 => inflight(&client, 16, plan).await?,
@@ -375,6 +431,8 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
         Scenario::Upload1m => upload(&client, plan).await?,
         Scenario::Notify => notify(&client, plan).await?,
         Scenario::Memory => memory(&client, plan, &env.rpc).await?,
+        Scenario::SubTicks => sub_ticks(&client, plan).await?,
+        Scenario::Batch100 => batch100(&client, plan).await?,
         Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     client.close().await?;
@@ -600,4 +658,71 @@ async fn memory<C: RpcBench>(c: &C, plan: &Plan, state: &RpcState) -> Result<Sam
         Err(_) => bail!("held calls did not complete after the release"),
     }
     Ok(memory_sample(before, after, n))
+}
+
+/// Takes the items of a `subscribe_ticks` subscription until `n` have come
+/// or `deadline` has passed (looked at every 64 items), checking that they
+/// are 1, 2, 3, … in order; returns how many came.
+async fn take_ticks<T: Ticks>(ticks: &mut T, n: u64, deadline: Instant) -> Result<u64> {
+    let mut got = 0;
+    while got < n {
+        match ticks.next_tick().await? {
+            Some(tick) => ensure!(tick == got + 1, "tick {tick} where {} was due", got + 1),
+            None => bail!("the subscription ended after {got} of {n} ticks"),
+        }
+        got += 1;
+        if got % 64 == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(got)
+}
+
+/// Bounds a wait for ticks: items that stop coming fail the run.
+pub async fn ticks_within<F: Future<Output = Result<u64>>>(limit: Duration, f: F) -> Result<u64> {
+    let bound = limit + Duration::from_secs(30);
+    tokio::time::timeout(bound, f)
+        .await
+        .map_err(|_| anyhow::anyhow!("ticks stopped coming (no end within {bound:?})"))?
+}
+
+/// One subscription delivering `plan.count` items as fast as the server
+/// sends them, timed from the subscribe call to the last item (a warm-up
+/// subscription of `plan.warmup` items first). Unsubscribing is not timed.
+async fn sub_ticks<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    let far = Instant::now() + plan.limit * 3;
+    let mut warm = c.subscribe_ticks(plan.warmup).await?;
+    let got = ticks_within(plan.limit * 3, take_ticks(&mut warm, plan.warmup, far)).await?;
+    ensure!(
+        got == plan.warmup,
+        "warm-up: {got} of {} ticks",
+        plan.warmup
+    );
+    warm.unsubscribe().await?;
+    let measure = Measure::start();
+    let deadline = measure.start + plan.limit;
+    let mut ticks = c.subscribe_ticks(plan.count).await?;
+    let got = ticks_within(plan.limit, take_ticks(&mut ticks, plan.count, deadline)).await?;
+    let sample = measure.rate(got, plan.count, 1.0);
+    ticks.unsubscribe().await?;
+    Ok(sample)
+}
+
+/// Sequential batches of [`BATCH`] `echo` calls; `plan.count` and
+/// `plan.warmup` are in calls (multiples of [`BATCH`]).
+async fn batch100<C: RpcBench>(c: &C, plan: &Plan) -> Result<Sample> {
+    for _ in 0..plan.warmup.div_ceil(BATCH) {
+        c.batch100().await?;
+    }
+    let measure = Measure::start();
+    let deadline = measure.start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        c.batch100().await?;
+        done += BATCH;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, 1.0))
 }

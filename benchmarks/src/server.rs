@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use jsonrpsee::core::SubscriptionResult;
 use jsonrpsee::server::middleware::rpc::{
     Batch, Notification, Request, RpcServiceBuilder, RpcServiceT,
 };
 use jsonrpsee::server::{RpcModule, Server, ServerConfig, ServerHandle};
 use jsonrpsee::types::{ErrorCode, ErrorObjectOwned};
+use jsonrpsee::SubscriptionMessage;
 use serde_json::value::RawValue;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -298,6 +300,31 @@ async fn start_rpc(state: Arc<RpcState>) -> Result<(SocketAddr, ServerHandle)> {
         .await;
         0u64
     })?;
+    // `sub_ticks`: n notifications `ticks` with results 1..=n, each sent as
+    // soon as the connection's queue takes it; then the subscription stays
+    // open until the client unsubscribes or goes (at most 120 s).
+    module.register_subscription(
+        "subscribe_ticks",
+        "ticks",
+        "unsubscribe_ticks",
+        |params, pending, _, _| async move {
+            let n: u64 = match params.one() {
+                Ok(n) => n,
+                Err(e) => {
+                    pending.reject(e).await;
+                    return Ok(());
+                }
+            };
+            let sink = pending.accept().await?;
+            let (method, id) = (sink.method_name(), sink.subscription_id());
+            for tick in 1..=n {
+                sink.send(SubscriptionMessage::new(method, id.clone(), &tick)?)
+                    .await?;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(120), sink.closed()).await;
+            SubscriptionResult::Ok(())
+        },
+    )?;
     let handle = server.start(module);
     Ok((addr, handle))
 }

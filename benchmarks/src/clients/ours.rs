@@ -4,13 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use jsonrpc_websocket::{
-    params, Call, Client, ErrorObject, Notify, Params, RpcConnection, ServerRequest,
+    params, Batch, Call, Client, ErrorObject, Notify, Params, RpcConnection, ServerRequest, Slot,
+    Subscribe, Subscription, SubscriptionItem,
 };
 use serde_json::Value;
 
-use crate::scenarios::{check_echo, server_request_sample, Env, Measure, Plan, RpcBench, Sample};
+use crate::scenarios::{
+    check_echo, server_request_sample, Env, Measure, Plan, RpcBench, Sample, Ticks, BATCH,
+};
 use crate::server::MAX_MESSAGE;
 
 /// The same settings for every connection (a macro, so the builder's type
@@ -30,7 +33,45 @@ pub struct OursClient(Client);
 /// Calls through `client.addr().send(Call::new(..))`.
 pub struct OursAddr(Client);
 
+/// `subscribe_ticks` with a queue of `n` items (so nothing is dropped).
+fn subscribe_ticks(n: u64) -> Subscribe {
+    Subscribe::new("subscribe_ticks", params![n], "unsubscribe_ticks").capacity(n as usize)
+}
+
+/// A subscription of either kind: its stream, decoded as `u64`.
+pub struct OursTicks(Subscription<u64>);
+
+impl Ticks for OursTicks {
+    async fn next_tick(&mut self) -> Result<Option<u64>> {
+        match self.0.next().await {
+            Some(SubscriptionItem::Item(tick)) => Ok(Some(tick)),
+            Some(other) => bail!("unexpected subscription item {other:?}"),
+            None => bail!("the subscription ended: {:?}", self.0.close_reason()),
+        }
+    }
+
+    async fn unsubscribe(self) -> Result<()> {
+        let answer = self.0.unsubscribe().await?;
+        ensure!(answer == Value::Bool(true), "unsubscribe answered {answer}");
+        Ok(())
+    }
+}
+
+/// `batch100`'s slots: all `echo`, results taken as `Value` and checked.
+fn check_batch(
+    mut results: jsonrpc_websocket::BatchResults,
+    slots: Vec<Slot<Value>>,
+) -> Result<()> {
+    ensure!(results.len() == BATCH as usize, "{} results", results.len());
+    for slot in slots {
+        check_echo(&results.take(slot)?)?;
+    }
+    Ok(())
+}
+
 impl RpcBench for OursClient {
+    type Ticks = OursTicks;
+
     async fn connect(url: &str) -> Result<Self> {
         Ok(OursClient(builder!(url).connect().await?))
     }
@@ -65,6 +106,21 @@ impl RpcBench for OursClient {
         Ok(self.0.close().await?)
     }
 
+    /// `client.subscribe_with(..)`, then the handle's stream.
+    async fn subscribe_ticks(&self, n: u64) -> Result<OursTicks> {
+        let subscription = self.0.subscribe_with(subscribe_ticks(n)).await?;
+        Ok(OursTicks(subscription.typed()))
+    }
+
+    /// `client.batch()`: 100 `call`s, `send`, `take` each slot.
+    async fn batch100(&self) -> Result<()> {
+        let mut batch = self.0.batch();
+        let slots = (0..BATCH)
+            .map(|_| batch.call::<Value>("echo", params!["bench", 42]))
+            .collect();
+        check_batch(batch.send().await?, slots)
+    }
+
     /// Dropping the last handle closes the connection with code 1000 and
     /// completes the closing handshake in the background, as dropping a
     /// jsonrpsee client does. (`ours-addr` awaits `close()` instead.)
@@ -81,6 +137,8 @@ impl OursAddr {
 }
 
 impl RpcBench for OursAddr {
+    type Ticks = OursTicks;
+
     async fn connect(url: &str) -> Result<Self> {
         Ok(OursAddr(builder!(url).connect().await?))
     }
@@ -117,6 +175,21 @@ impl RpcBench for OursAddr {
     async fn hold(&self) -> Result<u64> {
         let v = self.call("hold", Params::none()).await?;
         v.as_u64().ok_or_else(|| anyhow!("hold result {v}"))
+    }
+
+    /// `addr.send(Subscribe::new(..))`, then the handle's stream.
+    async fn subscribe_ticks(&self, n: u64) -> Result<OursTicks> {
+        let subscription = self.0.addr().send(subscribe_ticks(n)).await??;
+        Ok(OursTicks(subscription.typed()))
+    }
+
+    /// `addr.send(Batch)`: 100 `call`s, `take` each slot.
+    async fn batch100(&self) -> Result<()> {
+        let mut batch = Batch::new();
+        let slots = (0..BATCH)
+            .map(|_| batch.call::<Value>("echo", params!["bench", 42]))
+            .collect();
+        check_batch(self.0.addr().send(batch).await??, slots)
     }
 
     async fn close(self) -> Result<()> {

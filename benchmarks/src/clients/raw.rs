@@ -15,8 +15,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::alloc::Snapshot;
+use crate::clients::raw_awc::{batch_request, subscribe_ticks_request, unsubscribe_ticks_request};
 use crate::scenarios::{
-    memory_sample, server_request_sample, wait_for_held, Env, Measure, Plan, Sample, Scenario,
+    memory_sample, server_request_sample, ticks_within, wait_for_held, Env, Measure, Plan, Sample,
+    Scenario, BATCH,
 };
 use crate::server::BLOB_LEN;
 
@@ -109,6 +111,8 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         }
         Scenario::Notify => notify(&mut ws, plan).await?,
         Scenario::Memory => memory(&mut ws, plan, env).await?,
+        Scenario::SubTicks => sub_ticks(&mut ws, plan).await?,
+        Scenario::Batch100 => batch100(&mut ws, plan).await?,
         Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     close(ws).await?;
@@ -305,6 +309,103 @@ async fn memory(ws: &mut Ws, plan: &Plan, env: &Env) -> Result<Sample> {
     .await
     .context("held calls did not complete after the release")??;
     Ok(memory_sample(before, after, n))
+}
+
+/// Counts notification messages (`"subscription"` found in the text) until
+/// `n` have come or `deadline` passed (looked at every 64); the last of all
+/// `n` must end with `"result":n}}`.
+async fn count_ticks(ws: &mut Ws, n: u64, deadline: Instant) -> Result<u64> {
+    let mut got = 0;
+    while got < n {
+        let text = next_text(ws).await?;
+        ensure!(
+            text.contains("\"subscription\""),
+            "not a notification: {text}"
+        );
+        got += 1;
+        if got == n {
+            let last = format!("\"result\":{n}}}}}");
+            ensure!(text.ends_with(&last), "the last tick is not {n}: {text}");
+        } else if got % 64 == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(got)
+}
+
+/// Subscribes (pre-serialised request, id 1), counts `n` ticks; returns how
+/// many came and the subscription id.
+async fn ticks(ws: &mut Ws, request: &Message, n: u64, limit: Duration) -> Result<(u64, u64)> {
+    let deadline = Instant::now() + limit;
+    let answer = rpc(ws, request).await?;
+    let v: serde_json::Value = serde_json::from_str(&answer)?;
+    let sub = v["result"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("subscribe answer {answer}"))?;
+    let got = ticks_within(limit, count_ticks(ws, n, deadline)).await?;
+    Ok((got, sub))
+}
+
+/// Unsubscribes (id 2) and waits for the answer, skipping ticks still under way.
+async fn unsubscribe_ticks(ws: &mut Ws, sub: u64) -> Result<()> {
+    ws.send(Message::text(unsubscribe_ticks_request(sub)))
+        .await?;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = next_text(ws).await?;
+            if !text.contains("\"subscription\"") {
+                ensure!(text.contains("\"result\":true"), "unsubscribe: {text}");
+                return Ok(());
+            }
+        }
+    })
+    .await
+    .context("no answer to unsubscribe")?
+}
+
+async fn sub_ticks(ws: &mut Ws, plan: &Plan) -> Result<Sample> {
+    let warm = Message::text(subscribe_ticks_request(plan.warmup));
+    let (got, sub) = ticks(ws, &warm, plan.warmup, plan.limit * 3).await?;
+    ensure!(
+        got == plan.warmup,
+        "warm-up: {got} of {} ticks",
+        plan.warmup
+    );
+    unsubscribe_ticks(ws, sub).await?;
+    let request = Message::text(subscribe_ticks_request(plan.count));
+    let measure = Measure::start();
+    let (got, sub) = ticks(ws, &request, plan.count, plan.limit).await?;
+    let sample = measure.rate(got, plan.count, 1.0);
+    unsubscribe_ticks(ws, sub).await?;
+    Ok(sample)
+}
+
+/// Sequential pre-serialised batches; each answer must be an array with
+/// [`BATCH`] `"result":` members (not parsed).
+async fn batch100(ws: &mut Ws, plan: &Plan) -> Result<Sample> {
+    async fn once(ws: &mut Ws, request: &Message) -> Result<()> {
+        let text = rpc(ws, request).await?;
+        ensure!(
+            text.starts_with('[') && text.matches("\"result\":").count() == BATCH as usize,
+            "bad batch answer"
+        );
+        Ok(())
+    }
+    let request = Message::text(batch_request());
+    for _ in 0..plan.warmup.div_ceil(BATCH) {
+        once(ws, &request).await?;
+    }
+    let measure = Measure::start();
+    let deadline = measure.start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        once(ws, &request).await?;
+        done += BATCH;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, 1.0))
 }
 
 #[derive(Deserialize)]

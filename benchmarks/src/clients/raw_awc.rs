@@ -21,7 +21,8 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 
 use crate::alloc::Snapshot;
 use crate::scenarios::{
-    memory_sample, server_request_sample, wait_for_held, Env, Measure, Plan, Sample, Scenario,
+    memory_sample, server_request_sample, ticks_within, wait_for_held, Env, Measure, Plan, Sample,
+    Scenario, BATCH,
 };
 use crate::server::{BLOB_LEN, MAX_MESSAGE};
 
@@ -282,6 +283,8 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         }
         Scenario::Notify => notify(&mut c, plan).await?,
         Scenario::Memory => memory(&mut c, plan, env).await?,
+        Scenario::SubTicks => sub_ticks(&mut c, plan).await?,
+        Scenario::Batch100 => batch100(&mut c, plan).await?,
         Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
     };
     c.close().await?;
@@ -516,6 +519,135 @@ async fn memory(c: &mut Conn, plan: &Plan, env: &Env) -> Result<Sample> {
     Ok(memory_sample(before, after, n))
 }
 
+/// How many times `needle` occurs in `hay` (not overlapping).
+fn occurrences(hay: &[u8], needle: &[u8]) -> usize {
+    let (mut n, mut from) = (0, 0);
+    while let Some(end) = after(&hay[from..], needle) {
+        n += 1;
+        from += end;
+    }
+    n
+}
+
+/// `subscribe_ticks` with `[n]` and id 1, pre-serialised.
+pub fn subscribe_ticks_request(n: u64) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"subscribe_ticks","params":[{n}]}}"#)
+}
+
+/// `unsubscribe_ticks` of subscription `sub` with id 2.
+pub fn unsubscribe_ticks_request(sub: u64) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":2,"method":"unsubscribe_ticks","params":[{sub}]}}"#)
+}
+
+/// The batch of [`BATCH`] `echo` calls, ids 1..=100, pre-serialised.
+pub fn batch_request() -> String {
+    let calls: Vec<String> = (1..=BATCH)
+        .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"echo","params":["bench",42]}}"#))
+        .collect();
+    format!("[{}]", calls.join(","))
+}
+
+/// Counts notification frames (found by scanning for `"subscription"`)
+/// until `n` have come or `deadline` passed (looked at every 64); the last
+/// of all `n` must carry `"result":n`.
+async fn count_ticks(c: &mut Conn, n: u64, deadline: Instant) -> Result<u64> {
+    let mut got = 0;
+    while got < n {
+        let m = c.next_text().await?;
+        if after(&m, br#""subscription""#).is_none() {
+            bail!("not a notification: {}", String::from_utf8_lossy(&m));
+        }
+        got += 1;
+        if got == n {
+            ensure!(
+                number_after(&m, br#""result":"#) == Some(n),
+                "the last tick is not {n}"
+            );
+        } else if got % 64 == 0 && Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(got)
+}
+
+/// Subscribes (the request pre-serialised), counts `n` ticks, and returns
+/// how many came and the subscription id.
+async fn ticks(c: &mut Conn, request: Message, n: u64, limit: Duration) -> Result<(u64, u64)> {
+    let deadline = Instant::now() + limit;
+    let r = c.rpc(request).await?;
+    ensure!(response_id(&r) == Some(1), "subscribe: unexpected response");
+    let sub = number_after(&r, br#""result":"#).context("subscribe: no numeric id")?;
+    let got = ticks_within(limit, count_ticks(c, n, deadline)).await?;
+    Ok((got, sub))
+}
+
+/// Unsubscribes and waits for the answer (id 2), skipping ticks still
+/// under way.
+async fn unsubscribe_ticks(c: &mut Conn, sub: u64) -> Result<()> {
+    c.feed(Message::Text(unsubscribe_ticks_request(sub).into()))
+        .await?;
+    c.flush().await?;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let r = c.next_text().await?;
+            if response_id(&r) == Some(2) {
+                ensure!(
+                    after(&r, br#""result":true"#).is_some(),
+                    "unsubscribe refused"
+                );
+                return Ok(());
+            }
+        }
+    })
+    .await
+    .context("no answer to unsubscribe")?
+}
+
+async fn sub_ticks(c: &mut Conn, plan: &Plan) -> Result<Sample> {
+    let warm = Message::Text(subscribe_ticks_request(plan.warmup).into());
+    let (got, sub) = ticks(c, warm, plan.warmup, plan.limit * 3).await?;
+    ensure!(
+        got == plan.warmup,
+        "warm-up: {got} of {} ticks",
+        plan.warmup
+    );
+    unsubscribe_ticks(c, sub).await?;
+    let request = Message::Text(subscribe_ticks_request(plan.count).into());
+    let measure = Measure::start();
+    let (got, sub) = ticks(c, request, plan.count, plan.limit).await?;
+    let sample = measure.rate(got, plan.count, 1.0);
+    unsubscribe_ticks(c, sub).await?;
+    Ok(sample)
+}
+
+/// Sequential pre-serialised batches; each answer must be an array with
+/// [`BATCH`] `"result":` members (results neither parsed nor matched to ids).
+async fn batch100(c: &mut Conn, plan: &Plan) -> Result<Sample> {
+    async fn once(c: &mut Conn, request: &ByteString) -> Result<()> {
+        let r = c.rpc(Message::Text(request.clone())).await?;
+        ensure!(
+            r.first() == Some(&b'[') && occurrences(&r, br#""result":"#) == BATCH as usize,
+            "bad batch answer"
+        );
+        Ok(())
+    }
+    let request = ByteString::from(batch_request());
+    for _ in 0..plan.warmup.div_ceil(BATCH) {
+        once(c, &request).await?;
+    }
+    let measure = Measure::start();
+    let deadline = measure.start + plan.limit;
+    let mut done = 0;
+    while done < plan.count {
+        once(c, &request).await?;
+        done += BATCH;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(measure.rate(done, plan.count, 1.0))
+}
+
 /// `server_request`: answer each `bench.ping` with its params, found by
 /// scanning (`"id":` digits, and everything from `"params":` to the closing
 /// brace).
@@ -595,6 +727,18 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["id"], 0);
+    }
+
+    #[test]
+    fn builds_batches_and_counts() {
+        let v: serde_json::Value = serde_json::from_str(&batch_request()).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), BATCH as usize);
+        assert_eq!(v[99]["id"], 100);
+        assert_eq!(
+            occurrences(br#"[{"result":1},{"result":2}]"#, br#""result":"#),
+            2
+        );
+        assert_eq!(occurrences(b"", b"x"), 0);
     }
 
     #[test]
