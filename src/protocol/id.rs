@@ -56,6 +56,20 @@ impl Id {
     /// ```
     pub fn from_json(text: &str) -> Option<Id> {
         let text = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        // The shapes nearly every id has, recognised without a parser: the
+        // decimal digits of a `u64`, and a string with nothing to unescape.
+        if let Some(n) = canonical_u64(text) {
+            return Some(Id(Repr::Int(n)));
+        }
+        if super::scan::plain_string(text).is_some() {
+            return Some(Id(Repr::Text(text.into())));
+        }
+        Id::from_json_by_serde(text)
+    }
+
+    /// [`Id::from_json`] by serde_json alone (`text` trimmed): the reference
+    /// the fast paths are tested against.
+    fn from_json_by_serde(text: &str) -> Option<Id> {
         match text.as_bytes().first()? {
             b'n' if text == "null" => Some(Id(Repr::Null)),
             b'"' | b'-' | b'0'..=b'9' => {
@@ -261,5 +275,35 @@ mod tests {
         assert_eq!(id.as_string().as_deref(), Some("a\"bé"));
         assert_eq!(Id::from("a\"b").to_string(), r#""a\"b""#);
         assert_eq!(Id::from(3).as_string(), None);
+    }
+}
+
+#[cfg(test)]
+mod fast_paths_agree_with_serde {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id_like_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<u128>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            // Leading zeros, signs, exponents, fractions, stray text.
+            "[ \t]?[-+0]{0,2}[0-9]{0,22}([.eE][-+]?[0-9]{0,3})?[ x]?",
+            // Strings: quotes, escapes, control characters, non-ASCII, DEL.
+            r#""[a-z0-9"\\\u{0}-\u{1f}\u{7f}é ]{0,12}"?"#,
+            any::<String>().prop_map(|s| format!("\"{s}\"")),
+            any::<String>(),
+            Just("null".to_owned()),
+            Just(" null ".to_owned()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn from_json_answers_as_serde_does(text in id_like_text()) {
+            let trimmed = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+            prop_assert_eq!(Id::from_json(&text), Id::from_json_by_serde(trimmed));
+        }
     }
 }

@@ -185,8 +185,12 @@ fn classify(env: Fields<'_>) -> Message<'_> {
             id: id.clone(),
             reason: reason.to_owned(),
         };
-        let Ok(method) = serde_json::from_str::<String>(method) else {
-            return invalid("method must be a string");
+        let method = match scan::plain_string(method) {
+            Some(plain) => plain.to_owned(),
+            None => match serde_json::from_str::<String>(method) {
+                Ok(method) => method,
+                Err(_) => return invalid("method must be a string"),
+            },
         };
         if !version_ok {
             return invalid("jsonrpc must be \"2.0\"");

@@ -88,7 +88,9 @@ pub(crate) fn array(text: &str) -> Option<Vec<&str>> {
         return None;
     }
     i = skip_ws(bytes, i + 1);
-    let mut items = Vec::new();
+    // Room for elements of 32 bytes on average (a short JSON-RPC response
+    // is about 40), so a batch answer is collected without regrowing.
+    let mut items = Vec::with_capacity((bytes.len() / 32).clamp(1, 4096));
     if bytes.get(i) == Some(&b']') {
         i += 1;
     } else {
@@ -201,8 +203,8 @@ fn string_escaped(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
 
 /// Where the object or array starting at `i` ends, just past its bracket.
 fn nested(bytes: &[u8], i: usize) -> Option<usize> {
-    // Open brackets, innermost last; a deep document costs a byte a level.
-    let mut open = vec![bytes[i]];
+    let mut open = Brackets::default();
+    open.push(bytes[i]);
     let mut at = i + 1;
     while let Some(&b) = bytes.get(at) {
         match b {
@@ -225,6 +227,54 @@ fn nested(bytes: &[u8], i: usize) -> Option<usize> {
         at += 1;
     }
     None
+}
+
+/// The brackets open at one point of a scan, innermost last: the first 64
+/// levels as bits (no allocation for the values met in practice), deeper
+/// ones a byte each.
+#[derive(Default)]
+struct Brackets {
+    /// One bit a level (1 for `{`), the innermost of the first 64 lowest.
+    shallow: u64,
+    /// Levels past the 64th.
+    deep: Vec<u8>,
+    depth: usize,
+}
+
+impl Brackets {
+    fn push(&mut self, open: u8) {
+        if self.depth < 64 {
+            self.shallow = self.shallow << 1 | u64::from(open == b'{');
+        } else {
+            self.deep.push(open);
+        }
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        self.depth = self.depth.checked_sub(1)?;
+        if self.depth >= 64 {
+            return self.deep.pop();
+        }
+        let open = if self.shallow & 1 == 1 { b'{' } else { b'[' };
+        self.shallow >>= 1;
+        Some(open)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
+}
+
+/// The content of `text` when it is one JSON string that needs no
+/// unescaping: a quote, then no quote, backslash or control character, then
+/// a quote. (The content is then exactly the string's value.)
+pub(crate) fn plain_string(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    let clean = !inner
+        .bytes()
+        .any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    clean.then_some(inner)
 }
 
 fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
@@ -309,6 +359,24 @@ mod tests {
     }
 
     #[test]
+    fn plain_strings_are_exactly_those_without_escapes_or_controls() {
+        for (text, plain) in [
+            (r#""abc""#, Some("abc")),
+            (r#""""#, Some("")),
+            ("\"\u{7f}é\"", Some("\u{7f}é")),
+            (r#""a\"b""#, None),
+            (r#""a"b""#, None),
+            ("\"a\nb\"", None),
+            (r#"""#, None),
+            ("abc", None),
+            (r#""abc"#, None),
+            (r#"abc""#, None),
+        ] {
+            assert_eq!(plain_string(text), plain, "{text:?}");
+        }
+    }
+
+    #[test]
     fn arrays_are_split_into_elements() {
         assert_eq!(
             array(r#" [ {"a":"]"} , 2,"x" ,[1,[2]] ] "#),
@@ -332,9 +400,61 @@ mod tests {
     }
 
     #[test]
+    fn brackets_match_at_any_depth() {
+        for depth in [1, 63, 64, 65, 200] {
+            // Alternating kinds, so a mix-up between levels shows.
+            let opens: String = (0..depth).map(|d| if d % 3 == 0 { '{' } else { '[' }).collect();
+            let closes: String = opens
+                .chars()
+                .rev()
+                .map(|c| if c == '{' { '}' } else { ']' })
+                .collect();
+            let text = format!("{opens}{closes}");
+            assert_eq!(nested(text.as_bytes(), 0), Some(text.len()), "depth {depth}");
+            // One closing bracket of the wrong kind, at each level in turn.
+            for k in 0..depth {
+                let mut wrong = text.clone().into_bytes();
+                let at = depth + k;
+                wrong[at] = if wrong[at] == b'}' { b']' } else { b'}' };
+                assert_eq!(nested(&wrong, 0), None, "depth {depth}, closing {k}");
+            }
+        }
+    }
+
+    #[test]
     fn deep_nesting_does_not_recurse() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let text = format!(r#"{{"id":1,"result":{deep}}}"#);
         assert_eq!(object(&text).unwrap().result.unwrap().len(), 200_000);
+    }
+}
+
+#[cfg(test)]
+mod plain_strings_agree_with_serde {
+    use super::plain_string;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_plain_string_is_what_serde_reads(
+            text in prop_oneof![
+                any::<String>().prop_map(|s| format!("\"{s}\"")),
+                r#""[a-z"\\\u{0}-\u{1f}\u{7f}é ]{0,12}"?"#,
+                any::<String>(),
+            ]
+        ) {
+            if let Some(plain) = plain_string(&text) {
+                let read = serde_json::from_str::<String>(&text).ok();
+                prop_assert_eq!(read.as_deref(), Some(plain));
+            }
+            // A string serde reads without an escape is never refused.
+            if !text.contains('\\') {
+                if let Ok(read) = serde_json::from_str::<String>(&text) {
+                    if text.len() == read.len() + 2 {
+                        prop_assert_eq!(plain_string(&text), Some(read.as_str()));
+                    }
+                }
+            }
+        }
     }
 }
