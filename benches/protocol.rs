@@ -72,6 +72,33 @@ fn decode(c: &mut Criterion) {
             |b, text| b.iter(|| serde_json::from_str::<Value>(result_text(parse(text))).unwrap()),
         );
     }
+    // What `batch100` and `sub_ticks` read: a batch answer of 100 echo
+    // results, and one subscription notification (jsonrpsee's shapes).
+    let batch: String = format!(
+        "[{}]",
+        (1..=100)
+            .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{},"result":["bench",42]}}"#, 1_000 + id))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("classify batch answer/100 results", |b| {
+        b.iter(|| match parse(black_box(&batch)) {
+            Inbound::Batch(messages) => messages.len(),
+            _ => panic!("not a batch"),
+        })
+    });
+    let tick = r#"{"jsonrpc":"2.0","method":"ticks","params":{"subscription":4242424242424242,"result":12345}}"#;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("classify notification/subscription tick", |b| {
+        b.iter(|| match parse(black_box(tick)) {
+            Inbound::Single(Message::Notification(n)) => n.params.map(str::len),
+            _ => panic!("not a notification"),
+        })
+    });
+    group.bench_function("Id::from_json/integer", |b| {
+        b.iter(|| Id::from_json(black_box("4242424242424242")))
+    });
     group.throughput(Throughput::Bytes(small.len() as u64));
     group.bench_function("classify + typed struct/small", |b| {
         b.iter(|| serde_json::from_str::<User>(result_text(parse(black_box(&small)))).unwrap())
