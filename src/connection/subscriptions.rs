@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use std::time::Instant;
 use bytestring::ByteString;
 
 use crate::delivery::{Pushed, Sender};
-use crate::protocol::{scan, Id, Params, RawResult};
+use crate::protocol::{scan, Id, IdHasher, Params, RawResult};
 use crate::stats::{self, Metrics};
 use crate::subscription::{Notice, Shared, SubscriptionEnd};
 
@@ -81,10 +82,14 @@ pub(crate) struct Resubscribe {
     pub unsubscribe: Cow<'static, str>,
 }
 
+/// A map with a cheap hash: every notification looks up its id and then
+/// its route (see [`IdHasher`]).
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
 struct Table {
-    routes: HashMap<u64, Route>,
+    routes: Map<u64, Route>,
     /// Live subscriptions' keys by the server's id.
-    keys: HashMap<Id, u64>,
+    keys: Map<Id, u64>,
     next_key: u64,
     /// Subscribe calls whose answer has not been read yet.
     pending: usize,
@@ -206,8 +211,8 @@ impl Subscriptions {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Subscriptions {
             inner: Rc::new(RefCell::new(Table {
-                routes: HashMap::new(),
-                keys: HashMap::new(),
+                routes: Map::default(),
+                keys: Map::default(),
                 next_key: 1,
                 pending: 0,
                 held: VecDeque::new(),

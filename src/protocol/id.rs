@@ -132,6 +132,58 @@ impl Id {
     }
 }
 
+/// A hasher for maps keyed by [`Id`] (a subscription's id, say): eight bytes
+/// a step, one multiply each, where SipHash costs dozens of instructions for
+/// the one integer most ids are. Not meant to resist chosen collisions: such
+/// maps hold only ids the server gave to calls of ours, so their size is
+/// ours to bound, whatever ids a server picks.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl IdHasher {
+    // The multiplier of rustc's FxHasher (v2).
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = self.0.wrapping_add(word).wrapping_mul(Self::K);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // The product's best bits are its high ones; hashbrown takes the
+        // bucket from the low ones.
+        self.0.rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut eight = [0; 8];
+            eight.copy_from_slice(word);
+            self.add(u64::from_le_bytes(eight));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut eight = [0; 8];
+            eight[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(eight));
+        }
+        self.add(bytes.len() as u64);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+}
+
 /// `Some(n)` when `text` is exactly the shortest decimal form of `n`.
 fn canonical_u64(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
@@ -267,6 +319,26 @@ mod tests {
             assert_eq!(serde_json::to_string(&id).unwrap(), text);
         }
         assert!(serde_json::from_str::<Id>("[1]").is_err());
+    }
+
+    #[test]
+    fn ids_as_map_keys_find_their_own_entries() {
+        use std::collections::HashMap;
+        use std::hash::BuildHasherDefault;
+        let ids: Vec<Id> = (0..2_000u64)
+            .map(Id::from)
+            .chain((0..2_000).map(|n| Id::from(format!("0x{n:032x}"))))
+            .chain(["1e2", "-0", "1.0", "null", r#""\u00e9""#].map(|t| Id::from_json(t).unwrap()))
+            .collect();
+        let mut map: HashMap<Id, usize, BuildHasherDefault<IdHasher>> = HashMap::default();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(map.insert(id.clone(), i), None, "{id}");
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(map.get(id), Some(&i), "{id}");
+        }
+        assert_eq!(map.get(&Id::from_json("100").unwrap()), Some(&100));
+        assert_eq!(map.get(&Id::from("100")), None, "a string is another id");
     }
 
     #[test]

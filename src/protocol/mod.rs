@@ -15,6 +15,7 @@ pub(crate) mod scan;
 pub use decode::RawResult;
 pub use error_object::ErrorObject;
 pub use id::Id;
+pub(crate) use id::IdHasher;
 pub use inbound::{parse, Inbound, Message, Notification, Request};
 pub use params::{Params, ParamsBuilder};
 
