@@ -1506,13 +1506,18 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
                     outcomes: ids.iter().map(|_| None).collect(),
                     left: ids.len(),
                 }));
-                for (index, id) in ids.into_iter().enumerate() {
-                    let slot = BatchSlot {
-                        collector: Rc::clone(&collector),
-                        index,
-                    };
-                    pending.attach(id, Box::new(slot));
-                }
+                let slots = ids
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, id)| {
+                        let slot = BatchSlot {
+                            collector: Rc::clone(&collector),
+                            index,
+                        };
+                        (id, Box::new(slot) as Box<dyn Responder>)
+                    })
+                    .collect();
+                pending.attach_batch(slots);
             }
         }
     }

@@ -459,25 +459,57 @@ impl PendingCalls {
         }
     }
 
-    /// Frees the entry of call `id` if its caller has stopped waiting (and
-    /// every other call of its batch, which share that caller); returns
-    /// whether it did.
-    pub fn cancel(&self, id: u64) -> bool {
-        let group = self.group_of(id);
-        let cancelled = self.cancel_one(id);
-        if let (true, Some(group)) = (cancelled, group) {
-            let ids = self
-                .inner
-                .borrow()
-                .groups
-                .get(&group)
-                .map(|g| g.ids.clone())
-                .unwrap_or_default();
-            for other in ids {
-                self.cancel_one(other);
+    /// Says who waits for each call of the batch whose calls are `calls`
+    /// (in order: the first call's id names the batch), all for one caller.
+    /// One watcher serves the whole batch: it queues the batch's id, and
+    /// [`cancel`](Self::cancel) frees every call of a batch whose caller has
+    /// gone. A caller that is already gone frees every entry at once.
+    pub fn attach_batch(&self, mut calls: Vec<(u64, Box<dyn Responder>)>) {
+        let Some((group, first)) = calls.first_mut() else {
+            return;
+        };
+        let queue = self.cancellations();
+        let waker = Waker::from(Arc::new(CancelWaker { id: *group, queue }));
+        let gone = first
+            .poll_gone(&mut Context::from_waker(&waker))
+            .is_ready();
+        let mut inner = self.inner.borrow_mut();
+        if gone {
+            calls.retain(|(id, _)| inner.remove(*id).is_some());
+            stats::add(&inner.metrics.cancelled, calls.len() as u64);
+            drop(inner);
+            for (id, responder) in calls {
+                responder.abandoned(id);
+            }
+            return;
+        }
+        for (id, responder) in calls {
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                entry.responder = Some(responder);
             }
         }
-        cancelled
+    }
+
+    /// Frees the entry of call `id` if its caller has stopped waiting; for
+    /// a call of a batch, or a batch's id ([`attach_batch`](Self::attach_batch)),
+    /// every call of the batch still pending (they share that caller).
+    /// Returns whether it freed any.
+    pub fn cancel(&self, id: u64) -> bool {
+        let ids = {
+            let inner = self.inner.borrow();
+            let group = match inner.entries.get(&id) {
+                Some(entry) => entry.group,
+                // The batch's first call may have been answered already.
+                None => Some(id),
+            };
+            group.and_then(|group| inner.groups.get(&group).map(|g| g.ids.clone()))
+        };
+        match ids {
+            Some(ids) => ids
+                .into_iter()
+                .fold(false, |freed, id| self.cancel_one(id) | freed),
+            None => self.cancel_one(id),
+        }
     }
 
     fn cancel_one(&self, id: u64) -> bool {
@@ -947,6 +979,73 @@ mod tests {
             ]
         );
         assert!(table.inner.borrow().groups.is_empty());
+    }
+
+    /// Batch `ids` with one responder per call, all sharing one channel
+    /// (as the connection's batch collector does).
+    fn waiting_batch(
+        table: &PendingCalls,
+        ids: std::ops::Range<u64>,
+        now: Instant,
+    ) -> oneshot::Receiver<()> {
+        struct Shared(Rc<RefCell<Option<oneshot::Sender<()>>>>);
+        impl Responder for Shared {
+            fn respond(self: Box<Self>, _: Result<Reply, Error>) {}
+            fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+                match self.0.borrow_mut().as_mut() {
+                    Some(tx) => tx.poll_canceled(cx),
+                    None => Poll::Ready(()),
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let tx = Rc::new(RefCell::new(Some(tx)));
+        table.insert_batch(ids.clone().map(call).collect(), now, Duration::from_secs(60));
+        let slots = ids
+            .map(|id| (id, Box::new(Shared(Rc::clone(&tx))) as Box<dyn Responder>))
+            .collect();
+        table.attach_batch(slots);
+        rx
+    }
+
+    #[test]
+    fn a_batch_has_one_watcher_and_its_caller_going_frees_every_call() {
+        let (table, metrics) = table();
+        let now = Instant::now();
+        let rx = waiting_batch(&table, 1..101, now);
+        let _kept = waiting_batch(&table, 101..111, now);
+        // The first call is answered before the caller goes: the batch is
+        // still known by its id.
+        assert!(table.complete(1, Ok(raw("1"))));
+        drop(rx);
+        let queue = table.cancellations();
+        let Poll::Ready(ids) = queue.poll_drain(&mut Context::from_waker(Waker::noop())) else {
+            panic!("the dropped receiver queued nothing");
+        };
+        assert_eq!(ids, [1], "one watcher, named by the batch");
+        assert!(table.cancel(1));
+        assert_eq!(table.len(), 10, "only the other batch is left");
+        assert_eq!(metrics.snapshot().cancelled, 99);
+        assert!(!table.cancel(1), "already freed");
+        assert!(!table.cancel(101), "its caller still waits");
+        assert_eq!(table.len(), 10);
+    }
+
+    #[test]
+    fn a_batch_whose_caller_is_gone_before_attaching_frees_every_call_at_once() {
+        let (table, metrics) = table();
+        table.insert_batch((1..4).map(call).collect(), Instant::now(), Duration::from_secs(1));
+        let slots = (1..4)
+            .map(|id| {
+                let (tx, rx) = oneshot::channel();
+                drop(rx);
+                (id, Box::new(Channel(tx)) as Box<dyn Responder>)
+            })
+            .collect();
+        table.attach_batch(slots);
+        assert!(table.is_empty());
+        assert!(table.inner.borrow().groups.is_empty());
+        assert_eq!(metrics.snapshot().cancelled, 3);
     }
 
     #[test]
