@@ -141,8 +141,9 @@ impl Wake for CancelWaker {
 
 struct Inner {
     entries: Table,
-    /// Every entry's (deadline, id), in deadline order: expiring is a walk
-    /// from the front, whatever the mix of timeouts.
+    /// Every call's (deadline, id), and every batch's (deadline, batch id)
+    /// once for all its calls, in deadline order: expiring is a walk from
+    /// the front, whatever the mix of timeouts.
     deadlines: BTreeSet<(Instant, u64)>,
     /// Ids of unsent calls in arrival order; ids of calls that ended while
     /// waiting are skipped when met, and compacted away when they pile up.
@@ -159,7 +160,7 @@ struct Inner {
     examined: usize,
 }
 
-/// The calls of one batch.
+/// The calls of one batch, which share one deadline.
 struct Group {
     ids: Vec<u64>,
     /// How many are still pending.
@@ -169,13 +170,19 @@ struct Group {
 impl Inner {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
-        self.deadlines.remove(&(entry.deadline, id));
-        if let Some(group) = entry.group {
-            if let Some(g) = self.groups.get_mut(&group) {
-                g.left -= 1;
-                if g.left == 0 {
-                    self.groups.remove(&group);
+        match entry.group {
+            // The batch's deadline goes with its last call.
+            Some(group) => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.left -= 1;
+                    if g.left == 0 {
+                        self.groups.remove(&group);
+                        self.deadlines.remove(&(entry.deadline, group));
+                    }
                 }
+            }
+            None => {
+                self.deadlines.remove(&(entry.deadline, id));
             }
         }
         if entry.unsent.is_some() {
@@ -208,19 +215,38 @@ impl Inner {
             self.unsent_count += 1;
         }
         self.deadlines.insert((deadline, id));
-        self.entries.insert(
-            id,
-            Entry {
-                deadline,
-                timeout,
-                call,
-                responder: None,
-                unsent,
-                group: None,
-                retry: None,
-            },
-        );
+        self.entries
+            .insert(id, Entry::new(call, deadline, timeout, unsent, None));
         self.update_gauges();
+    }
+
+    /// Removes every call of batch `group` still pending.
+    fn remove_group(&mut self, group: u64) -> Vec<Entry> {
+        let ids = self.groups.get(&group).map(|g| g.ids.clone());
+        ids.unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| self.remove(id))
+            .collect()
+    }
+}
+
+impl Entry {
+    fn new(
+        call: CallInfo,
+        deadline: Instant,
+        timeout: Duration,
+        unsent: Option<Bytes>,
+        group: Option<u64>,
+    ) -> Self {
+        Entry {
+            deadline,
+            timeout,
+            call,
+            responder: None,
+            unsent,
+            group,
+            retry: None,
+        }
     }
 }
 
@@ -311,15 +337,16 @@ impl PendingCalls {
             return deadline;
         };
         let ids: Vec<u64> = calls.iter().map(|call| call.id).collect();
+        inner.entries.reserve(calls.len());
         for call in calls {
-            let id = call.id;
-            inner.insert(call, deadline, timeout, None);
-            if let Some(entry) = inner.entries.get_mut(&id) {
-                entry.group = Some(group);
-            }
+            let entry = Entry::new(call, deadline, timeout, None, Some(group));
+            inner.entries.insert(entry.call.id, entry);
         }
         let left = ids.len();
         inner.groups.insert(group, Group { ids, left });
+        // One deadline for the whole batch.
+        inner.deadlines.insert((deadline, group));
+        inner.update_gauges();
         deadline
     }
 
@@ -331,13 +358,7 @@ impl PendingCalls {
     /// Fails the calls of batch `group` still pending: the server's answer
     /// to the batch has come without them.
     pub fn fail_missing(&self, group: u64) -> usize {
-        let ids = match self.inner.borrow_mut().groups.remove(&group) {
-            Some(g) => g.ids,
-            None => return 0,
-        };
-        ids.into_iter()
-            .filter(|&id| self.fail(id, |call| Error::MissingResponse { call }))
-            .count()
+        self.fail_batch(group, |call| Error::MissingResponse { call })
     }
 
     /// The oldest batch none of whose calls has been answered: the one a
@@ -354,11 +375,13 @@ impl PendingCalls {
 
     /// Fails every call of batch `group` with an error made from its call.
     pub fn fail_batch(&self, group: u64, error: impl Fn(CallInfo) -> Error) -> usize {
-        let ids = match self.inner.borrow_mut().groups.remove(&group) {
-            Some(g) => g.ids,
-            None => return 0,
-        };
-        ids.into_iter().filter(|&id| self.fail(id, &error)).count()
+        let entries = self.inner.borrow_mut().remove_group(group);
+        let n = entries.len();
+        // Told outside the borrow: a responder may be anything.
+        for entry in entries {
+            entry.tell(|call| Err(error(call)));
+        }
+        n
     }
 
     /// Keeps call `id`'s frame to send it again if the connection is lost
@@ -470,9 +493,7 @@ impl PendingCalls {
         };
         let queue = self.cancellations();
         let waker = Waker::from(Arc::new(CancelWaker { id: *group, queue }));
-        let gone = first
-            .poll_gone(&mut Context::from_waker(&waker))
-            .is_ready();
+        let gone = first.poll_gone(&mut Context::from_waker(&waker)).is_ready();
         let mut inner = self.inner.borrow_mut();
         if gone {
             calls.retain(|(id, _)| inner.remove(*id).is_some());
@@ -591,8 +612,16 @@ impl PendingCalls {
                 if deadline > now {
                     break;
                 }
-                if let Some(entry) = inner.remove(id) {
+                if inner.groups.contains_key(&id) {
+                    // A batch's deadline: every call of it still pending.
+                    due.extend(inner.remove_group(id));
+                } else if let Some(entry) = inner.remove(id) {
                     due.push(entry);
+                }
+                // Removing the last entry of its key removed the key; this
+                // only guards the walk against a key left behind.
+                if inner.deadlines.first() == Some(&(deadline, id)) {
+                    inner.deadlines.pop_first();
                 }
             }
             stats::add(&inner.metrics.timeouts, due.len() as u64);
@@ -1000,7 +1029,11 @@ mod tests {
         }
         let (tx, rx) = oneshot::channel();
         let tx = Rc::new(RefCell::new(Some(tx)));
-        table.insert_batch(ids.clone().map(call).collect(), now, Duration::from_secs(60));
+        table.insert_batch(
+            ids.clone().map(call).collect(),
+            now,
+            Duration::from_secs(60),
+        );
         let slots = ids
             .map(|id| (id, Box::new(Shared(Rc::clone(&tx))) as Box<dyn Responder>))
             .collect();
@@ -1034,7 +1067,11 @@ mod tests {
     #[test]
     fn a_batch_whose_caller_is_gone_before_attaching_frees_every_call_at_once() {
         let (table, metrics) = table();
-        table.insert_batch((1..4).map(call).collect(), Instant::now(), Duration::from_secs(1));
+        table.insert_batch(
+            (1..4).map(call).collect(),
+            Instant::now(),
+            Duration::from_secs(1),
+        );
         let slots = (1..4)
             .map(|id| {
                 let (tx, rx) = oneshot::channel();
@@ -1060,6 +1097,54 @@ mod tests {
         table.insert_batch((4..6).map(call).collect(), now, Duration::from_millis(5));
         assert_eq!(table.expire(now + Duration::from_secs(1)).0, 2);
         assert!(table.inner.borrow().groups.is_empty());
+        assert!(table.inner.borrow().deadlines.is_empty());
+    }
+
+    #[test]
+    fn a_batch_has_one_deadline_that_leaves_with_its_last_call() {
+        let (table, metrics) = table();
+        let now = Instant::now();
+        table.insert(call(1), now, Duration::from_millis(30));
+        table.insert_batch((2..102).map(call).collect(), now, Duration::from_millis(10));
+        table.insert_batch(
+            (102..105).map(call).collect(),
+            now,
+            Duration::from_millis(20),
+        );
+        assert_eq!(table.inner.borrow().deadlines.len(), 3);
+        assert_eq!(metrics.snapshot().pending, 104);
+        // Answered in part, failed in part, the first batch's deadline goes
+        // with the last of its calls.
+        for id in 2..50 {
+            assert!(table.complete(id, Ok(raw("1"))));
+        }
+        assert_eq!(table.inner.borrow().deadlines.len(), 3);
+        assert_eq!(table.fail_missing(2), 52);
+        assert_eq!(table.inner.borrow().deadlines.len(), 2);
+        // The second batch expires whole, after its first call was answered.
+        assert!(table.complete(102, Ok(raw("1"))));
+        let (n, next) = table.expire(now + Duration::from_millis(25));
+        assert_eq!((n, next), (2, Some(now + Duration::from_millis(30))));
+        assert!(table.inner.borrow().groups.is_empty());
+        let (n, next) = table.expire(now + Duration::from_millis(30));
+        assert_eq!((n, next), (1, None));
+        assert!(table.is_empty());
+        assert!(table.inner.borrow().deadlines.is_empty());
+        assert_eq!(metrics.snapshot().timeouts, 3);
+    }
+
+    #[test]
+    fn a_refused_batch_fails_every_call_and_leaves_nothing_behind() {
+        let (table, _) = table();
+        let now = Instant::now();
+        table.insert_batch((1..4).map(call).collect(), now, Duration::from_secs(5));
+        assert_eq!(
+            table.fail_batch(1, |call| Error::MissingResponse { call }),
+            3
+        );
+        assert!(table.is_empty());
+        let inner = table.inner.borrow();
+        assert!(inner.groups.is_empty() && inner.deadlines.is_empty());
     }
 
     #[test]
