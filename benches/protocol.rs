@@ -77,7 +77,10 @@ fn decode(c: &mut Criterion) {
     let batch: String = format!(
         "[{}]",
         (1..=100)
-            .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{},"result":["bench",42]}}"#, 1_000 + id))
+            .map(|id| format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":["bench",42]}}"#,
+                1_000 + id
+            ))
             .collect::<Vec<_>>()
             .join(",")
     );

@@ -166,7 +166,8 @@ fn encode_notification(
         method: method.to_owned().into(),
         reason: reason.to_owned(),
     })?;
-    let mut buf = frames::frame_buffer(48 + method.len() + params.map_or(0, str::len));
+    let mut buf =
+        frames::frame_buffer(protocol::REQUEST_ROOM + method.len() + params.map_or(0, str::len));
     protocol::write_request(&mut buf, None, method, params);
     let size = buf.len() - frames::HEADER_ROOM;
     if size > limit {
@@ -455,7 +456,9 @@ impl RpcConnection {
             reason: reason.to_owned(),
         })?;
         let limit = self.config.max_message_size;
-        let mut buf = frames::frame_buffer(48 + method.len() + params.map_or(0, str::len));
+        let mut buf = frames::frame_buffer(
+            protocol::REQUEST_ROOM + method.len() + params.map_or(0, str::len),
+        );
         let id = self.next_id;
         protocol::write_request(&mut buf, Some(id), &method, params);
         let size = buf.len() - frames::HEADER_ROOM;
@@ -1358,10 +1361,14 @@ impl RpcConnection {
                 });
             }
         }
+        // Room enough that the frame is never regrown (a copy of all
+        // written so far).
         let size: usize = batch
             .entries
             .iter()
-            .map(|e| 48 + e.method.len() + e.params.to_json().map_or(0, str::len))
+            .map(|e| {
+                protocol::REQUEST_ROOM + e.method.len() + e.params.to_json().map_or(0, str::len)
+            })
             .sum();
         let mut buf = frames::frame_buffer(size + 2);
         let mut calls = Vec::with_capacity(batch.calls);

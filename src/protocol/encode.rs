@@ -4,10 +4,15 @@
 
 use super::{ErrorObject, Id};
 
+/// Room for a request's text besides its method name and params: the
+/// envelope is 45 bytes and the id at most 20 digits. A buffer with this
+/// room is never regrown (a copy of the whole request) while it is written.
+pub const REQUEST_ROOM: usize = 66;
+
 /// `{"jsonrpc":"2.0","id":1,"method":"m","params":[..]}`; without `id` it is
 /// a notification.
 pub fn write_request(out: &mut Vec<u8>, id: Option<u64>, method: &str, params: Option<&str>) {
-    out.reserve(48 + method.len() + params.map_or(0, str::len));
+    out.reserve(REQUEST_ROOM + method.len() + params.map_or(0, str::len));
     out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
         out.extend_from_slice(br#""id":"#);
@@ -115,6 +120,27 @@ mod tests {
             let mut out = Vec::new();
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_request_fits_the_room_reserved_for_it() {
+        for (id, method, params) in [
+            (Some(u64::MAX), "m", Some("[1]")),
+            (Some(0), "a.much.longer.method.name", None),
+            (None, "note", Some(r#"{"a":[]}"#)),
+        ] {
+            let room = REQUEST_ROOM + method.len() + params.map_or(0, str::len);
+            let mut out = Vec::with_capacity(room);
+            write_request(&mut out, id, method, params);
+            assert_eq!(out.capacity(), room, "{method}: regrown");
+            // Back to back, as in a batch: no regrowth either.
+            let mut batch = Vec::with_capacity(3 * room);
+            for _ in 0..3 {
+                write_request(&mut batch, id, method, params);
+                batch.push(b',');
+            }
+            assert_eq!(batch.capacity(), 3 * room, "{method}: batch regrown");
         }
     }
 

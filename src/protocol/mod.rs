@@ -21,7 +21,7 @@ pub use params::{Params, ParamsBuilder};
 
 #[cfg(feature = "bench-internals")]
 pub use encode::{encode_request, encode_result_response};
-pub use encode::{write_error_response, write_request, write_result_response};
+pub use encode::{write_error_response, write_request, write_result_response, REQUEST_ROOM};
 
 /// Standard JSON-RPC 2.0 error codes.
 pub mod codes {

@@ -271,9 +271,7 @@ impl Brackets {
 /// a quote. (The content is then exactly the string's value.)
 pub(crate) fn plain_string(text: &str) -> Option<&str> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    let clean = !inner
-        .bytes()
-        .any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    let clean = !inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
     clean.then_some(inner)
 }
 
@@ -403,14 +401,20 @@ mod tests {
     fn brackets_match_at_any_depth() {
         for depth in [1, 63, 64, 65, 200] {
             // Alternating kinds, so a mix-up between levels shows.
-            let opens: String = (0..depth).map(|d| if d % 3 == 0 { '{' } else { '[' }).collect();
+            let opens: String = (0..depth)
+                .map(|d| if d % 3 == 0 { '{' } else { '[' })
+                .collect();
             let closes: String = opens
                 .chars()
                 .rev()
                 .map(|c| if c == '{' { '}' } else { ']' })
                 .collect();
             let text = format!("{opens}{closes}");
-            assert_eq!(nested(text.as_bytes(), 0), Some(text.len()), "depth {depth}");
+            assert_eq!(
+                nested(text.as_bytes(), 0),
+                Some(text.len()),
+                "depth {depth}"
+            );
             // One closing bracket of the wrong kind, at each level in turn.
             for k in 0..depth {
                 let mut wrong = text.clone().into_bytes();
