@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Serialize;
@@ -107,13 +108,26 @@ impl Params {
     }
 
     fn shaped<T: Serialize + ?Sized>(args: &T, open: u8, wrong_shape: &str) -> Self {
-        match serde_json::to_string(args) {
-            Ok(text) if text.as_bytes().first() == Some(&open) => {
-                Params(Repr::Json(text.into_boxed_str()))
-            }
-            Ok(text) => Params::invalid(format!("{wrong_shape}, got `{}`", preview(&text))),
+        // Serialized into a buffer kept for the next params, then copied
+        // into an allocation of the exact size: one allocation, where
+        // `to_string` makes a 128-byte one and then shrinks it.
+        let mut buf = SCRATCH.with(Cell::take);
+        buf.clear();
+        let params = match serde_json::to_writer(&mut buf, args) {
+            Ok(()) => match std::str::from_utf8(&buf) {
+                Ok(text) if text.as_bytes().first() == Some(&open) => {
+                    Params(Repr::Json(text.into()))
+                }
+                Ok(text) => Params::invalid(format!("{wrong_shape}, got `{}`", preview(text))),
+                // serde_json only writes UTF-8; this arm exists so that no panic is possible.
+                Err(err) => Params::invalid(format!("params are not UTF-8: {err}")),
+            },
             Err(err) => Params::invalid(format!("params could not be serialized: {err}")),
+        };
+        if buf.capacity() <= SCRATCH_KEPT {
+            SCRATCH.with(|scratch| scratch.set(buf));
         }
+        params
     }
 
     fn invalid(reason: String) -> Self {
@@ -290,6 +304,16 @@ macro_rules! params {
     };
 }
 
+thread_local! {
+    /// Where params are serialized before being copied out (taken while in
+    /// use, so params built inside a `Serialize` impl get a buffer of their
+    /// own).
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest scratch buffer kept between params.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
 /// The start of a JSON text, for error messages about it.
 fn preview(text: &str) -> &str {
     const MAX: usize = 64;
@@ -345,6 +369,35 @@ mod tests {
         builder.push(&1).push(&bad_key).push(&3);
         let err = builder.finish();
         assert!(err.wire().unwrap_err().contains("argument 1"), "{err:?}");
+    }
+
+    #[test]
+    fn params_built_while_building_params_are_their_own() {
+        /// Builds other params while it is serialized.
+        struct Nested(u32);
+        impl Serialize for Nested {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let inner = match self.0 {
+                    0 => params![],
+                    n => params![Nested(n - 1), "x".repeat(100)],
+                };
+                s.serialize_str(inner.to_json().unwrap_or("none"))
+            }
+        }
+        let p = params![Nested(2), 5];
+        // What each level serializes to, built without `Params`.
+        fn text(n: u32) -> String {
+            match n {
+                0 => "none".to_owned(),
+                n => serde_json::to_string(&(text(n - 1), "x".repeat(100))).unwrap(),
+            }
+        }
+        let expected = serde_json::to_string(&(text(2), 5)).unwrap();
+        assert_eq!(p.to_json(), Some(expected.as_str()));
+        // A large param is not kept as scratch, and the next are unaffected.
+        let big = params!["y".repeat(SCRATCH_KEPT * 2)];
+        assert_eq!(big.to_json().map(str::len), Some(SCRATCH_KEPT * 2 + 4));
+        assert_eq!(params![1, 2].to_json(), Some("[1,2]"));
     }
 
     #[test]
