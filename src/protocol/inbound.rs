@@ -133,17 +133,25 @@ pub fn parse(text: &str) -> Inbound<'_> {
             },
         },
         Some(b'[') => {
-            let items = match scan::array(text) {
-                Some(items) => items,
+            let messages = scan::array(text, |item, fields| match fields {
+                Some(fields) => classify(fields),
+                None => classify_item(item),
+            });
+            let messages = match messages {
+                Some(messages) => messages,
                 None => match serde_json::from_str::<Vec<&RawValue>>(text) {
-                    Ok(items) => items.into_iter().map(RawValue::get).collect(),
+                    Ok(items) => items
+                        .into_iter()
+                        .map(RawValue::get)
+                        .map(classify_item)
+                        .collect(),
                     Err(err) => return Inbound::Garbage(format!("invalid JSON: {err}")),
                 },
             };
-            if items.is_empty() {
+            if messages.is_empty() {
                 Inbound::Garbage("empty batch".into())
             } else {
-                Inbound::Batch(items.into_iter().map(classify_item).collect())
+                Inbound::Batch(messages)
             }
         }
         Some(_) => Inbound::Garbage("not a JSON object or array".into()),
@@ -491,15 +499,16 @@ mod scan_agrees_with_serde {
                 }
             }
             let batch = format!("[{text},{text}]");
-            if let Some(items) = scan::array(&batch) {
-                prop_assert_eq!(items, vec![text.as_str(), text.as_str()]);
+            if let Some(items) = scan::array(&batch, |item, fields| (item, fields)) {
+                let scanned = scan::object(&text);
+                prop_assert_eq!(items, vec![(text.as_str(), scanned), (text.as_str(), scanned)]);
             }
         }
 
         #[test]
         fn the_fast_scan_never_panics(text in ".*") {
             let _ = scan::object(&text);
-            let _ = scan::array(&text);
+            let _ = scan::array(&text, |item, fields| (item, fields));
         }
 
         #[test]
@@ -508,7 +517,7 @@ mod scan_agrees_with_serde {
             let end = cut.index(text.len() + 1);
             if text.is_char_boundary(end) {
                 let _ = parse(&text[..end]);
-                let _ = scan::array(&text[..end]);
+                let _ = scan::array(&text[..end], |item, fields| (item, fields));
             }
         }
     }

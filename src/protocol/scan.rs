@@ -26,11 +26,16 @@ pub(crate) struct Fields<'a> {
     pub result_unescaped: bool,
 }
 
+/// The members of an envelope.
+const KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
+
 /// The members of the JSON object that is the whole of `text`.
 pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
-    const KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
-    let [jsonrpc, id, method, params, result, error] = whole_object(text, KEYS)?;
-    Some(Fields {
+    whole_object(text, KEYS).map(fields)
+}
+
+fn fields([jsonrpc, id, method, params, result, error]: [Option<Member<'_>>; 6]) -> Fields<'_> {
+    Fields {
         jsonrpc: jsonrpc.map(|m| m.text),
         id: id.map(|m| m.text),
         method: method.map(|m| m.text),
@@ -38,7 +43,7 @@ pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
         result: result.map(|m| m.text),
         error: error.map(|m| m.text),
         result_unescaped: result.is_some_and(|m| m.unescaped),
-    })
+    }
 }
 
 /// The members of a subscription notification's params:
@@ -80,23 +85,34 @@ fn whole_object<'a, const N: usize>(
     (skip_ws(bytes, end) == bytes.len()).then_some(found)
 }
 
-/// The elements of the JSON array that is the whole of `text`, as raw text.
-pub(crate) fn array(text: &str) -> Option<Vec<&str>> {
+/// The elements of the JSON array that is the whole of `text`, each as
+/// `each` makes it from the element's raw text and, for an object the scan
+/// could read, its envelope members (what [`object`] finds in that text):
+/// one pass locates the elements and reads their members.
+pub(crate) fn array<'a, T>(
+    text: &'a str,
+    mut each: impl FnMut(&'a str, Option<Fields<'a>>) -> T,
+) -> Option<Vec<T>> {
     let bytes = text.as_bytes();
     let mut i = skip_ws(bytes, 0);
     if bytes.get(i) != Some(&b'[') {
         return None;
     }
     i = skip_ws(bytes, i + 1);
-    // Room for elements of 32 bytes on average (a short JSON-RPC response
-    // is about 40), so a batch answer is collected without regrowing.
-    let mut items = Vec::with_capacity((bytes.len() / 32).clamp(1, 4096));
+    // Room for elements of 36 bytes on average (the shortest response,
+    // `{"jsonrpc":"2.0","id":1,"result":1}`), so a batch answer is
+    // collected without regrowing.
+    let mut items = Vec::with_capacity((bytes.len() / 36).clamp(1, 4096));
     if bytes.get(i) == Some(&b']') {
         i += 1;
     } else {
         loop {
-            let end = value(bytes, i)?;
-            items.push(&text[i..end]);
+            let (end, found) = match members(text, i, KEYS) {
+                Some((found, end)) => (end, Some(fields(found))),
+                // Not an object, or one the scan leaves to serde_json.
+                None => (value(bytes, i)?, None),
+            };
+            items.push(each(&text[i..end], found));
             i = skip_ws(bytes, end);
             match bytes.get(i)? {
                 b',' => i = skip_ws(bytes, i + 1),
@@ -374,16 +390,37 @@ mod tests {
         }
     }
 
+    fn texts(text: &str) -> Option<Vec<&str>> {
+        array(text, |element, _| element)
+    }
+
     #[test]
     fn arrays_are_split_into_elements() {
         assert_eq!(
-            array(r#" [ {"a":"]"} , 2,"x" ,[1,[2]] ] "#),
+            texts(r#" [ {"a":"]"} , 2,"x" ,[1,[2]] ] "#),
             Some(vec![r#"{"a":"]"}"#, "2", r#""x""#, "[1,[2]]"])
         );
-        assert_eq!(array("[]"), Some(vec![]));
-        assert_eq!(array("[1,]"), None);
-        assert_eq!(array("[1 2]"), None);
-        assert_eq!(array("[1] 2"), None);
+        assert_eq!(texts("[]"), Some(vec![]));
+        assert_eq!(texts("[1,]"), None);
+        assert_eq!(texts("[1 2]"), None);
+        assert_eq!(texts("[1] 2"), None);
+    }
+
+    #[test]
+    fn array_elements_come_with_their_members() {
+        let text =
+            r#"[{"id":1,"result":"a"}, 7, {"id":2,"id":3}, {"i\u0064":4}, {"error":{"code":1}} ]"#;
+        let elements = array(text, |element, found| (element, found)).unwrap();
+        assert_eq!(elements.len(), 5);
+        for (element, found) in elements {
+            assert_eq!(found, object(element), "{element}");
+        }
+        // A duplicate or escaped key leaves the element to serde_json, as
+        // `object` does; the element is still located.
+        assert_eq!(
+            texts(text).unwrap()[2..4],
+            [r#"{"id":2,"id":3}"#, r#"{"i\u0064":4}"#]
+        );
     }
 
     #[test]
