@@ -4,7 +4,6 @@
 //! notices a peer gone silent, and the events that tell all of it.
 
 use std::borrow::Cow;
-use std::hash::BuildHasher;
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -373,9 +372,7 @@ fn without_handshake(record: &Disconnect) -> String {
     .to_string()
 }
 
-/// A number in `[0, 1)` for the backoff's jitter: std's hasher keys are
-/// random per process and change with every `RandomState`.
+/// A number in `[0, 1)` for the backoff's jitter.
 fn jitter() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    rand::random::<f64>()
 }
