@@ -339,6 +339,104 @@ async fn a_subscription_is_made_again_and_its_stream_shows_the_gap() {
     assert_no_pending(&client);
 }
 
+/// Waits (bounded) until the connection has routed `n` notifications in all.
+async fn routed(client: &Client, n: u64) {
+    let deadline = Instant::now() + BOUND;
+    while client.stats().server_notifications < n {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// Regression (found by the soak): the gap item went through the
+/// subscription's bounded queue like any item, so the overflow policy could
+/// drop it: the subscriber saw `Lagged`, 2, 3 and was never told of the
+/// reconnect. It is now a marker no policy drops.
+#[actix_rt::test]
+async fn the_gap_item_is_not_lost_to_a_full_queue() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client = connect_with(builder(&proxy.url())).await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe_with(
+            jsonrpc_websocket::Subscribe::new("subscribe", params!["heads"], "unsubscribe")
+                .capacity(2),
+        ),
+    )
+    .await
+    .unwrap()
+    .typed::<u64>();
+    server.push(tick("s1", 1));
+    routed(&client, 1).await; // queued, not read
+
+    proxy.drop_all();
+    reconnected(&mut events).await;
+    server.wait_received_async(2, BOUND).await; // the second subscribe call
+    server.push(tick("s2", 2));
+    server.push(tick("s2", 3));
+    routed(&client, 3).await;
+
+    let mut seen = Vec::new();
+    loop {
+        let item = next_item(&mut sub).await;
+        let last = matches!(item, SubscriptionItem::Item(3));
+        seen.push(format!("{item:?}"));
+        if last {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|item| item.starts_with("Resubscribed")),
+        "the subscriber was never told of the reconnect: {seen:?}"
+    );
+}
+
+/// Regression (found while documenting the soak): with `Backpressure::Fail`,
+/// a call waiting at the reconnect made the resubscribe (started before the
+/// waiting line is sent) fail with `Overloaded`, ending the subscription.
+/// The connection's own calls now go ahead of the line.
+#[actix_rt::test]
+async fn a_subscription_is_made_again_when_calls_wait_under_backpressure_fail() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client =
+        connect_with(builder(&proxy.url()).backpressure(jsonrpc_websocket::Backpressure::Fail))
+            .await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params!["heads"], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    down(&proxy, &mut events).await;
+    let waiting = {
+        let client = client.clone();
+        actix_rt::spawn(async move { echo(&client, 1).await })
+    };
+    let deadline = Instant::now() + BOUND;
+    while client.stats().queued_calls < 1 {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+    proxy.refuse(false);
+    reconnected(&mut events).await;
+    assert_eq!(
+        within("the waiting call", waiting).await.unwrap().unwrap(),
+        json!([1])
+    );
+    match within("the gap item", sub.next()).await {
+        Some(SubscriptionItem::Resubscribed { .. }) => {}
+        other => panic!(
+            "expected the gap item, got {other:?}; the subscription ended: {:?}",
+            sub.close_reason()
+        ),
+    }
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn a_resubscribe_the_server_refuses_ends_the_subscription_with_its_error() {
     let server = subscribing_server(Some(1));

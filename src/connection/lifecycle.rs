@@ -230,6 +230,7 @@ impl RpcConnection {
         let options = CallOptions {
             timeout,
             retry: false,
+            ahead: true,
         };
         match self.start_call(method, &params, options, ctx) {
             Ok(id) => self.pending.attach(

@@ -315,6 +315,9 @@ struct CallOptions {
     timeout: Option<Duration>,
     /// Send it again once after a reconnect (see [`Call::retry_on_reconnect`]).
     retry: bool,
+    /// The connection's own call (a resubscribe): it goes ahead of the
+    /// calls waiting in line, and waits for room rather than fail.
+    ahead: bool,
 }
 
 /// Everything a connection is started with.
@@ -479,7 +482,7 @@ impl RpcConnection {
                 self.pending.cancel(id);
             }
         }
-        let in_line = self.pending.unsent() > 0 || reconnecting;
+        let in_line = (self.pending.unsent() > 0 && !options.ahead) || reconnecting;
         let refused = if self.pending.sent() >= max_in_flight || in_line {
             Refused::Full
         } else {
@@ -497,7 +500,7 @@ impl RpcConnection {
                 Err(refused) => refused,
             }
         };
-        let wait = reconnecting || self.config.backpressure == Backpressure::Wait;
+        let wait = reconnecting || options.ahead || self.config.backpressure == Backpressure::Wait;
         match refused {
             Refused::Closed => Err(Error::NotConnected {
                 method: call.method,
@@ -1280,6 +1283,7 @@ where
                     CallOptions {
                         timeout: msg.timeout,
                         retry: msg.retry,
+                        ahead: false,
                     },
                     ctx,
                 )
@@ -1310,6 +1314,7 @@ impl Handler<RawCall> for RpcConnection {
                     CallOptions {
                         timeout: msg.timeout,
                         retry: msg.retry,
+                        ahead: false,
                     },
                     ctx,
                 )
@@ -1529,7 +1534,7 @@ impl Handler<Subscribe> for RpcConnection {
                 &msg.params,
                 CallOptions {
                     timeout: msg.timeout,
-                    retry: false,
+                    ..CallOptions::default()
                 },
                 ctx,
             )
