@@ -151,6 +151,26 @@ async fn echo_push_ping_headers_and_drop() {
 }
 
 #[actix_rt::test]
+async fn a_server_that_records_nothing_still_answers() {
+    let server = TestServer::builder()
+        .record_received(false)
+        .start(support::standard);
+    let mut ws = connect(&server.url(), None).await.expect("connect failed");
+    for id in 1..=3 {
+        send(
+            &mut ws,
+            &json!({"jsonrpc":"2.0","id":id,"method":"echo","params":[id]}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            support::response(&json!(id), json!([id]))
+        );
+    }
+    assert!(server.received().is_empty());
+}
+
+#[actix_rt::test]
 async fn fragmented_close_and_auth() {
     let server = TestServer::builder()
         .require_header("authorization", "Bearer t")

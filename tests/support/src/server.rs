@@ -73,13 +73,25 @@ struct Inner {
     handler: Box<Handler>,
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
+    record_received: bool,
 }
 
 /// Builder for [`TestServer`] options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TestServerBuilder {
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
+    record_received: bool,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        TestServerBuilder {
+            required_headers: Vec::new(),
+            reject_with: None,
+            record_received: true,
+        }
+    }
 }
 
 impl TestServerBuilder {
@@ -94,6 +106,14 @@ impl TestServerBuilder {
     /// Rejects every handshake with this HTTP status (e.g. 401, 403, 500).
     pub fn reject_with(mut self, status: u16) -> Self {
         self.reject_with = Some(status);
+        self
+    }
+
+    /// Whether every inbound message is kept for [`TestServer::received`] (the default). A
+    /// long-running server (the soak example) turns it off, or that list grows with every
+    /// message; `received()` then stays empty and `wait_received` times out.
+    pub fn record_received(mut self, on: bool) -> Self {
+        self.record_received = on;
         self
     }
 
@@ -142,6 +162,7 @@ impl TestServerBuilder {
             handler: Box::new(handler),
             required_headers: self.required_headers,
             reject_with: self.reject_with,
+            record_received: self.record_received,
         });
 
         let addr = listener
@@ -565,7 +586,9 @@ async fn handle_message(inner: &Arc<Inner>, conn: &Conn, msg: AggregatedMessage)
             return;
         }
     };
-    inner.watched.update(|s| s.received.push(value.clone()));
+    if inner.record_received {
+        inner.watched.update(|s| s.received.push(value.clone()));
+    }
     if conn.is_closed() {
         return;
     }
