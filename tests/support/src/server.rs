@@ -40,7 +40,9 @@ pub enum Action {
     /// continuation frames, the last one final. (A JSON shorter than N still gives two frames: all
     /// of it, then an empty final continuation.)
     ReplyFragmented(Value, usize),
-    /// Performs the action after the delay, without blocking other messages of the connection.
+    /// Performs the action after the delay, without blocking other messages of the connection
+    /// (once due, it waits its turn behind what the connection is sending: never between the
+    /// frames of a fragmented message).
     Delay(Duration, Box<Action>),
     /// Performs the actions in order.
     Many(Vec<Action>),
@@ -456,7 +458,7 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
     let id = inner.watched.update(|s| {
         let id = s.next_conn;
         s.next_conn += 1;
-        s.conns.insert(id, cmd_tx);
+        s.conns.insert(id, cmd_tx.clone());
         s.handshakes.push(headers);
         id
     });
@@ -464,6 +466,7 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
     let (abort_tx, abort_rx) = oneshot::channel();
     let conn = Conn {
         session,
+        later: cmd_tx.clone(),
         abort: Arc::new(Mutex::new(Some(abort_tx))),
         closed: Arc::new(AtomicBool::new(false)),
     };
@@ -482,6 +485,9 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
 #[derive(Clone)]
 struct Conn {
     session: Session,
+    /// The connection's command queue: a delayed action, once due, is performed by the
+    /// connection's own task, in turn with everything else it sends.
+    later: mpsc::UnboundedSender<Action>,
     abort: Arc<Mutex<Option<oneshot::Sender<()>>>>,
     /// Set once a close frame was sent or the connection was dropped: nothing more is sent.
     closed: Arc<AtomicBool>,
@@ -654,9 +660,13 @@ fn perform(action: Action, conn: Conn) -> Pin<Box<dyn Future<Output = ()>>> {
                 }
             }
             Action::Delay(delay, action) => {
+                let later = conn.later.clone();
                 actix_web::rt::spawn(async move {
                     actix_web::rt::time::sleep(delay).await;
-                    perform(*action, conn).await;
+                    // Not performed here: a message sent from this task could fall between
+                    // the frames of a fragmented one the connection is sending (RFC 6455
+                    // §5.4 forbids it). A connection that has ended is gone from the queue.
+                    let _ = later.send(*action);
                 });
             }
             Action::Many(actions) => {
