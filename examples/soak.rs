@@ -18,7 +18,7 @@
 //! when its stdin closes — or on its own after the run's time plus a margin.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::rc::Rc;
@@ -168,15 +168,62 @@ enum Word {
 /// Subscriptions the server is pushing to: topic → current subscription id.
 type Topics = Arc<Mutex<BTreeMap<String, String>>>;
 
-/// The server's handler: subscriptions of its own, `standard` for the rest;
-/// and, chosen from the seed, some replies fragmented, sent as binary
-/// frames, or delayed.
-fn handler(seed: u64, topics: Topics) -> impl Fn(&Value) -> Action + Send + Sync + 'static {
+/// How often the server saw the same call: each echo carries a tag unique
+/// to the call, `p…` for a plain call, `r…` for one that opted in to being
+/// sent again after a reconnect.
+#[derive(Default)]
+struct Resends {
+    /// Tags seen lately: when first, and how many times.
+    seen: HashMap<String, (std::time::Instant, u32)>,
+    pruned: Option<std::time::Instant>,
+    /// Opted-in calls that reached the server a second time.
+    opted_in: u64,
+    /// Plain calls that reached the server a second time: never allowed.
+    plain: u64,
+    /// Calls that reached it a third time: never allowed.
+    thrice: u64,
+}
+
+impl Resends {
+    /// A call is sent again within its timeout or not at all, so tags older
+    /// than `FORGET_TAGS` are forgotten: the table stays bounded.
+    fn saw(&mut self, tag: &str) {
+        const FORGET_TAGS: Duration = Duration::from_secs(30);
+        let now = std::time::Instant::now();
+        if self
+            .pruned
+            .is_none_or(|at| now - at > Duration::from_secs(1))
+        {
+            self.seen.retain(|_, (first, _)| now - *first < FORGET_TAGS);
+            self.pruned = Some(now);
+        }
+        let times = &mut self.seen.entry(tag.to_owned()).or_insert((now, 0)).1;
+        *times += 1;
+        match (*times, tag.starts_with('r')) {
+            (2, true) => self.opted_in += 1,
+            (2, false) => self.plain += 1,
+            (3.., _) => self.thrice += 1,
+            _ => {}
+        }
+    }
+}
+
+/// The server's handler: subscriptions of its own, `standard` for the rest
+/// (echoes' tags counted); and, chosen from the seed, some replies
+/// fragmented, sent as binary frames, or delayed.
+fn handler(
+    seed: u64,
+    topics: Topics,
+    resends: Arc<Mutex<Resends>>,
+) -> impl Fn(&Value) -> Action + Send + Sync + 'static {
     let count = AtomicU64::new(0);
     let made = AtomicU64::new(0);
     move |msg: &Value| {
         let roll = mix(seed ^ count.fetch_add(1, Ordering::Relaxed));
         let id = &msg["id"];
+        if let (Some("echo"), Some(tag)) = (msg["method"].as_str(), msg["params"][1].as_str()) {
+            lock(&resends).saw(tag);
+        }
         let action = match msg["method"].as_str() {
             Some("soak.subscribe") => {
                 let topic = msg["params"][0].as_str().unwrap_or("?").to_owned();
@@ -239,7 +286,12 @@ fn tell(line: &str) {
 fn serve(args: &Args) -> ExitCode {
     let ends_anyway = std::time::Instant::now() + Duration::from_secs(args.seconds) + CHILD_MARGIN;
     let topics: Topics = Arc::default();
-    let handler = Arc::new(handler(args.seed, Arc::clone(&topics)));
+    let resends: Arc<Mutex<Resends>> = Arc::default();
+    let handler = Arc::new(handler(
+        args.seed,
+        Arc::clone(&topics),
+        Arc::clone(&resends),
+    ));
     let start = |at: Option<std::net::SocketAddr>| {
         let handler = Arc::clone(&handler);
         // Recording every message would grow with the run.
@@ -295,7 +347,7 @@ fn serve(args: &Args) -> ExitCode {
     while !faulting && !out_of_time() {
         match wait(Duration::from_secs(1)) {
             Some(Word::Go) => faulting = true,
-            Some(Word::Exit) => return stop_serving(proxy, server, pushing, pusher),
+            Some(Word::Exit) => return stop_serving(proxy, server, &resends, pushing, pusher),
             _ => {}
         }
     }
@@ -325,7 +377,7 @@ fn serve(args: &Args) -> ExitCode {
             }
         }
     }
-    stop_serving(proxy, server, pushing, pusher)
+    stop_serving(proxy, server, &resends, pushing, pusher)
 }
 
 /// Injects one fault chosen at random; returns what the parent said
@@ -447,9 +499,12 @@ fn push_items(
     }
 }
 
+/// Stops everything and tells the parent how often calls came again:
+/// `RESENT <opted in> <plain> <thrice>`.
 fn stop_serving(
     proxy: FaultProxy,
     server: Arc<Mutex<Option<TestServer>>>,
+    resends: &Mutex<Resends>,
     pushing: Arc<std::sync::atomic::AtomicBool>,
     pusher: std::thread::JoinHandle<()>,
 ) -> ExitCode {
@@ -457,6 +512,11 @@ fn stop_serving(
     let _ = pusher.join();
     drop(proxy);
     drop(server);
+    let resends = lock(resends);
+    tell(&format!(
+        "RESENT {} {} {}",
+        resends.opted_in, resends.plain, resends.thrice
+    ));
     ExitCode::SUCCESS
 }
 
@@ -557,8 +617,9 @@ enum Expect {
 
 /// A call picked at random: plain and retried echoes, sums, server errors,
 /// unknown methods, fragmented and large results, and sleeps and echoes
-/// with a short timeout.
-fn pick(rng: &mut Rng) -> Planned {
+/// with a short timeout. Echoes carry `call`, unique to this call, in their
+/// tag (see `Resends`).
+fn pick(rng: &mut Rng, call: &str) -> Planned {
     let planned = |call, expect| Planned {
         call,
         expect,
@@ -567,16 +628,18 @@ fn pick(rng: &mut Rng) -> Planned {
     match rng.below(100) {
         0..=39 => {
             let text = payload(rng);
+            let tag = format!("p{call}");
             planned(
-                Call::new("echo", params![text.clone()]),
-                Expect::Result(json!([text])),
+                Call::new("echo", params![text.clone(), tag.clone()]),
+                Expect::Result(json!([text, tag])),
             )
         }
         40..=54 => {
             let text = payload(rng);
+            let tag = format!("r{call}");
             Planned {
-                call: Call::new("echo", params![text.clone()]).retry_on_reconnect(),
-                expect: Expect::Result(json!([text])),
+                call: Call::new("echo", params![text.clone(), tag.clone()]).retry_on_reconnect(),
+                expect: Expect::Result(json!([text, tag])),
                 retry: true,
             }
         }
@@ -618,9 +681,10 @@ fn pick(rng: &mut Rng) -> Planned {
         ),
         _ => {
             let text = payload(rng);
+            let tag = format!("p{call}");
             planned(
-                Call::new("echo", params![text.clone()]).timeout(SHORT_TIMEOUT),
-                Expect::Result(json!([text])),
+                Call::new("echo", params![text.clone(), tag.clone()]).timeout(SHORT_TIMEOUT),
+                Expect::Result(json!([text, tag])),
             )
         }
     }
@@ -649,8 +713,17 @@ fn payload(rng: &mut Rng) -> String {
 /// with whatever else the machine runs; this one is the same in the first
 /// and second halves of the run, which is what makes comparing their memory
 /// meaningful, and it leaves headroom for the debug build in CI.
-async fn caller(client: Client, mut rng: Rng, deadline: Instant, max_calls: u64, tally: Shared) {
+async fn caller(
+    client: Client,
+    me: u64,
+    mut rng: Rng,
+    deadline: Instant,
+    max_calls: u64,
+    tally: Shared,
+) {
+    let mut n = 0u64;
     while Instant::now() < deadline {
+        n += 1;
         {
             let mut tally = tally.borrow_mut();
             if tally.calls.made >= max_calls {
@@ -662,7 +735,7 @@ async fn caller(client: Client, mut rng: Rng, deadline: Instant, max_calls: u64,
             call,
             expect,
             retry,
-        } = pick(&mut rng);
+        } = pick(&mut rng, &format!("{me}.{n}"));
         let method = call.method().to_owned();
         // Every call has a timeout of at most REQUEST_TIMEOUT; this bound
         // only catches a call that never ends.
@@ -970,6 +1043,7 @@ async fn run(
         let rng = Rng::new(args.seed, 1 + n);
         tasks.push(actix::spawn(caller(
             client.clone(),
+            n,
             rng,
             deadline,
             args.max_calls,
@@ -1087,14 +1161,24 @@ fn main() -> ExitCode {
         }
     };
     let faults: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let resent: Arc<Mutex<Option<Resent>>> = Arc::default();
     let (port_tx, port_rx) = mpsc::channel();
     let reader = {
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (faults, verbose) = (Arc::clone(&faults), args.verbose);
+        let (faults, resent, verbose) = (Arc::clone(&faults), Arc::clone(&resent), args.verbose);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(port) = line.strip_prefix("PORT ") {
                     let _ = port_tx.send(port.trim().parse::<u16>().ok());
+                } else if let Some(counts) = line.strip_prefix("RESENT ") {
+                    let n: Vec<u64> = counts.split(' ').filter_map(|n| n.parse().ok()).collect();
+                    if let [opted_in, plain, thrice] = n[..] {
+                        *lock(&resent) = Some(Resent {
+                            opted_in,
+                            plain,
+                            thrice,
+                        });
+                    }
                 } else if let Some(fault) = line.strip_prefix("FAULT ") {
                     let (kind, detail) = fault.split_once('|').unwrap_or((fault, ""));
                     *lock(&faults).entry(kind.to_owned()).or_default() += 1;
@@ -1118,8 +1202,9 @@ fn main() -> ExitCode {
     let child_ended = stop_child(&mut child);
     let _ = reader.join();
     let faults = std::mem::take(&mut *lock(&faults));
+    let resent = lock(&resent).take();
     match outcome {
-        Ok(outcome) => report(&outcome, &faults, child_ended),
+        Ok(outcome) => report(&outcome, &faults, resent, child_ended),
         Err(err) => {
             eprintln!("soak: {err}");
             ExitCode::from(2)
@@ -1144,8 +1229,20 @@ fn stop_child(child: &mut Child) -> String {
     format!("killed after {CHILD_EXIT:?}")
 }
 
+/// What the server saw of calls sent more than once (see `Resends`).
+struct Resent {
+    opted_in: u64,
+    plain: u64,
+    thrice: u64,
+}
+
 /// Prints the results and decides: `SUCCESS` only if the books balance.
-fn report(outcome: &Outcome, faults: &BTreeMap<String, u64>, child_ended: String) -> ExitCode {
+fn report(
+    outcome: &Outcome,
+    faults: &BTreeMap<String, u64>,
+    resent: Option<Resent>,
+    child_ended: String,
+) -> ExitCode {
     let Outcome {
         tally,
         stats,
@@ -1189,6 +1286,13 @@ fn report(outcome: &Outcome, faults: &BTreeMap<String, u64>, child_ended: String
     );
     for example in &calls.wrong_examples {
         println!("    e.g. {example}");
+    }
+    match &resent {
+        Some(r) => println!(
+            "  seen twice by the server: {} opted in, {} plain; three times: {}",
+            r.opted_in, r.plain, r.thrice
+        ),
+        None => println!("  seen twice by the server: n/a (the server process did not say)"),
     }
     if outcome.pending_first == outcome.pending {
         println!("pending at the end:    {:>9}", outcome.pending);
@@ -1288,6 +1392,18 @@ fn report(outcome: &Outcome, faults: &BTreeMap<String, u64>, child_ended: String
             growth * 100.0,
             RSS_GROWTH_LIMIT * 100.0
         ));
+    }
+    match &resent {
+        Some(r) if r.plain > 0 => failures.push(format!(
+            "{} call(s) that did not opt in reached the server twice",
+            r.plain
+        )),
+        Some(r) if r.thrice > 0 => failures.push(format!(
+            "{} call(s) reached the server three times or more",
+            r.thrice
+        )),
+        Some(_) => {}
+        None => failures.push("the server process did not report the calls it saw again".into()),
     }
     if calls.wrong > 0 {
         failures.push(format!("{} wrong answer(s)", calls.wrong));
