@@ -338,6 +338,65 @@ async fn a_subscription_is_made_again_and_its_stream_shows_the_gap() {
     assert_no_pending(&client);
 }
 
+/// Waits (bounded) until the connection has routed `n` notifications in all.
+async fn routed(client: &Client, n: u64) {
+    let deadline = Instant::now() + BOUND;
+    while client.stats().server_notifications < n {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+// NOTE: a known bug, found by the soak and left for the library's owner: the
+// gap item goes through the subscription's bounded queue like any item, so
+// the overflow policy can drop it. Here the queue holds 2: item 1 waits
+// unread, the gap item is queued behind it, and items 2 and 3 on the new id
+// push both out (DropOldest). The subscriber then sees `Lagged { missed: 2 }`,
+// 2, 3: nothing says that the connection was lost, nor for how long, and
+// "missed 2" counts the gap item as an item and not what the server sent
+// while the subscription was down. Run it with `-- --ignored`.
+#[actix_rt::test]
+#[ignore = "known bug: the overflow policy can drop the Resubscribed gap item"]
+async fn the_gap_item_is_not_lost_to_a_full_queue() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client = connect_with(builder(&proxy.url())).await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe_with(
+            jsonrpc_websocket::Subscribe::new("subscribe", params!["heads"], "unsubscribe")
+                .capacity(2),
+        ),
+    )
+    .await
+    .unwrap()
+    .typed::<u64>();
+    server.push(tick("s1", 1));
+    routed(&client, 1).await; // queued, not read
+
+    proxy.drop_all();
+    reconnected(&mut events).await;
+    server.wait_received_async(2, BOUND).await; // the second subscribe call
+    server.push(tick("s2", 2));
+    server.push(tick("s2", 3));
+    routed(&client, 3).await;
+
+    let mut seen = Vec::new();
+    loop {
+        let item = next_item(&mut sub).await;
+        let last = matches!(item, SubscriptionItem::Item(3));
+        seen.push(format!("{item:?}"));
+        if last {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|item| item.starts_with("Resubscribed")),
+        "the subscriber was never told of the reconnect: {seen:?}"
+    );
+}
+
 #[actix_rt::test]
 async fn a_resubscribe_the_server_refuses_ends_the_subscription_with_its_error() {
     let server = subscribing_server(Some(1));
