@@ -567,8 +567,9 @@ impl Calls {
 #[derive(Default)]
 struct Items {
     items: u64,
-    /// `Resubscribed` items: gaps the client signalled after reconnects.
-    gaps: u64,
+    /// `Resubscribed` items: gaps the client signalled after reconnects,
+    /// by topic.
+    gaps: BTreeMap<String, u64>,
     lagged: u64,
     missed: u64,
     invalid: u64,
@@ -881,7 +882,9 @@ fn note_item(
             items.lagged += 1;
             items.missed += missed;
         }
-        SubscriptionItem::Resubscribed { .. } => items.gaps += 1,
+        SubscriptionItem::Resubscribed { .. } => {
+            *items.gaps.entry(topic.to_owned()).or_default() += 1;
+        }
         SubscriptionItem::Invalid(_) => items.invalid += 1,
         _ => {}
     }
@@ -1323,8 +1326,14 @@ fn report(
         stats.bytes_received
     );
     println!(
-        "subscription items: {}; gaps signalled (Resubscribed): {}; lagged: {} times, {} missed; out of order: {}; undecodable: {}",
-        items.items, items.gaps, items.lagged, items.missed, items.out_of_order, items.invalid
+        "subscription items: {}; gaps signalled (Resubscribed): {} ({}); lagged: {} times, {} missed; out of order: {}; undecodable: {}",
+        items.items,
+        items.gaps.values().sum::<u64>(),
+        list(&items.gaps),
+        items.lagged,
+        items.missed,
+        items.out_of_order,
+        items.invalid
     );
     println!(
         "subscriptions ended and made anew: {}; subscribe failures {}, unsubscribe failures {}",
