@@ -397,6 +397,54 @@ async fn the_gap_item_is_not_lost_to_a_full_queue() {
     );
 }
 
+// NOTE: a known bug, found while documenting the soak and left for the
+// library's owner. With `Backpressure::Fail`, calls made while reconnecting
+// still wait in line (as `WhileReconnecting::Wait` says); on the new socket
+// the subscribe call that makes the subscription again is started *before*
+// that line is sent, finds it non-empty, and is refused at once with
+// `Overloaded`, which ends the subscription (`ResubscribeFailed`) although
+// the server never saw it. Run it with `-- --ignored`.
+#[actix_rt::test]
+#[ignore = "known bug: with Backpressure::Fail, calls waiting at the reconnect make the resubscribe fail with Overloaded"]
+async fn a_subscription_is_made_again_when_calls_wait_under_backpressure_fail() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client =
+        connect_with(builder(&proxy.url()).backpressure(jsonrpc_websocket::Backpressure::Fail))
+            .await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params!["heads"], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    down(&proxy, &mut events).await;
+    let waiting = {
+        let client = client.clone();
+        actix_rt::spawn(async move { echo(&client, 1).await })
+    };
+    let deadline = Instant::now() + BOUND;
+    while client.stats().queued_calls < 1 {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+    proxy.refuse(false);
+    reconnected(&mut events).await;
+    assert_eq!(
+        within("the waiting call", waiting).await.unwrap().unwrap(),
+        json!([1])
+    );
+    match within("the gap item", sub.next()).await {
+        Some(SubscriptionItem::Resubscribed { .. }) => {}
+        other => panic!(
+            "expected the gap item, got {other:?}; the subscription ended: {:?}",
+            sub.close_reason()
+        ),
+    }
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn a_resubscribe_the_server_refuses_ends_the_subscription_with_its_error() {
     let server = subscribing_server(Some(1));
