@@ -3,9 +3,10 @@
 //! random — connections cut, closed with assorted codes, black-holed then
 //! healed, stalled, refused for a moment, the server restarted, garbage
 //! frames, fragmented, binary and delayed replies. At the end it checks that
-//! the books balance: every call ended exactly once, nothing is left
-//! pending, the faults made it reconnect, and memory did not grow in the
-//! second half of the run.
+//! the books balance: every call ended exactly once and with the right
+//! answer, nothing is left pending, the faults made it reconnect, no call
+//! reached the server again unless it opted in, and memory did not grow in
+//! the second half of the run. It exits with status 1, saying why, if not.
 //!
 //! Run it with `cargo run --release --example soak` (or `-- --seconds 10`
 //! for a short run, `--seed N` to replay a fault schedule, `--verbose` to
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 
 /// Tasks making calls, each one call at a time.
 const CALLERS: u64 = 32;
-/// Subscriptions, one task each; the last one reads slowly (see `SLOW`).
+/// Subscriptions, one task each; the last one reads slowly (see `subscriber`).
 const TOPICS: [&str; 4] = ["a", "b", "c", "slow"];
 /// The slow subscriber's queue: small, so that it overflows and says so.
 const SLOW_CAPACITY: usize = 16;
@@ -352,13 +353,18 @@ fn serve(args: &Args) -> ExitCode {
         }
     }
     let mut rng = Rng::new(args.seed, 0xFA17);
+    let mut first = true;
     while !out_of_time() {
         if faulting {
             match wait(rng.millis(200, 1200)) {
                 Some(Word::Stop) => faulting = false,
                 Some(Word::Exit) => break,
                 Some(Word::Go) | None => {
-                    match fault(&mut rng, &proxy, &server, backend, &start, &wait) {
+                    // The first fault always cuts the connection, so that
+                    // even the shortest run reconnects at least once.
+                    let roll = if first { 0 } else { rng.below(100) };
+                    first = false;
+                    match fault(roll, &mut rng, &proxy, &server, backend, &start, &wait) {
                         Some(Word::Exit) => break,
                         Some(Word::Stop) => faulting = false,
                         _ => {}
@@ -380,10 +386,11 @@ fn serve(args: &Args) -> ExitCode {
     stop_serving(proxy, server, &resends, pushing, pusher)
 }
 
-/// Injects one fault chosen at random; returns what the parent said
+/// Injects the fault `roll` (0–99) picks; returns what the parent said
 /// meanwhile, if anything. Faults that last (black hole, stall, refusal)
 /// are undone before it returns, early when the parent speaks.
 fn fault(
+    roll: u64,
     rng: &mut Rng,
     proxy: &FaultProxy,
     server: &Mutex<Option<TestServer>>,
@@ -392,7 +399,6 @@ fn fault(
     wait: &dyn Fn(Duration) -> Option<Word>,
 ) -> Option<Word> {
     const CODES: [u16; 7] = [1000, 1001, 1011, 1012, 1013, 4000, 4001];
-    let roll = rng.below(100);
     let mut heard = None;
     match roll {
         0..=15 => {
@@ -1054,6 +1060,24 @@ async fn run(
         )));
     }
     say(&mut child, "GO");
+    if args.verbose {
+        // A line every twelfth of the run: how memory and the connection go.
+        let (client, every) = (client.clone(), (seconds / 12).max(Duration::from_secs(1)));
+        let origin = Instant::from_std(origin);
+        actix::spawn(async move {
+            while Instant::now() + every <= deadline {
+                tokio::time::sleep(every).await;
+                let stats = client.stats();
+                println!(
+                    "{:>8.3}s  rss {}, pending {}, reconnects {}",
+                    origin.elapsed().as_secs_f64(),
+                    mib(Rss::sample()),
+                    stats.pending,
+                    stats.reconnects
+                );
+            }
+        });
+    }
 
     // NOTE: "start" is sampled after a warm-up under full load and faults
     // (a tenth of the run, 1 to 6 s): the allocator's arenas, the pending
@@ -1137,8 +1161,9 @@ fn main() -> ExitCode {
     let origin = std::time::Instant::now();
     let launch = Rss::sample();
     println!(
-        "soak: {} s, seed {} (replay its faults with --seed {}), {CALLERS} callers, {} subscribers, at most {} calls",
+        "soak: {} s, {} build, seed {} (replay its faults with --seed {}), {CALLERS} callers, {} subscribers, at most {} calls",
         args.seconds,
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         args.seed,
         args.seed,
         TOPICS.len(),
