@@ -47,8 +47,9 @@ const PUSH_EVERY: Duration = Duration::from_millis(10);
 /// The client's default call timeout; calls marked short use `SHORT_TIMEOUT`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const SHORT_TIMEOUT: Duration = Duration::from_millis(150);
-/// A call with no outcome this long after its own timeout is counted as
-/// hung (a library bug: a call must always end) and dropped.
+/// A call with no outcome this long after the longest call timeout
+/// (`REQUEST_TIMEOUT`) is counted as hung (a library bug: a call must
+/// always end) and dropped.
 const HUNG_AFTER: Duration = Duration::from_secs(5);
 /// Heartbeat: a black-holed connection is noticed within interval + timeout.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -540,7 +541,7 @@ struct Calls {
     /// `Error::NotConnected`: refused while the connection was stopping.
     not_connected: u64,
     /// Any other kind, by name (e.g. "Overloaded", or "hung" for a call
-    /// with no outcome `HUNG_AFTER` past its timeout).
+    /// with no outcome `REQUEST_TIMEOUT + HUNG_AFTER` after it was made).
     other: BTreeMap<String, u64>,
     /// Outcomes that are not what the server does for that call (a wrong
     /// echo, an error for a call that cannot fail, …), with examples.
@@ -759,7 +760,7 @@ async fn caller(
     }
 }
 
-/// A call with no outcome `HUNG_AFTER` past its timeout.
+/// A call with no outcome `REQUEST_TIMEOUT + HUNG_AFTER` after it was made.
 struct Hung;
 
 /// Counts how one call ended, and whether that is what the server does.
@@ -1402,7 +1403,8 @@ fn report(
     }
     if let Some(hung) = calls.other.get("hung") {
         failures.push(format!(
-            "{hung} call(s) had no outcome {HUNG_AFTER:?} after their timeout"
+            "{hung} call(s) had no outcome within {:?}",
+            REQUEST_TIMEOUT + HUNG_AFTER
         ));
     }
     if outcome.pending != 0 {
