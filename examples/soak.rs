@@ -1114,7 +1114,6 @@ async fn run(
         pending = client.stats().pending;
     }
     let pending_settled_in = settling.elapsed();
-    let stats = client.stats();
     let ran_for = started.elapsed();
     if tokio::time::timeout(CLOSE_BOUND, client.close())
         .await
@@ -1122,6 +1121,9 @@ async fn run(
     {
         eprintln!("soak: closing the client took over {CLOSE_BOUND:?}");
     }
+    // The counters once closed: a reconnect that completed during the
+    // wind-down is in both these and the events.
+    let stats = client.stats();
     drop(client);
     if tokio::time::timeout(CLOSE_BOUND, watcher).await.is_err() {
         eprintln!("soak: the event stream did not end within {CLOSE_BOUND:?} of the close");
