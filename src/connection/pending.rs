@@ -535,6 +535,14 @@ impl PendingCalls {
         Ok(())
     }
 
+    /// Removes calls without telling anyone (their caller is told otherwise).
+    pub fn withdraw(&self, ids: &[u64]) {
+        let mut inner = self.inner.borrow_mut();
+        for &id in ids {
+            inner.remove(id);
+        }
+    }
+
     /// Fails one call with an error built from its [`CallInfo`].
     pub fn fail(&self, id: u64, error: impl FnOnce(CallInfo) -> Error) -> bool {
         let Some(entry) = self.remove(id) else {
