@@ -872,3 +872,66 @@ async fn closing_cleanly_is_told_as_such() {
     );
     assert!(within("the end", events.next()).await.is_none());
 }
+
+/// Calls whose frames were still in our own outbound queue when the socket
+/// died never reached the server: they are sent on the new socket, not
+/// failed. Those the writer had taken may have reached it, and fail. Here
+/// the server stops reading (black hole) until our writer is stuck and
+/// frames pile up behind it, then the connection is cut.
+#[actix_rt::test]
+async fn calls_never_written_are_sent_on_the_new_socket() {
+    let server = TestServer::start(standard);
+    let proxy = FaultProxy::start(server.addr());
+    let client = connect_with(builder(&proxy.url()).max_queued_bytes(64 << 20)).await;
+    let mut events = client.events();
+    proxy.black_hole();
+    let big = "x".repeat(256 * 1024);
+    let call = |n: u64| {
+        let client = client.clone();
+        let params = params![n, big.clone()];
+        actix_rt::spawn(async move { client.call::<Value>("echo", params).await })
+    };
+    // First calls: the writer takes them and gets stuck on the full socket.
+    let mut calls: Vec<_> = (0..32u64).map(call).collect();
+    let deadline = Instant::now() + BOUND;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(ms(50)).await;
+        let queued = client.stats().queued_bytes;
+        if queued > 0 && queued == last {
+            break; // nothing moves: stuck
+        }
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        last = queued;
+    }
+    // More calls: their frames wait behind the stuck writer, never taken.
+    calls.extend((32..64u64).map(call));
+    while client.stats().pending < 64 {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+    proxy.drop_all();
+    reconnected(&mut events).await;
+    let (mut answered, mut failed) = (0, 0);
+    for call in calls {
+        match within("a call", call).await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(err) => {
+                assert!(err.is_disconnect(), "{err}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("{answered} answered on the new socket, {failed} failed");
+    assert!(
+        answered > 0,
+        "none was sent on the new socket ({failed} failed)"
+    );
+    assert_eq!(answered + failed, 64);
+    assert_eq!(
+        count(&server, "echo"),
+        answered,
+        "each answered call reached the server once"
+    );
+    assert_no_pending(&client);
+}

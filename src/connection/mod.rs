@@ -486,7 +486,7 @@ impl RpcConnection {
         let refused = if self.pending.sent() >= max_in_flight || in_line {
             Refused::Full
         } else {
-            match self.shared.outbox.try_push(&frame) {
+            match self.shared.outbox.try_push_call(&frame, id) {
                 Ok(()) => {
                     self.next_id += 1;
                     let deadline = self.pending.insert(call, now, timeout);
@@ -585,7 +585,7 @@ impl RpcConnection {
             let Some((id, frame)) = self.pending.next_unsent() else {
                 return true;
             };
-            match self.shared.outbox.try_push(&frame) {
+            match self.shared.outbox.try_push_call(&frame, id) {
                 Ok(()) => {
                     self.pending.mark_sent(id);
                     stats::add(&self.metrics().calls_sent, 1);
