@@ -870,3 +870,34 @@ async fn http_and_websocket_downstreams_share_one_path_and_the_upstream() {
     let _ = within("closing", downstream.close()).await;
     served.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_client_that_goes_away_leaves_nothing_pending_upstream_past_the_timeout() {
+    let server = TestServer::start(standard);
+    let up = upstream(&server.url()).await;
+    let config = ProxyConfig::new().timeout(Duration::from_millis(300));
+    let served = Served::start(Forward::new(Upstreams::new([up.clone()])).config(config)).await;
+    // Gives up on its request (never answered upstream) and goes away.
+    let impatient = awc::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .finish();
+    let gave_up = impatient
+        .post(&served.url)
+        .send_body(request("1", "silent", "[]"))
+        .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    drop(impatient);
+    server.wait_received_async(1, BOUND).await;
+    // NOTE: actix-web does not drop a handler whose HTTP/1 client has gone
+    // (actix/actix-web#3462), so the upstream call waits for the proxy's
+    // timeout; it must end then, not linger.
+    within("the upstream call to end", async {
+        // (The proxy counts the timeout on its worker's thread.)
+        while up.stats().pending > 0 || served.forward.stats().timeouts == 0 {
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(served.forward.stats().timeouts, 1);
+    served.stop().await;
+}
