@@ -96,24 +96,10 @@ once.";
 /// Runs the proxy until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     let timeout = options.timeout;
-    let mut clients = Vec::with_capacity(args.upstreams.len());
-    for url in &args.upstreams {
-        let builder = configure(RpcConnection::builder(url), options.clone()).reconnect(
-            ReconnectPolicy::new()
-                .initial_delay(RECONNECT_INITIAL_DELAY)
-                .max_delay(RECONNECT_MAX_DELAY)
-                .forever(),
-        );
-        match builder.connect().await {
-            Ok(client) => clients.push(client),
-            Err(err) => {
-                let code = upstream_failed(url, &err);
-                close_all(&clients).await;
-                return code;
-            }
-        }
-    }
-
+    let clients = match connect_upstreams(&args.upstreams, &options).await {
+        Ok(clients) => clients,
+        Err(code) => return code,
+    };
     let forward =
         Forward::new(Upstreams::new(clients.iter().cloned())).config(config(&args, timeout));
     let data = web::Data::new(forward);
@@ -157,14 +143,7 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     let addrs = server.addrs();
     let server = server.run();
     let stopper = actix_web::rt::spawn(shutdown_on_signals(signals, server.handle()));
-    {
-        let mut stdout = std::io::stdout().lock();
-        for addr in addrs {
-            // Whoever started us may not read stdout; the proxy works anyway.
-            let _ = writeln!(stdout, "listening on {addr}");
-        }
-        let _ = stdout.flush();
-    }
+    print_listening(&addrs);
     let served = server.await;
     stopper.abort();
     close_all(&clients).await;
@@ -175,6 +154,39 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Opens one reconnecting connection per upstream, in order; the first
+/// that cannot be opened is reported (and those already open are closed).
+async fn connect_upstreams(urls: &[String], options: &Options) -> Result<Vec<Client>, ExitCode> {
+    let mut clients = Vec::with_capacity(urls.len());
+    for url in urls {
+        let builder = configure(RpcConnection::builder(url), options.clone()).reconnect(
+            ReconnectPolicy::new()
+                .initial_delay(RECONNECT_INITIAL_DELAY)
+                .max_delay(RECONNECT_MAX_DELAY)
+                .forever(),
+        );
+        match builder.connect().await {
+            Ok(client) => clients.push(client),
+            Err(err) => {
+                let code = upstream_failed(url, &err);
+                close_all(&clients).await;
+                return Err(code);
+            }
+        }
+    }
+    Ok(clients)
+}
+
+/// `listening on <ADDR>`, one line per address bound.
+fn print_listening(addrs: &[std::net::SocketAddr]) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        // Whoever started us may not read stdout; the proxy works anyway.
+        let _ = writeln!(stdout, "listening on {addr}");
+    }
+    let _ = stdout.flush();
 }
 
 /// The limits from the options; the rest are the library's defaults.
