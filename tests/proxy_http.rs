@@ -30,9 +30,11 @@ use test_support::{
 /// once the front end exists: one more `.route(..)` on the resource.
 fn routes(config: &mut web::ServiceConfig) {
     config
-        .service(web::resource("/").route(web::post().to(proxy::http)))
-        // enable when proxy::websocket lands:
-        // .service(web::resource("/").route(web::post().to(proxy::http)).route(web::get().to(proxy::websocket)))
+        .service(
+            web::resource("/").route(web::post().to(proxy::http)),
+            // enable when proxy::websocket lands (or use proxy::resource("/")):
+            // .route(web::get().to(proxy::websocket)),
+        )
         .route("/metrics", web::get().to(proxy::metrics));
 }
 
