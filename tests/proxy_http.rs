@@ -29,12 +29,11 @@ use test_support::{
 /// The routes a proxy serves. Websocket sessions join at the same path
 /// once the front end exists: one more `.route(..)` on the resource.
 fn routes(config: &mut web::ServiceConfig) {
+    let rpc = web::resource("/").route(web::post().to(proxy::http));
+    // enable when proxy::websocket lands (or use proxy::resource("/")):
+    // let rpc = rpc.route(web::get().to(proxy::websocket));
     config
-        .service(
-            web::resource("/").route(web::post().to(proxy::http)),
-            // enable when proxy::websocket lands (or use proxy::resource("/")):
-            // .route(web::get().to(proxy::websocket)),
-        )
+        .service(rpc)
         .route("/metrics", web::get().to(proxy::metrics));
 }
 

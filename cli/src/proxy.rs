@@ -105,11 +105,10 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     let data = web::Data::new(forward);
     let metrics = args.metrics;
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone()).service(
-            web::resource("/").route(web::post().to(proxy::http)),
-            // enable when proxy::websocket lands: the same path upgrades.
-            // .route(web::get().to(proxy::websocket)),
-        );
+        let rpc = web::resource("/").route(web::post().to(proxy::http));
+        // enable when proxy::websocket lands: an upgrade at the same path.
+        // let rpc = rpc.route(web::get().to(proxy::websocket));
+        let app = App::new().app_data(data.clone()).service(rpc);
         if metrics {
             app.route("/metrics", web::get().to(proxy::metrics))
         } else {
