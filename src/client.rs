@@ -397,6 +397,15 @@ impl Client {
         self.addr.connected()
     }
 
+    /// Calls in the pending table now (a cheaper [`Stats::pending`]).
+    #[cfg(feature = "proxy")]
+    pub(crate) fn pending_now(&self) -> u64 {
+        self.shared
+            .metrics
+            .pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the connection is down and dialling again.
     pub fn is_reconnecting(&self) -> bool {
         self.shared

@@ -89,6 +89,8 @@ mod error;
 mod events;
 mod message;
 mod protocol;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 mod registry;
 mod stats;
 mod subscription;

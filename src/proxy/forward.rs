@@ -1,0 +1,491 @@
+//! [`Forward`]: one downstream message in, its answer out. Requests go to
+//! an upstream connection, which gives each its own id (so any number of
+//! downstream clients share it without collisions); answers carry the
+//! downstream's id back exactly as it was written.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::join_all;
+
+use super::codes;
+use super::config::ProxyConfig;
+use super::hook::{Decision, Hook, Origin, ProxyRequest};
+use super::metrics::{bump, Metrics, ProxyStats};
+use super::upstream::Upstreams;
+use crate::error::Error;
+use crate::message::RawCall;
+use crate::protocol::{self, ErrorObject, Id, Inbound, Message, Params};
+
+/// Forwards downstream JSON-RPC messages to a pool of upstream connections
+/// and builds the answers. Cheap to clone; share one among every worker and
+/// front end of a service.
+///
+/// - A request goes upstream; its answer comes back with the downstream's
+///   id, byte for byte, and the upstream's result exactly as sent.
+/// - A notification goes upstream; nothing comes back.
+/// - A batch's entries go upstream each on its own, concurrently, each with
+///   its own timeout; the answer is one batch in the downstream's order,
+///   without the notifications (none at all for a batch of notifications).
+///   One slow or failing entry fails alone.
+/// - What is not a request gets the JSON-RPC error the specification names
+///   (-32700 parse error, -32600 invalid request), id `null` when none could
+///   be read.
+///
+/// Upstream failures are errors in the server range: -32001 no answer in
+/// time, -32002 no upstream (lost, or none connected), -32005 a limit.
+///
+/// # Examples
+///
+/// ```no_run
+/// use jsonrpc_websocket::proxy::{Forward, Origin, Transport, Upstreams};
+/// use jsonrpc_websocket::RpcConnection;
+///
+/// # async fn demo() -> Result<(), jsonrpc_websocket::Error> {
+/// let upstream = RpcConnection::builder("ws://127.0.0.1:8546").connect().await?;
+/// let forward = Forward::new(Upstreams::new([upstream]));
+/// let answer = forward
+///     .message(r#"{"jsonrpc":"2.0","id":"a-7","method":"eth_blockNumber"}"#, &Origin::new(Transport::Http))
+///     .await;
+/// // Some(r#"{"jsonrpc":"2.0","id":"a-7","result":"0x12a05f"}"#)
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Forward {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    upstreams: Upstreams,
+    config: ProxyConfig,
+    hook: Option<Arc<dyn Hook>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Forward {
+    /// Forwards to `upstreams` with the default [`ProxyConfig`] and no hook.
+    pub fn new(upstreams: Upstreams) -> Forward {
+        Forward {
+            inner: Arc::new(Inner {
+                upstreams,
+                config: ProxyConfig::default(),
+                hook: None,
+                metrics: Arc::default(),
+            }),
+        }
+    }
+
+    /// Uses these limits and policies.
+    pub fn config(self, config: ProxyConfig) -> Forward {
+        self.with(|inner| inner.config = config)
+    }
+
+    /// Lets `hook` inspect, rewrite, answer or refuse each request first.
+    pub fn hook(self, hook: impl Hook) -> Forward {
+        self.with(|inner| inner.hook = Some(Arc::new(hook)))
+    }
+
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Forward {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        change(&mut inner);
+        Forward {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The limits and policies in use.
+    pub fn proxy_config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    /// The upstream pool.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.inner.upstreams
+    }
+
+    /// The proxy's counters so far.
+    pub fn stats(&self) -> ProxyStats {
+        self.inner.metrics.snapshot()
+    }
+
+    /// The counters, each upstream's state and latency histogram, in the
+    /// Prometheus text format (what `GET /metrics` serves).
+    pub fn prometheus(&self) -> String {
+        self.inner.metrics.prometheus(&self.inner.upstreams)
+    }
+
+    pub(crate) fn has_hook(&self) -> bool {
+        self.inner.hook.is_some()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Forwards one downstream message (a request, a notification or a
+    /// batch) and returns the text to answer with; `None` when nothing is
+    /// owed (notifications).
+    pub async fn message(&self, text: &str, origin: &Origin) -> Option<String> {
+        bump(&self.metrics().messages);
+        match protocol::parse(text) {
+            Inbound::Single(message) => self.entry(message, origin).await,
+            Inbound::Batch(messages) => {
+                let limit = self.inner.config.max_batch;
+                if messages.len() > limit {
+                    bump(&self.metrics().limited);
+                    let error = ErrorObject::new(
+                        codes::LIMIT_EXCEEDED,
+                        format!(
+                            "a batch of {} entries is over the limit of {limit}",
+                            messages.len()
+                        ),
+                    );
+                    return Some(error_text(&Id::null(), &error));
+                }
+                let answers = join_all(messages.into_iter().map(|m| self.entry(m, origin))).await;
+                join_batch(answers.into_iter().flatten())
+            }
+            Inbound::Garbage(reason) => {
+                bump(&self.metrics().invalid);
+                Some(error_text(&Id::null(), &garbage(text, &reason)))
+            }
+        }
+    }
+
+    /// One request or notification of a message.
+    async fn entry(&self, message: Message<'_>, origin: &Origin) -> Option<String> {
+        match message {
+            Message::Request(request) => {
+                let request = ProxyRequest {
+                    method: request.method,
+                    params: request.params.map(str::to_owned),
+                    id: Some(request.id),
+                };
+                Some(self.request(request, origin).await)
+            }
+            Message::Notification(notification) => {
+                let request = ProxyRequest {
+                    method: notification.method,
+                    params: notification.params.map(str::to_owned),
+                    id: None,
+                };
+                self.notification(request, origin).await;
+                None
+            }
+            Message::InvalidRequest { id, reason } => {
+                bump(&self.metrics().invalid);
+                let id = id.unwrap_or_else(Id::null);
+                Some(error_text(&id, &ErrorObject::invalid_request(reason)))
+            }
+            Message::Response(_) | Message::InvalidResponse { .. } => {
+                bump(&self.metrics().invalid);
+                let error = ErrorObject::invalid_request("a response where a request was expected");
+                Some(error_text(&Id::null(), &error))
+            }
+        }
+    }
+
+    /// Forwards a request (after the hook) and returns its answer.
+    pub(crate) async fn request(&self, mut request: ProxyRequest, origin: &Origin) -> String {
+        let id = request.id.clone().unwrap_or_else(Id::null);
+        if let Some(answer) = self.decide(&mut request, origin) {
+            return match answer {
+                Ok(result) => result_text(&id, result.get()),
+                Err(error) => error_text(&id, &error),
+            };
+        }
+        let params = match params(request.params, self.inner.config.max_depth) {
+            Ok(params) => params,
+            Err(error) => {
+                bump(&self.metrics().invalid);
+                return error_text(&id, &error);
+            }
+        };
+        let Some((_, upstream)) = self.inner.upstreams.pick() else {
+            bump(&self.metrics().unavailable);
+            let error = ErrorObject::new(codes::UPSTREAM_UNAVAILABLE, "no upstream is connected");
+            return error_text(&id, &error);
+        };
+        bump(&self.metrics().forwarded);
+        let call = RawCall {
+            method: request.method.into(),
+            params,
+            timeout: Some(self.inner.config.timeout),
+            retry: false,
+        };
+        let started = Instant::now();
+        let outcome = match upstream.client.addr().send(call).await {
+            Ok(outcome) => outcome,
+            Err(_mailbox) => Err(Error::NotConnected {
+                method: "forwarded request".into(),
+            }),
+        };
+        match outcome {
+            Ok(reply) => {
+                upstream.latency.record(started.elapsed());
+                result_text(&id, &reply.result.text)
+            }
+            Err(Error::Rpc { error, .. }) => {
+                upstream.latency.record(started.elapsed());
+                bump(&self.metrics().upstream_errors);
+                error_text(&id, &error)
+            }
+            Err(err) => {
+                let error = self.upstream_failure(&err);
+                if !matches!(err, Error::Overloaded { .. }) {
+                    bump(&upstream.failures);
+                }
+                error_text(&id, &error)
+            }
+        }
+    }
+
+    /// Forwards a notification (after the hook).
+    pub(crate) async fn notification(&self, mut request: ProxyRequest, origin: &Origin) {
+        if self.decide(&mut request, origin).is_some() {
+            // Answered or refused here: a notification gets no answer.
+            return;
+        }
+        let Ok(params) = params(request.params, self.inner.config.max_depth) else {
+            bump(&self.metrics().invalid);
+            return;
+        };
+        let Some((_, upstream)) = self.inner.upstreams.pick() else {
+            bump(&self.metrics().unavailable);
+            return;
+        };
+        bump(&self.metrics().notifications);
+        if let Err(err) = upstream.client.notify(request.method, params).await {
+            log::debug!("a downstream notification could not go upstream: {err}");
+        }
+    }
+
+    /// The hook's decision: `None` to forward, or the answer to give here.
+    fn decide(
+        &self,
+        request: &mut ProxyRequest,
+        origin: &Origin,
+    ) -> Option<Result<Box<serde_json::value::RawValue>, ErrorObject>> {
+        let hook = self.inner.hook.as_ref()?;
+        match hook.request(request, origin) {
+            Decision::Forward => None,
+            Decision::Answer(result) => {
+                bump(&self.metrics().answered_locally);
+                Some(Ok(result))
+            }
+            Decision::Refuse(error) => {
+                bump(&self.metrics().refused);
+                Some(Err(error))
+            }
+        }
+    }
+
+    /// The error a downstream gets when the upstream gave no answer.
+    fn upstream_failure(&self, err: &Error) -> ErrorObject {
+        match err {
+            Error::Timeout { after, .. } => {
+                bump(&self.metrics().timeouts);
+                ErrorObject::new(
+                    codes::UPSTREAM_TIMEOUT,
+                    format!("the upstream did not answer within {after:?}"),
+                )
+            }
+            Error::Overloaded { .. } => {
+                bump(&self.metrics().limited);
+                ErrorObject::new(
+                    codes::LIMIT_EXCEEDED,
+                    format!("the upstream is busy: {err}"),
+                )
+            }
+            Error::MessageTooLarge { .. } | Error::InvalidParams { .. } => {
+                bump(&self.metrics().invalid);
+                ErrorObject::invalid_request(err)
+            }
+            other => {
+                bump(&self.metrics().unavailable);
+                ErrorObject::new(
+                    codes::UPSTREAM_UNAVAILABLE,
+                    format!("the upstream is unavailable: {other}"),
+                )
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward")
+            .field("upstreams", &self.inner.upstreams)
+            .field("config", &self.inner.config)
+            .field("hook", &self.inner.hook.is_some())
+            .finish()
+    }
+}
+
+/// A downstream's params as upstream params: checked to be JSON (a hook may
+/// have written them) nested at most `max_depth` levels.
+fn params(text: Option<String>, max_depth: usize) -> Result<Params, ErrorObject> {
+    let Some(text) = text else {
+        return Ok(Params::none());
+    };
+    if depth(&text) > max_depth {
+        return Err(ErrorObject::invalid_params(format!(
+            "params nested deeper than {max_depth} levels"
+        )));
+    }
+    let params = Params::from_json(text);
+    if params.is_invalid() {
+        return Err(ErrorObject::invalid_params(
+            "params must be a JSON array or object",
+        ));
+    }
+    Ok(params)
+}
+
+/// How deeply `json` nests arrays and objects (brackets inside strings do
+/// not count). One pass, no allocation: it runs before any parser does.
+fn depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// -32700 for text that is not JSON, -32600 for JSON that is no request.
+fn garbage(text: &str, reason: &str) -> ErrorObject {
+    if serde_json::from_str::<&serde_json::value::RawValue>(text).is_err() {
+        ErrorObject::new(
+            protocol::codes::PARSE_ERROR,
+            format!("parse error: {reason}"),
+        )
+    } else {
+        ErrorObject::invalid_request(reason)
+    }
+}
+
+pub(crate) fn result_text(id: &Id, result: &str) -> String {
+    let mut out = Vec::with_capacity(40 + result.len());
+    protocol::write_result_response(&mut out, id, result);
+    text(out)
+}
+
+pub(crate) fn error_text(id: &Id, error: &ErrorObject) -> String {
+    let mut out = Vec::with_capacity(96);
+    protocol::write_error_response(&mut out, id, error);
+    text(out)
+}
+
+/// The writers only ever put valid UTF-8 (from `&str`s) in the buffer.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// `[a,b,…]`, or `None` for no answers at all.
+fn join_batch(answers: impl Iterator<Item = String>) -> Option<String> {
+    let mut out = String::new();
+    for answer in answers {
+        out.push(if out.is_empty() { '[' } else { ',' });
+        out.push_str(&answer);
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.push(']');
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_carry_the_downstream_id_exactly() {
+        let id = Id::from_json("1e2").unwrap();
+        assert_eq!(
+            result_text(&id, r#"{"b":1,"a":2}"#),
+            r#"{"jsonrpc":"2.0","id":1e2,"result":{"b":1,"a":2}}"#
+        );
+        let error = ErrorObject::new(-32001, "slow");
+        assert_eq!(
+            error_text(&Id::null(), &error),
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"slow"}}"#
+        );
+    }
+
+    #[test]
+    fn batches_join_in_order_and_an_empty_one_is_no_answer() {
+        assert_eq!(
+            join_batch(["a".to_owned(), "b".to_owned()].into_iter()),
+            Some("[a,b]".into())
+        );
+        assert_eq!(join_batch(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_or_an_invalid_request() {
+        assert_eq!(garbage("{not json", "x").code, -32700);
+        assert_eq!(garbage("[]", "x").code, -32600);
+        assert_eq!(garbage("5", "x").code, -32600);
+    }
+
+    #[test]
+    fn params_must_be_json_and_not_too_deep() {
+        assert!(params(None, 128).is_ok());
+        assert!(params(Some("[1,2]".into()), 128).is_ok());
+        assert_eq!(params(Some("[1,".into()), 128).unwrap_err().code, -32602);
+        assert!(params(Some("[[[1]]]".into()), 3).is_ok());
+        assert_eq!(
+            params(Some("[[[[1]]]]".into()), 3).unwrap_err().code,
+            -32602
+        );
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(depth(r#"[1,{"a":[2]}]"#), 3);
+        assert_eq!(depth(r#"["[[[[", "\"[{"]"#), 1);
+        assert_eq!(depth("7"), 0);
+    }
+
+    #[actix_rt::test]
+    async fn without_upstreams_every_request_gets_an_error_and_notifications_nothing() {
+        let forward = Forward::new(Upstreams::new([]));
+        let origin = Origin::new(super::super::Transport::Http);
+        let answer = forward
+            .message(r#"{"jsonrpc":"2.0","id":"x","method":"m"}"#, &origin)
+            .await
+            .unwrap();
+        assert!(
+            answer.contains(r#""id":"x""#) && answer.contains("-32002"),
+            "{answer}"
+        );
+        assert_eq!(
+            forward
+                .message(r#"{"jsonrpc":"2.0","method":"m"}"#, &origin)
+                .await,
+            None
+        );
+        let stats = forward.stats();
+        assert_eq!((stats.messages, stats.unavailable), (2, 2));
+    }
+}

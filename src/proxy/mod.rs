@@ -1,0 +1,39 @@
+//! The actix-web side of a JSON-RPC proxy (feature `proxy`): downstream
+//! clients reach an actix-web service over HTTP or websocket, and their
+//! requests go to upstream JSON-RPC servers through [`RpcConnection`]s.
+//!
+//! - [`Forward`]: one downstream message in, its answer out; ids rewritten
+//!   so that every downstream shares the upstream connections, answers with
+//!   the downstream's own ids byte for byte; batch entries each on their own.
+//! - [`Upstreams`]: the upstream pool, with failover.
+//! - [`http`] and [`metrics`]: the HTTP front end and `GET /metrics`.
+//! - [`Hook`]: inspect, rewrite, answer or refuse each request.
+//! - [`ProxyConfig`]: every limit a downstream meets.
+//!
+//! [`RpcConnection`]: crate::RpcConnection
+
+mod config;
+mod forward;
+mod hook;
+mod http;
+mod metrics;
+mod upstream;
+
+pub use config::{ProxyConfig, SubscriptionMethods, UpstreamLoss};
+pub use forward::Forward;
+pub use hook::{Decision, Hook, Origin, ProxyRequest, Transport};
+pub use http::{http, metrics};
+pub use metrics::ProxyStats;
+pub use upstream::Upstreams;
+
+/// The error codes a proxy answers with itself (besides the standard ones
+/// in [`crate::codes`]).
+pub mod codes {
+    /// The upstream did not answer in time.
+    pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    /// No upstream is connected, or it was lost before answering.
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32002;
+    /// A limit was reached: body, batch size, requests in flight, the
+    /// upstream's own bounds (the code Ethereum nodes use).
+    pub const LIMIT_EXCEEDED: i64 = -32005;
+}
