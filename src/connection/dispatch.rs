@@ -153,6 +153,7 @@ impl ServerRequests {
             Some(Err(err)) => return Answer::Now(error(&id, &ErrorObject::invalid_params(err))),
         };
         let place = Place::take(&self.in_progress, &self.metrics);
+        let method = method.into_owned();
         let request = ServerRequest {
             method: method.clone(),
             params,

@@ -95,7 +95,7 @@ impl Listeners {
     /// Queues the notification for every matching listener.
     pub fn tell(&mut self, notification: Notification<'_>) {
         stats::add(&self.metrics.server_notifications, 1);
-        let Notification { method, params } = notification;
+        let Notification { method, params, .. } = notification;
         let params = match params.map(serde_json::from_str::<Value>) {
             None => Value::Null,
             Some(Ok(params)) => params,

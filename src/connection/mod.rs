@@ -575,8 +575,9 @@ impl RpcConnection {
                 held.id
             );
             self.listeners.tell(protocol::Notification {
-                method: held.method,
+                method: held.method.into(),
                 params: Some(&held.params),
+                params_members: None,
             });
         }
     }
@@ -734,10 +735,13 @@ impl RpcConnection {
             }
             RpcMessage::Request(request) => Some(self.requests.route(request)),
             RpcMessage::Notification(notification) => {
-                match self
-                    .subscriptions
-                    .route(&notification.method, notification.params, text)
-                {
+                let routed = self.subscriptions.route(
+                    &notification.method,
+                    notification.params,
+                    notification.params_members,
+                    text,
+                );
+                match routed {
                     Routed::NotOurs => self.listeners.tell(notification),
                     Routed::Delivered | Routed::Held => {
                         stats::add(&self.metrics().server_notifications, 1);

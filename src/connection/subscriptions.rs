@@ -260,12 +260,20 @@ impl Subscriptions {
         Some(key)
     }
 
-    /// Routes one notification by its `params.subscription`.
-    pub fn route(&self, method: &str, params: Option<&str>, text: &ByteString) -> Routed {
+    /// Routes one notification by its `params.subscription`. `members` are
+    /// the params' subscription members when the envelope's scan read them
+    /// already; otherwise `params` is scanned here.
+    pub fn route(
+        &self,
+        method: &str,
+        params: Option<&str>,
+        members: Option<scan::SubscriptionParams<'_>>,
+        text: &ByteString,
+    ) -> Routed {
         let Some(params_text) = params else {
             return Routed::NotOurs;
         };
-        let Some(params) = scan::subscription_params(params_text) else {
+        let Some(params) = members.or_else(|| scan::subscription_params(params_text)) else {
             return Routed::NotOurs;
         };
         let Some(id) = params.subscription.and_then(Id::from_json) else {
@@ -520,7 +528,7 @@ mod tests {
     }
 
     fn route_text(subs: &Subscriptions, text: &ByteString) -> Routed {
-        subs.route("m", Some(text), text)
+        subs.route("m", Some(text), None, text)
     }
 
     #[test]

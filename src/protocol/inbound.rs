@@ -2,10 +2,12 @@
 //! ([`super::scan`]) finds the envelope's members, borrowing each; when it
 //! cannot, one `serde_json` pass does. Only the members we keep are copied.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::scan::{self, Fields};
+use super::scan::{self, Fields, SubscriptionParams};
 use super::{ErrorObject, Id};
 
 /// One inbound websocket message, classified. Borrows from the message's
@@ -69,8 +71,9 @@ pub struct Response<'a> {
 pub struct Request<'a> {
     /// Its id, echoed exactly in our answer.
     pub id: Id,
-    /// The full method name.
-    pub method: String,
+    /// The full method name (borrowed from the message's text unless it
+    /// had to be unescaped).
+    pub method: Cow<'a, str>,
     /// The raw `params` (an array or an object), if any.
     pub params: Option<&'a str>,
 }
@@ -78,10 +81,14 @@ pub struct Request<'a> {
 /// A notification sent to us by the server.
 #[derive(Debug)]
 pub struct Notification<'a> {
-    /// The full method name.
-    pub method: String,
+    /// The full method name (borrowed from the message's text unless it
+    /// had to be unescaped).
+    pub method: Cow<'a, str>,
     /// The raw `params` (an array or an object), if any.
     pub params: Option<&'a str>,
+    /// The subscription members of `params`, when the scan read them with
+    /// the envelope (`None`: not read; routing scans `params` itself).
+    pub(crate) params_members: Option<SubscriptionParams<'a>>,
 }
 
 /// Every member borrowed and optional, so that a wrongly typed member still
@@ -117,6 +124,7 @@ impl<'a> Envelope<'a> {
             result: self.result.map(RawValue::get),
             error: self.error.map(RawValue::get),
             result_unescaped: false,
+            params_members: None,
         }
     }
 }
@@ -194,9 +202,9 @@ fn classify(env: Fields<'_>) -> Message<'_> {
             reason: reason.to_owned(),
         };
         let method = match scan::plain_string(method) {
-            Some(plain) => plain.to_owned(),
+            Some(plain) => Cow::Borrowed(plain),
             None => match serde_json::from_str::<String>(method) {
-                Ok(method) => method,
+                Ok(method) => Cow::Owned(method),
                 Err(_) => return invalid("method must be a string"),
             },
         };
@@ -214,7 +222,11 @@ fn classify(env: Fields<'_>) -> Message<'_> {
         }
         return match id {
             Some(id) => Message::Request(Request { id, method, params }),
-            None => Message::Notification(Notification { method, params }),
+            None => Message::Notification(Notification {
+                method,
+                params,
+                params_members: env.params_members,
+            }),
         };
     }
 
@@ -458,10 +470,18 @@ mod scan_agrees_with_serde {
         leaf.prop_recursive(4, 32, 5, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::btree_map(r#"[a-z"\\]{0,6}"#, inner, 0..5)
+                // Some keys are a subscription notification's params members.
+                prop::collection::btree_map(object_key(), inner, 0..5)
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    fn object_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => r#"[a-z"\\]{0,6}"#,
+            1 => prop::sample::select(vec!["subscription", "result", "error"]).prop_map(str::to_owned),
+        ]
     }
 
     fn envelope() -> impl Strategy<Value = Value> {
@@ -492,8 +512,17 @@ mod scan_agrees_with_serde {
             let by_serde = serde_json::from_str::<Envelope<'_>>(&text).unwrap().fields();
             // The scan may give up (escaped keys), never disagree.
             if let Some(by_scan) = scan::object(&text) {
-                // The scan may know more (whether the result has escapes).
-                prop_assert_eq!(Fields { result_unescaped: false, ..by_scan }, by_serde);
+                // The scan may know more (whether the result has escapes,
+                // and the params' subscription members, which must be what
+                // scanning the params alone finds).
+                prop_assert_eq!(
+                    Fields { result_unescaped: false, params_members: None, ..by_scan },
+                    by_serde
+                );
+                prop_assert_eq!(
+                    by_scan.params_members,
+                    by_scan.params.and_then(scan::subscription_params)
+                );
                 if by_scan.result_unescaped {
                     prop_assert!(by_scan.result.is_some_and(|r| r.starts_with('"') && !r.contains('\\')));
                 }

@@ -24,17 +24,32 @@ pub(crate) struct Fields<'a> {
     /// The result is a string the scan crossed without meeting a backslash
     /// (so decoding need not look for one again).
     pub result_unescaped: bool,
+    /// When `params` is an object the scan could read: its subscription
+    /// members (what [`subscription_params`] finds in it), read in the same
+    /// pass, so a subscription's notification is scanned once.
+    pub params_members: Option<SubscriptionParams<'a>>,
 }
 
 /// The members of an envelope.
 const KEYS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
+/// Where `params` is in [`KEYS`]: its object value is read for
+/// [`SUBSCRIPTION_KEYS`] while the envelope is scanned.
+const PARAMS: usize = 3;
+
+/// The members of a subscription notification's params.
+const SUBSCRIPTION_KEYS: [&str; 3] = ["subscription", "result", "error"];
+
 /// The members of the JSON object that is the whole of `text`.
 pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
-    whole_object(text, KEYS).map(fields)
+    let bytes = text.as_bytes();
+    let start = skip_ws(bytes, 0);
+    let scanned = members(text, start, KEYS, Some(PARAMS))?;
+    (skip_ws(bytes, scanned.end) == bytes.len()).then(|| fields(scanned))
 }
 
-fn fields([jsonrpc, id, method, params, result, error]: [Option<Member<'_>>; 6]) -> Fields<'_> {
+fn fields(scanned: Scanned<'_, 6>) -> Fields<'_> {
+    let [jsonrpc, id, method, params, result, error] = scanned.found;
     Fields {
         jsonrpc: jsonrpc.map(|m| m.text),
         id: id.map(|m| m.text),
@@ -43,6 +58,7 @@ fn fields([jsonrpc, id, method, params, result, error]: [Option<Member<'_>>; 6])
         result: result.map(|m| m.text),
         error: error.map(|m| m.text),
         result_unescaped: result.is_some_and(|m| m.unescaped),
+        params_members: scanned.inner.map(subscription_members),
     }
 }
 
@@ -58,13 +74,18 @@ pub(crate) struct SubscriptionParams<'a> {
 
 /// The subscription members of `params`, when it is one JSON object.
 pub(crate) fn subscription_params(params: &str) -> Option<SubscriptionParams<'_>> {
-    let [subscription, result, error] = whole_object(params, ["subscription", "result", "error"])?;
-    Some(SubscriptionParams {
+    whole_object(params, SUBSCRIPTION_KEYS).map(subscription_members)
+}
+
+fn subscription_members(
+    [subscription, result, error]: [Option<Member<'_>>; 3],
+) -> SubscriptionParams<'_> {
+    SubscriptionParams {
         subscription: subscription.map(|m| m.text),
         result: result.map(|m| m.text),
         result_unescaped: result.is_some_and(|m| m.unescaped),
         error: error.map(|m| m.text),
-    })
+    }
 }
 
 /// A member's raw text, and whether it is a string without a backslash.
@@ -74,6 +95,17 @@ struct Member<'a> {
     unescaped: bool,
 }
 
+/// What [`members`] found in one object.
+struct Scanned<'a, const N: usize> {
+    /// The members named by its keys.
+    found: [Option<Member<'a>>; N],
+    /// The [`SUBSCRIPTION_KEYS`] members of the object value of the key it
+    /// was asked to look into, when that value is an object it could read.
+    inner: Option<[Option<Member<'a>>; 3]>,
+    /// Just past the object's closing brace.
+    end: usize,
+}
+
 /// The members named `keys` of the object that is the whole of `text`.
 fn whole_object<'a, const N: usize>(
     text: &'a str,
@@ -81,8 +113,8 @@ fn whole_object<'a, const N: usize>(
 ) -> Option<[Option<Member<'a>>; N]> {
     let bytes = text.as_bytes();
     let start = skip_ws(bytes, 0);
-    let (found, end) = members(text, start, keys)?;
-    (skip_ws(bytes, end) == bytes.len()).then_some(found)
+    let scanned = members(text, start, keys, None)?;
+    (skip_ws(bytes, scanned.end) == bytes.len()).then_some(scanned.found)
 }
 
 /// The elements of the JSON array that is the whole of `text`, each as
@@ -107,8 +139,8 @@ pub(crate) fn array<'a, T>(
         i += 1;
     } else {
         loop {
-            let (end, found) = match members(text, i, KEYS) {
-                Some((found, end)) => (end, Some(fields(found))),
+            let (end, found) = match members(text, i, KEYS, Some(PARAMS)) {
+                Some(scanned) => (scanned.end, Some(fields(scanned))),
                 // Not an object, or one the scan leaves to serde_json.
                 None => (value(bytes, i)?, None),
             };
@@ -128,20 +160,29 @@ pub(crate) fn array<'a, T>(
 }
 
 /// The members named `keys` of the object starting at `start`, and where
-/// the object ends. Other members are crossed and ignored.
+/// the object ends. Other members are crossed and ignored. When `inner` is
+/// the position of a key in `keys` whose value is an object, that object's
+/// [`SUBSCRIPTION_KEYS`] members are read while crossing it (one pass
+/// instead of a second scan of the same bytes).
 fn members<'a, const N: usize>(
     text: &'a str,
     start: usize,
     keys: [&str; N],
-) -> Option<([Option<Member<'a>>; N], usize)> {
+    inner: Option<usize>,
+) -> Option<Scanned<'a, N>> {
     let bytes = text.as_bytes();
     if bytes.get(start) != Some(&b'{') {
         return None;
     }
-    let mut found = [None; N];
+    let mut scanned = Scanned {
+        found: [None; N],
+        inner: None,
+        end: 0,
+    };
     let mut i = skip_ws(bytes, start + 1);
     if bytes.get(i) == Some(&b'}') {
-        return Some((found, i + 1));
+        scanned.end = i + 1;
+        return Some(scanned);
     }
     loop {
         if bytes.get(i) != Some(&b'"') {
@@ -157,23 +198,37 @@ fn members<'a, const N: usize>(
             return None;
         }
         i = skip_ws(bytes, i + 1);
+        let slot = keys.iter().position(|k| *k == key);
         let (end, unescaped) = match bytes.get(i) {
             Some(b'"') => string_escaped(bytes, i).map(|(end, escaped)| (end, !escaped))?,
+            Some(b'{') if slot.is_some() && slot == inner => {
+                match members(text, i, SUBSCRIPTION_KEYS, None) {
+                    Some(object) => {
+                        scanned.inner = Some(object.found);
+                        (object.end, false)
+                    }
+                    // One the scan leaves to serde_json: only located.
+                    None => (value(bytes, i)?, false),
+                }
+            }
             _ => (value(bytes, i)?, false),
         };
-        if let Some(slot) = keys.iter().position(|k| *k == key) {
+        if let Some(slot) = slot {
             let member = Member {
                 text: &text[i..end],
                 unescaped,
             };
-            if found[slot].replace(member).is_some() {
+            if scanned.found[slot].replace(member).is_some() {
                 return None;
             }
         }
         i = skip_ws(bytes, end);
         match bytes.get(i)? {
             b',' => i = skip_ws(bytes, i + 1),
-            b'}' => return Some((found, i + 1)),
+            b'}' => {
+                scanned.end = i + 1;
+                return Some(scanned);
+            }
             _ => return None,
         }
     }
@@ -369,6 +424,41 @@ mod tests {
         assert_eq!(
             subscription_params(r#"{"a":1}"#).unwrap().subscription,
             None
+        );
+    }
+
+    #[test]
+    fn params_members_are_read_with_the_envelope_as_a_second_scan_reads_them() {
+        for text in [
+            r#"{"jsonrpc":"2.0","method":"ticks","params":{"subscription":7,"result":12}}"#,
+            r#"{"method":"s","params":{"result":{"a":[1,"}"]},"subscription":"0x1"},"jsonrpc":"2.0"}"#,
+            r#"{"method":"s","params":{"subscription":"a\"b","error":{"code":1}}}"#,
+            r#"{"method":"s","params":{"other":1}}"#,
+            r#"{"method":"s","params":{}}"#,
+            r#"{"method":"s","params":[1,2]}"#,
+            r#"{"method":"s"}"#,
+        ] {
+            let fields = object(text).unwrap_or_else(|| panic!("{text}"));
+            let second = fields.params.and_then(subscription_params);
+            assert_eq!(fields.params_members, second, "{text}");
+        }
+        // Params the scan leaves to serde_json are still located; their
+        // members are not read (routing scans them, and gives up too).
+        for text in [
+            r#"{"method":"s","params":{"result":1,"result":2}}"#,
+            r#"{"method":"s","params":{"subscr\u0069ption":1}}"#,
+        ] {
+            let fields = object(text).unwrap_or_else(|| panic!("{text}"));
+            assert!(fields.params.is_some(), "{text}");
+            assert_eq!(fields.params_members, None, "{text}");
+            assert_eq!(fields.params.and_then(subscription_params), None, "{text}");
+        }
+        let batch = r#"[{"method":"s","params":{"subscription":1,"result":2}}]"#;
+        let elements = array(batch, |_, found| found).unwrap();
+        let members = elements[0].unwrap().params_members.unwrap();
+        assert_eq!(
+            (members.subscription, members.result),
+            (Some("1"), Some("2"))
         );
     }
 

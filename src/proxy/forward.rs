@@ -158,7 +158,7 @@ impl Forward {
         match message {
             Message::Request(request) => {
                 let request = ProxyRequest {
-                    method: request.method,
+                    method: request.method.into_owned(),
                     params: request.params.map(str::to_owned),
                     id: Some(request.id),
                 };
@@ -166,7 +166,7 @@ impl Forward {
             }
             Message::Notification(notification) => {
                 let request = ProxyRequest {
-                    method: notification.method,
+                    method: notification.method.into_owned(),
                     params: notification.params.map(str::to_owned),
                     id: None,
                 };
