@@ -35,14 +35,15 @@ usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
 
 scenarios (default: all):
   seq inflight16 inflight256 blob1m upload1m notify connect server_request memory idle
-  sub_ticks batch100
+  sub_ticks sub_ticks_lean batch100 batch100_lean
 
 options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
   --calls N         base count N (default 40000, smoke 50): seq makes N calls,
                     inflight16/inflight256/notify/server_request 3N, blob1m/upload1m
                     N/80 (min 3), connect N/50 (min 3), sub_ticks 5N/4
-                    notifications, batch100 3N calls (batches of 100, min 2)
+                    notifications, batch100 3N calls (batches of 100, min 2);
+                    a _lean scenario does its base's work against the lean server
   --pending N       outstanding calls in `memory` (default 10000, smoke 500)
   --idle N          connections held open in `idle` (default 1000, smoke 50)
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
@@ -133,7 +134,7 @@ fn parse_args() -> Result<Option<Args>> {
 fn plan(s: Scenario, args: &Args) -> Plan {
     let n = args.calls;
     let warm = |count: u64| (count / 10).clamp(10, 1_000);
-    let (count, warmup) = match s {
+    let (count, warmup) = match s.work() {
         Scenario::Seq => (n, warm(n)),
         Scenario::ServerRequest => (3 * n, warm(3 * n)),
         Scenario::Inflight16 => (3 * n, warm(3 * n).max(32)),
@@ -153,6 +154,7 @@ fn plan(s: Scenario, args: &Args) -> Plan {
         }
         // One warm-up connection (opened, called, closed) before measuring.
         Scenario::Idle => (args.idle, 1),
+        Scenario::SubTicksLean | Scenario::Batch100Lean => unreachable!("work() of a base"),
     };
     Plan {
         count,
@@ -199,13 +201,15 @@ fn real_main() -> Result<bool> {
         rpc_url: servers.rpc_url.clone(),
         sreq_url: servers.sreq_url.clone(),
         sink_url: servers.sink_url.clone(),
+        lean_url: servers.lean_url.clone(),
         rpc: servers.rpc.clone(),
         sreq: servers.sreq.clone(),
     };
     eprintln!(
-        "server: jsonrpsee at {}, server-request server at {}; repeat {}, time limit {:?}/run{}",
+        "server: jsonrpsee at {}, server-request server at {}, lean server at {}; repeat {}, time limit {:?}/run{}",
         env.rpc_url,
         env.sreq_url,
+        env.lean_url,
         args.repeat,
         args.limit,
         if args.smoke { ", smoke" } else { "" }
@@ -369,7 +373,7 @@ fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
             .and_then(|o| o.median(m))
     };
     let mut out = String::from("summary (ours-client / other; ours-addr in brackets)\n");
-    let rows: [(&str, Scenario, usize, ClientKind, Target); 15] = [
+    let rows: [(&str, Scenario, usize, ClientKind, Target); 17] = [
         (
             "inflight16 calls/s vs jsonrpsee",
             S::Inflight16,
@@ -462,8 +466,22 @@ fn summary(all: &HashMap<Scenario, Vec<Outcome>>) -> String {
             Target::AtLeast(1.3),
         ),
         (
+            "sub_ticks_lean notes/s vs jsonrpsee",
+            S::SubTicksLean,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.3),
+        ),
+        (
             "batch100 calls/s vs jsonrpsee",
             S::Batch100,
+            0,
+            Jsonrpsee,
+            Target::AtLeast(1.3),
+        ),
+        (
+            "batch100_lean calls/s vs jsonrpsee",
+            S::Batch100Lean,
             0,
             Jsonrpsee,
             Target::AtLeast(1.3),

@@ -28,6 +28,10 @@ pub enum Scenario {
     Idle,
     SubTicks,
     Batch100,
+    /// `sub_ticks` against the lean server (see `server::start_lean`).
+    SubTicksLean,
+    /// `batch100` against the lean server.
+    Batch100Lean,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,7 +82,7 @@ pub struct Metric {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Seq,
         Scenario::Inflight16,
         Scenario::Inflight256,
@@ -90,7 +94,9 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Idle,
         Scenario::SubTicks,
+        Scenario::SubTicksLean,
         Scenario::Batch100,
+        Scenario::Batch100Lean,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,11 +113,23 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::SubTicks => "sub_ticks",
             Scenario::Batch100 => "batch100",
+            Scenario::SubTicksLean => "sub_ticks_lean",
+            Scenario::Batch100Lean => "batch100_lean",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The scenario whose work this one does (a `_lean` variant does its
+    /// base scenario's work against the lean server).
+    pub fn work(self) -> Scenario {
+        match self {
+            Scenario::SubTicksLean => Scenario::SubTicks,
+            Scenario::Batch100Lean => Scenario::Batch100,
+            other => other,
+        }
     }
 
     /// The clients that take part. jsonrpsee's client cannot answer
@@ -136,7 +154,7 @@ impl Scenario {
     /// What the scenario counts, for the "done" column.
     pub fn op_name(self) -> &'static str {
         match self {
-            Scenario::Notify | Scenario::SubTicks => "notes",
+            Scenario::Notify | Scenario::SubTicks | Scenario::SubTicksLean => "notes",
             Scenario::Connect | Scenario::Idle => "conns",
             Scenario::ServerRequest => "requests",
             Scenario::Memory => "pending",
@@ -249,8 +267,8 @@ impl Scenario {
             Scenario::ServerRequest => &SERVER_REQUEST,
             Scenario::Memory => &MEMORY,
             Scenario::Idle => &IDLE,
-            Scenario::SubTicks => &SUB_TICKS,
-            Scenario::Batch100 => &BATCH,
+            Scenario::SubTicks | Scenario::SubTicksLean => &SUB_TICKS,
+            Scenario::Batch100 | Scenario::Batch100Lean => &BATCH,
         }
     }
 }
@@ -346,8 +364,21 @@ pub struct Env {
     pub sreq_url: String,
     /// The notification sink (`notify` only).
     pub sink_url: String,
+    /// The lean server (the `_lean` scenarios).
+    pub lean_url: String,
     pub rpc: Arc<RpcState>,
     pub sreq: Arc<ServerRequestState>,
+}
+
+impl Env {
+    /// The server a scenario talks to (`server_request` has its own).
+    pub fn url(&self, scenario: Scenario) -> &str {
+        match scenario {
+            Scenario::Notify => &self.sink_url,
+            Scenario::SubTicksLean | Scenario::Batch100Lean => &self.lean_url,
+            _ => &self.rpc_url,
+        }
+    }
 }
 
 /// Calls in one `batch100` batch.
@@ -413,17 +444,13 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
     if scenario == Scenario::Connect {
         return connect::<C>(&env.rpc_url, plan).await;
     }
-    let url = if scenario == Scenario::Notify {
-        &env.sink_url
-    } else {
-        &env.rpc_url
-    };
-    let client = if scenario == Scenario::SubTicks {
+    let url = env.url(scenario);
+    let client = if scenario.work() == Scenario::SubTicks {
         C::connect_subscriber(url, plan.count.max(plan.warmup)).await?
     } else {
         C::connect(url).await?
     };
-    let sample = match scenario {
+    let sample = match scenario.work() {
         Scenario::Seq => seq(&client, plan).await?,
         Scenario::Inflight16 => inflight(&client, 16, plan).await?,
         Scenario::Inflight256 => inflight(&client, 256, plan).await?,
@@ -433,7 +460,11 @@ pub async fn run<C: RpcBench>(scenario: Scenario, plan: &Plan, env: &Env) -> Res
         Scenario::Memory => memory(&client, plan, &env.rpc).await?,
         Scenario::SubTicks => sub_ticks(&client, plan).await?,
         Scenario::Batch100 => batch100(&client, plan).await?,
-        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
+        Scenario::Connect
+        | Scenario::ServerRequest
+        | Scenario::Idle
+        | Scenario::SubTicksLean
+        | Scenario::Batch100Lean => unreachable!(),
     };
     client.close().await?;
     Ok(sample)

@@ -91,13 +91,9 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Idle => bail!("raw-tungstenite does not take part in idle"),
         _ => {}
     }
-    let url = if scenario == Scenario::Notify {
-        &env.sink_url
-    } else {
-        &env.rpc_url
-    };
+    let url = env.url(scenario);
     let mut ws = connect(url).await?;
-    let sample = match scenario {
+    let sample = match scenario.work() {
         Scenario::Seq => seq(&mut ws, plan).await?,
         Scenario::Inflight16 => inflight(&mut ws, 16, plan).await?,
         Scenario::Inflight256 => inflight(&mut ws, 256, plan).await?,
@@ -113,7 +109,11 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Memory => memory(&mut ws, plan, env).await?,
         Scenario::SubTicks => sub_ticks(&mut ws, plan).await?,
         Scenario::Batch100 => batch100(&mut ws, plan).await?,
-        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
+        Scenario::Connect
+        | Scenario::ServerRequest
+        | Scenario::Idle
+        | Scenario::SubTicksLean
+        | Scenario::Batch100Lean => unreachable!(),
     };
     close(ws).await?;
     Ok(sample)

@@ -263,13 +263,9 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Idle => bail!("idle runs in its own process (see idle.rs)"),
         _ => {}
     }
-    let url = if scenario == Scenario::Notify {
-        &env.sink_url
-    } else {
-        &env.rpc_url
-    };
+    let url = env.url(scenario);
     let mut c = Conn::connect(&client, url).await?;
-    let sample = match scenario {
+    let sample = match scenario.work() {
         Scenario::Seq => seq(&mut c, plan).await?,
         Scenario::Inflight16 => inflight(&mut c, 16, plan).await?,
         Scenario::Inflight256 => inflight(&mut c, 256, plan).await?,
@@ -285,7 +281,11 @@ pub async fn run(scenario: Scenario, plan: &Plan, env: &Env) -> Result<Sample> {
         Scenario::Memory => memory(&mut c, plan, env).await?,
         Scenario::SubTicks => sub_ticks(&mut c, plan).await?,
         Scenario::Batch100 => batch100(&mut c, plan).await?,
-        Scenario::Connect | Scenario::ServerRequest | Scenario::Idle => unreachable!(),
+        Scenario::Connect
+        | Scenario::ServerRequest
+        | Scenario::Idle
+        | Scenario::SubTicksLean
+        | Scenario::Batch100Lean => unreachable!(),
     };
     c.close().await?;
     Ok(sample)
