@@ -33,7 +33,7 @@ use dispatch::{Answer, AnswerText, Limits, ServerRequests};
 use frames::{Frame, FrameError};
 use listeners::Listeners;
 use outbox::{Outbox, Refused};
-use pending::{PendingCalls, Responder};
+use pending::{BatchResponder, PendingCalls, Responder};
 use reconnect::Backoff;
 use session::{Session, WriterEnd, WriterEnded};
 use subscriptions::{Link, Routed, Subscriptions};
@@ -631,7 +631,7 @@ impl RpcConnection {
         match protocol::parse(&text) {
             Inbound::Single(message) => {
                 if let Some(message) = self.refused_batch(message) {
-                    if let Some(answer) = self.on_rpc_message(message, &text) {
+                    if let Some(answer) = self.on_rpc_message(message, &text, &mut Vec::new()) {
                         self.send_answer(answer);
                     }
                 }
@@ -640,20 +640,9 @@ impl RpcConnection {
                 // The batches of ours this answers: calls of theirs missing
                 // from it fail at once instead of waiting for the timeout.
                 let mut batches: Vec<u64> = Vec::new();
-                for message in &messages {
-                    if let RpcMessage::Response(response) = message {
-                        let batch = response
-                            .id
-                            .as_u64()
-                            .and_then(|id| self.pending.group_of(id));
-                        if let Some(batch) = batch.filter(|b| !batches.contains(b)) {
-                            batches.push(batch);
-                        }
-                    }
-                }
                 let answers: Vec<Answer> = messages
                     .into_iter()
-                    .filter_map(|m| self.on_rpc_message(m, &text))
+                    .filter_map(|m| self.on_rpc_message(m, &text, &mut batches))
                     .collect();
                 self.send_batch_answer(answers);
                 for batch in batches {
@@ -689,8 +678,15 @@ impl RpcConnection {
         Some(message)
     }
 
-    /// Handles one JSON-RPC object; returns the answer owed, if any.
-    fn on_rpc_message(&mut self, message: RpcMessage<'_>, text: &ByteString) -> Option<Answer> {
+    /// Handles one JSON-RPC object; returns the answer owed, if any. A
+    /// response to a call of one of our batches adds that batch to
+    /// `batches` (once).
+    fn on_rpc_message(
+        &mut self,
+        message: RpcMessage<'_>,
+        text: &ByteString,
+        batches: &mut Vec<u64>,
+    ) -> Option<Answer> {
         match message {
             RpcMessage::Response(response) => {
                 if response.id.is_null() {
@@ -707,7 +703,12 @@ impl RpcConnection {
                 });
                 let known = response.id.as_u64().is_some_and(|id| {
                     match self.pending.try_complete(id, outcome) {
-                        Ok(()) => true,
+                        Ok(batch) => {
+                            if let Some(batch) = batch.filter(|b| !batches.contains(b)) {
+                                batches.push(batch);
+                            }
+                            true
+                        }
                         Err(outcome) => {
                             let result = outcome.as_ref().ok().map(|raw| &*raw.text);
                             self.subscriptions.claim_orphan(id, result)
@@ -1496,16 +1497,12 @@ struct Collector {
     left: usize,
 }
 
-/// Tells one call's outcome to its batch's collector.
-struct BatchSlot {
-    collector: Rc<RefCell<Collector>>,
-    index: usize,
-}
-
-impl Responder for BatchSlot {
-    fn respond(self: Box<Self>, outcome: Result<Reply, Error>) {
-        let mut collector = self.collector.borrow_mut();
-        if let Some(slot) = collector.outcomes.get_mut(self.index) {
+/// One collector answers for all of its batch's calls (no allocation per
+/// call).
+impl BatchResponder for RefCell<Collector> {
+    fn respond(&self, index: usize, outcome: Result<Reply, Error>) {
+        let mut collector = self.borrow_mut();
+        if let Some(slot) = collector.outcomes.get_mut(index) {
             *slot = Some(outcome);
         }
         collector.left -= 1;
@@ -1517,8 +1514,8 @@ impl Responder for BatchSlot {
             }
         }
     }
-    fn poll_gone(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        match self.collector.borrow_mut().tx.as_mut() {
+    fn poll_gone(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match self.borrow_mut().tx.as_mut() {
             Some(tx) => tx.poll_closed(cx),
             None => Poll::Ready(()),
         }
@@ -1545,18 +1542,7 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
             outcomes: ids.iter().map(|_| None).collect(),
             left: ids.len(),
         }));
-        let slots = ids
-            .iter()
-            .enumerate()
-            .map(|(index, &id)| {
-                let slot = BatchSlot {
-                    collector: Rc::clone(&collector),
-                    index,
-                };
-                (id, Box::new(slot) as Box<dyn Responder>)
-            })
-            .collect();
-        pending.attach_batch(slots);
+        pending.attach_batch(&ids, Rc::clone(&collector) as Rc<dyn BatchResponder>);
         match waiting {
             Some(waiting) => wait_for_room(waiting, pending, ids, collector),
             None if ids.is_empty() => {

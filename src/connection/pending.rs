@@ -45,12 +45,57 @@ pub(crate) trait Responder {
     fn abandoned(self: Box<Self>, _id: u64) {}
 }
 
+/// Told the outcomes of one batch's calls, each by its place in the batch.
+/// One serves the whole batch (its calls share one caller), so a batch's
+/// calls need no allocation each.
+pub(crate) trait BatchResponder {
+    /// Delivers the outcome of the batch's call number `index`.
+    fn respond(&self, index: usize, outcome: Result<Reply, Error>);
+    /// Ready once the batch's caller has stopped waiting; otherwise `cx`'s
+    /// waker is woken when it does.
+    fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// Who waits for one call.
+enum Waiter {
+    /// A caller of its own.
+    One(Box<dyn Responder>),
+    /// The caller of the batch the call is number `index` of.
+    InBatch {
+        batch: Rc<dyn BatchResponder>,
+        index: usize,
+    },
+}
+
+impl Waiter {
+    fn respond(self, outcome: Result<Reply, Error>) {
+        match self {
+            Waiter::One(responder) => responder.respond(outcome),
+            Waiter::InBatch { batch, index } => batch.respond(index, outcome),
+        }
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Waiter::One(responder) => responder.poll_gone(cx),
+            Waiter::InBatch { batch, .. } => batch.poll_gone(cx),
+        }
+    }
+
+    /// See [`Responder::abandoned`]; a batch's calls have nothing to act on.
+    fn abandoned(self, id: u64) {
+        if let Waiter::One(responder) = self {
+            responder.abandoned(id);
+        }
+    }
+}
+
 struct Entry {
     call: CallInfo,
     deadline: Instant,
     timeout: Duration,
     /// `None` until attached, and for calls nobody waits for (`do_send`).
-    responder: Option<Box<dyn Responder>>,
+    responder: Option<Waiter>,
     /// The frame of a call not sent yet.
     unsent: Option<Bytes>,
     /// The batch the call was sent in (the id of its first call).
@@ -350,11 +395,6 @@ impl PendingCalls {
         deadline
     }
 
-    /// The batch call `id` was sent in, if it is pending and was in one.
-    pub fn group_of(&self, id: u64) -> Option<u64> {
-        self.inner.borrow().entries.get(&id).and_then(|e| e.group)
-    }
-
     /// Fails the calls of batch `group` still pending: the server's answer
     /// to the batch has come without them.
     pub fn fail_missing(&self, group: u64) -> usize {
@@ -501,35 +541,36 @@ impl PendingCalls {
             return;
         }
         if let Some(entry) = inner.entries.get_mut(&id) {
-            entry.responder = Some(responder);
+            entry.responder = Some(Waiter::One(responder));
         }
     }
 
-    /// Says who waits for each call of the batch whose calls are `calls`
-    /// (in order: the first call's id names the batch), all for one caller.
-    /// One watcher serves the whole batch: it queues the batch's id, and
-    /// [`cancel`](Self::cancel) frees every call of a batch whose caller has
-    /// gone. A caller that is already gone frees every entry at once.
-    pub fn attach_batch(&self, mut calls: Vec<(u64, Box<dyn Responder>)>) {
-        let Some((group, first)) = calls.first_mut() else {
+    /// Says who waits for the calls of the batch whose ids are `ids` (in
+    /// order: the first names the batch; `batch` is told each outcome by
+    /// its place in `ids`). One watcher serves the whole batch: it queues
+    /// the batch's id, and [`cancel`](Self::cancel) frees every call of a
+    /// batch whose caller has gone. A caller that is already gone frees
+    /// every entry at once.
+    pub fn attach_batch(&self, ids: &[u64], batch: Rc<dyn BatchResponder>) {
+        let Some(&group) = ids.first() else {
             return;
         };
         let queue = self.cancellations();
-        let waker = Waker::from(Arc::new(CancelWaker { id: *group, queue }));
-        let gone = first.poll_gone(&mut Context::from_waker(&waker)).is_ready();
+        let waker = Waker::from(Arc::new(CancelWaker { id: group, queue }));
+        let gone = batch.poll_gone(&mut Context::from_waker(&waker)).is_ready();
         let mut inner = self.inner.borrow_mut();
         if gone {
-            calls.retain(|(id, _)| inner.remove(*id).is_some());
-            stats::add(&inner.metrics.cancelled, calls.len() as u64);
-            drop(inner);
-            for (id, responder) in calls {
-                responder.abandoned(id);
-            }
+            let freed = ids.iter().filter(|&&id| inner.remove(id).is_some());
+            let freed = freed.count();
+            stats::add(&inner.metrics.cancelled, freed as u64);
             return;
         }
-        for (id, responder) in calls {
-            if let Some(entry) = inner.entries.get_mut(&id) {
-                entry.responder = Some(responder);
+        for (index, id) in ids.iter().enumerate() {
+            if let Some(entry) = inner.entries.get_mut(id) {
+                entry.responder = Some(Waiter::InBatch {
+                    batch: Rc::clone(&batch),
+                    index,
+                });
             }
         }
     }
@@ -590,15 +631,17 @@ impl PendingCalls {
         self.try_complete(id, outcome).is_ok()
     }
 
-    /// Delivers the server's answer; hands it back when no call has that id.
+    /// Delivers the server's answer; returns the batch the call was sent
+    /// in, if it was, and hands the answer back when no call has that id.
     pub fn try_complete(
         &self,
         id: u64,
         outcome: Result<RawResult, ErrorObject>,
-    ) -> Result<(), Result<RawResult, ErrorObject>> {
+    ) -> Result<Option<u64>, Result<RawResult, ErrorObject>> {
         let Some(entry) = self.remove(id) else {
             return Err(outcome);
         };
+        let group = entry.group;
         stats::add(&self.inner.borrow().metrics.responses, 1);
         // Told outside the borrow: a responder may be anything.
         entry.tell(|call| match outcome {
@@ -608,7 +651,7 @@ impl PendingCalls {
                 error: Box::new(error),
             }),
         });
-        Ok(())
+        Ok(group)
     }
 
     /// Removes calls without telling anyone (their caller is told otherwise).
@@ -1014,9 +1057,12 @@ mod tests {
             table.attach(id, Box::new(Channel(tx)));
             receivers.push(rx);
         }
-        assert_eq!(table.group_of(11), Some(10));
         assert_eq!(table.oldest_unanswered_batch(), Some(10));
-        assert!(table.complete(11, Ok(raw("1"))));
+        assert_eq!(
+            table.try_complete(11, Ok(raw("1"))).ok(),
+            Some(Some(10)),
+            "completing a call of a batch names the batch"
+        );
         assert_eq!(table.oldest_unanswered_batch(), None, "one was answered");
         assert_eq!(table.fail_missing(10), 2);
         assert!(table.is_empty());
@@ -1041,42 +1087,69 @@ mod tests {
         assert!(table.inner.borrow().groups.is_empty());
     }
 
-    /// Batch `ids` with one responder per call, all sharing one channel
-    /// (as the connection's batch collector does).
+    /// A batch's caller: the outcomes by place, and a channel whose
+    /// receiver going away means the caller has gone.
+    struct Collected {
+        tx: RefCell<oneshot::Sender<()>>,
+        outcomes: RefCell<Vec<(usize, bool)>>,
+    }
+
+    impl BatchResponder for Collected {
+        fn respond(&self, index: usize, outcome: Result<Reply, Error>) {
+            self.outcomes.borrow_mut().push((index, outcome.is_ok()));
+        }
+        fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()> {
+            self.tx.borrow_mut().poll_canceled(cx)
+        }
+    }
+
+    fn collected() -> (Rc<Collected>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let collected = Collected {
+            tx: RefCell::new(tx),
+            outcomes: RefCell::default(),
+        };
+        (Rc::new(collected), rx)
+    }
+
+    /// Batch `ids` with one batch responder (as the connection's batch
+    /// collector is).
     fn waiting_batch(
         table: &PendingCalls,
         ids: std::ops::Range<u64>,
         now: Instant,
-    ) -> oneshot::Receiver<()> {
-        struct Shared(Rc<RefCell<Option<oneshot::Sender<()>>>>);
-        impl Responder for Shared {
-            fn respond(self: Box<Self>, _: Result<Reply, Error>) {}
-            fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-                match self.0.borrow_mut().as_mut() {
-                    Some(tx) => tx.poll_canceled(cx),
-                    None => Poll::Ready(()),
-                }
-            }
-        }
-        let (tx, rx) = oneshot::channel();
-        let tx = Rc::new(RefCell::new(Some(tx)));
+    ) -> (Rc<Collected>, oneshot::Receiver<()>) {
+        let (collected, rx) = collected();
         table.insert_batch(
             ids.clone().map(call).collect(),
             now,
             Duration::from_secs(60),
         );
-        let slots = ids
-            .map(|id| (id, Box::new(Shared(Rc::clone(&tx))) as Box<dyn Responder>))
-            .collect();
-        table.attach_batch(slots);
-        rx
+        let ids: Vec<u64> = ids.collect();
+        table.attach_batch(&ids, Rc::clone(&collected) as Rc<dyn BatchResponder>);
+        (collected, rx)
+    }
+
+    #[test]
+    fn a_batch_responder_is_told_each_outcome_by_its_place() {
+        let (table, _) = table();
+        let now = Instant::now();
+        let (collected, _rx) = waiting_batch(&table, 11..14, now);
+        assert!(table.complete(13, Ok(raw("3"))));
+        assert!(table.complete(11, Err(ErrorObject::new(-1, "no"))));
+        assert_eq!(table.fail_missing(11), 1);
+        assert!(table.is_empty());
+        assert_eq!(
+            *collected.outcomes.borrow(),
+            [(2, true), (0, false), (1, false)]
+        );
     }
 
     #[test]
     fn a_batch_has_one_watcher_and_its_caller_going_frees_every_call() {
         let (table, metrics) = table();
         let now = Instant::now();
-        let rx = waiting_batch(&table, 1..101, now);
+        let (_, rx) = waiting_batch(&table, 1..101, now);
         let _kept = waiting_batch(&table, 101..111, now);
         // The first call is answered before the caller goes: the batch is
         // still known by its id.
@@ -1103,14 +1176,9 @@ mod tests {
             Instant::now(),
             Duration::from_secs(1),
         );
-        let slots = (1..4)
-            .map(|id| {
-                let (tx, rx) = oneshot::channel();
-                drop(rx);
-                (id, Box::new(Channel(tx)) as Box<dyn Responder>)
-            })
-            .collect();
-        table.attach_batch(slots);
+        let (collected, rx) = collected();
+        drop(rx);
+        table.attach_batch(&[1, 2, 3], collected);
         assert!(table.is_empty());
         assert!(table.inner.borrow().groups.is_empty());
         assert_eq!(metrics.snapshot().cancelled, 3);
