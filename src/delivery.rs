@@ -96,6 +96,9 @@ struct State<T> {
     closed: bool,
     /// The receiver was dropped.
     receiver_gone: bool,
+    /// The receiver found nothing and waits to be woken: a push wakes it
+    /// (once) only then, not for every item.
+    receiver_waiting: bool,
 }
 
 struct Shared<T> {
@@ -142,6 +145,7 @@ pub(crate) fn channel<T>(capacity: usize, overflow: Overflow) -> (Sender<T>, Rec
             missed: 0,
             closed: false,
             receiver_gone: false,
+            receiver_waiting: false,
         }),
         waker: AtomicWaker::new(),
     });
@@ -161,12 +165,12 @@ pub(crate) struct Sender<T> {
 impl<T> Sender<T> {
     /// Queues `item` under the queue's overflow policy.
     pub fn push(&self, item: T) -> Pushed {
-        let pushed = {
+        let (pushed, wake) = {
             let mut state = self.shared.lock();
             if state.closed || state.receiver_gone {
                 return Pushed::Closed;
             }
-            if state.items.len() - state.markers < state.capacity {
+            let pushed = if state.items.len() - state.markers < state.capacity {
                 state.push_back(item, false);
                 Pushed::Queued
             } else {
@@ -199,9 +203,13 @@ impl<T> Sender<T> {
                         Pushed::Overflowed
                     }
                 }
-            }
+            };
+            (pushed, std::mem::take(&mut state.receiver_waiting))
         };
-        self.shared.waker.wake();
+        // A receiver that is not waiting looks at the queue when next polled.
+        if wake {
+            self.shared.waker.wake();
+        }
         pushed
     }
 
@@ -265,7 +273,10 @@ pub(crate) struct Receiver<T> {
 
 impl<T> Receiver<T> {
     fn take(&self) -> Poll<Option<Delivered<T>>> {
-        let mut state = self.shared.lock();
+        Self::take_from(&mut self.shared.lock())
+    }
+
+    fn take_from(state: &mut State<T>) -> Poll<Option<Delivered<T>>> {
         if let Some(Slot {
             item,
             missed,
@@ -301,9 +312,16 @@ impl<T> Stream for Receiver<T> {
         if let Poll::Ready(next) = self.take() {
             return Poll::Ready(next);
         }
-        // Registered before looking again, so a push in between is not missed.
+        // Registered before looking again, so a push in between is not
+        // missed; a push after the look wakes us, as we say we wait in the
+        // same lock.
         self.shared.waker.register(cx.waker());
-        self.take()
+        let mut state = self.shared.lock();
+        let next = Self::take_from(&mut state);
+        if next.is_pending() {
+            state.receiver_waiting = true;
+        }
+        next
     }
 }
 
@@ -441,11 +459,33 @@ mod tests {
         let (tx, mut rx) = channel(8, Overflow::DropOldest);
         assert!(Pin::new(&mut rx).poll_next(&mut cx).is_pending());
         tx.push(7);
-        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(woken(), 1);
+        // Once per wait, not once per item.
+        tx.push(8);
+        assert_eq!(woken(), 1);
         assert_eq!(
             Pin::new(&mut rx).poll_next(&mut cx),
             Poll::Ready(Some(Delivered { item: 7, missed: 0 }))
         );
+        tx.push(9);
+        assert_eq!(woken(), 1, "not waiting: it looks when polled");
+        let got: Vec<u32> = (0..2)
+            .map(|_| match Pin::new(&mut rx).poll_next(&mut cx) {
+                Poll::Ready(Some(d)) => d.item,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [8, 9]);
+        assert!(Pin::new(&mut rx).poll_next(&mut cx).is_pending());
+        tx.push(10);
+        assert_eq!(woken(), 2, "waiting again");
+        // The end wakes a waiting consumer too.
+        let _ = Pin::new(&mut rx).poll_next(&mut cx);
+        assert!(Pin::new(&mut rx).poll_next(&mut cx).is_pending());
+        drop(tx);
+        assert_eq!(woken(), 3);
+        assert_eq!(Pin::new(&mut rx).poll_next(&mut cx), Poll::Ready(None));
     }
 
     #[test]
