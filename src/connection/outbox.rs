@@ -15,6 +15,7 @@
 //! any thread; the writer task and the connection run on the connection's.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -93,6 +94,10 @@ pub(crate) struct Outbox {
     /// a closed semaphore cannot open again).
     room: Mutex<Arc<Semaphore>>,
     limit: usize,
+    /// Whether the frames the connection owes exceed the budget (so the
+    /// reader must pause): kept in step with `owed` and `phase` under the
+    /// lock, read without it, since the reader asks before every frame.
+    reading_paused: AtomicBool,
     writer: AtomicWaker,
     reader: AtomicWaker,
     /// Woken when room is returned to the budget (calls waiting in line).
@@ -118,6 +123,7 @@ impl Outbox {
             }),
             room: Mutex::new(Arc::new(Semaphore::new(limit))),
             limit,
+            reading_paused: AtomicBool::new(false),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
             room_freed: AtomicWaker::new(),
@@ -166,6 +172,7 @@ impl Outbox {
             state.phase = Phase::Open;
             state.farewell = farewell.map(|frame| (state.generation, frame));
             state.generation += 1;
+            self.mirror_owed(&state);
             stats::set(&self.metrics.queued_bytes, 0);
         }
         self.writer.wake();
@@ -249,6 +256,7 @@ impl Outbox {
             state.queued += frame.len();
             if owed {
                 state.owed += frame.len();
+                self.mirror_owed(&state);
             }
             state.frames.push_back(Queued {
                 frame,
@@ -325,6 +333,7 @@ impl Outbox {
             state.ping = None;
             state.queued = 0;
             state.owed = 0;
+            self.mirror_owed(&state);
             stats::set(&self.metrics.queued_bytes, 0);
         }
         self.room().close();
@@ -348,8 +357,14 @@ impl Outbox {
     }
 
     fn read_allowed(&self) -> bool {
-        let state = self.lock();
-        state.owed <= self.limit || state.phase == Phase::Stopped
+        !self.reading_paused.load(Ordering::Acquire)
+    }
+
+    /// Keeps [`Outbox::reading_paused`] in step; called under the lock
+    /// after every change of `owed` or `phase` that can change it.
+    fn mirror_owed(&self, state: &State) {
+        let paused = state.owed > self.limit && state.phase != Phase::Stopped;
+        self.reading_paused.store(paused, Ordering::Release);
     }
 
     /// For the writer of generation `generation`: moves every queued frame
@@ -437,6 +452,7 @@ impl Outbox {
             reader_was_paused = state.owed > self.limit;
             state.queued = state.queued.saturating_sub(bytes);
             state.owed = state.owed.saturating_sub(owed);
+            self.mirror_owed(&state);
             stats::set(&self.metrics.queued_bytes, state.queued);
         }
         if room > 0 {
