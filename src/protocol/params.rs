@@ -38,10 +38,60 @@ pub struct Params(Repr);
 #[derive(Clone, PartialEq, Eq)]
 enum Repr {
     None,
-    /// JSON text of an array or an object (checked when built).
+    /// JSON text of an array or an object (checked when built), of up to
+    /// [`INLINE`] bytes: kept in place, no allocation (`[1]`, `["abc",42]`).
+    Short(Short),
+    /// Longer JSON text of an array or an object (checked when built).
     Json(Box<str>),
     /// Why the params could not be built; reported by the call.
     Invalid(Box<str>),
+}
+
+/// The longest params kept in place: as long as they fit beside their
+/// length in the room a boxed text takes, so `Params` is no larger.
+const INLINE: usize = 22;
+
+/// Up to [`INLINE`] bytes of UTF-8 text; the bytes past `len` are zero, so
+/// equal texts are equal values.
+#[derive(Clone, PartialEq, Eq)]
+struct Short {
+    len: u8,
+    bytes: [u8; INLINE],
+}
+
+impl Short {
+    fn as_str(&self) -> &str {
+        // Always a whole `str` copied in (see `Repr::json`): the check
+        // cannot fail, and costs a few ns for 22 bytes at most.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl Repr {
+    /// JSON text already checked to be an array or an object: in place when
+    /// short, else boxed. Every constructor goes through here, so one text
+    /// always has one representation.
+    fn json(text: &str) -> Repr {
+        if text.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..text.len()].copy_from_slice(text.as_bytes());
+            Repr::Short(Short {
+                len: text.len() as u8,
+                bytes,
+            })
+        } else {
+            Repr::Json(text.into())
+        }
+    }
+
+    /// [`Repr::json`] for an owned text (kept without a copy when long).
+    fn json_string(text: String) -> Repr {
+        if text.len() <= INLINE {
+            Repr::json(&text)
+        } else {
+            Repr::Json(text.into_boxed_str())
+        }
+    }
 }
 
 impl Params {
@@ -98,8 +148,8 @@ impl Params {
             return Params::invalid(format!("params are not valid JSON: {err}"));
         }
         match trimmed.as_bytes().first() {
-            Some(b'[' | b'{') if trimmed.len() == text.len() => Params(Repr::Json(text.into())),
-            Some(b'[' | b'{') => Params(Repr::Json(trimmed.into())),
+            Some(b'[' | b'{') if trimmed.len() == text.len() => Params(Repr::json_string(text)),
+            Some(b'[' | b'{') => Params(Repr::json(trimmed)),
             _ => Params::invalid(format!(
                 "params must be a JSON array or object, got `{}`",
                 preview(trimmed)
@@ -109,15 +159,14 @@ impl Params {
 
     fn shaped<T: Serialize + ?Sized>(args: &T, open: u8, wrong_shape: &str) -> Self {
         // Serialized into a buffer kept for the next params, then copied
-        // into an allocation of the exact size: one allocation, where
-        // `to_string` makes a 128-byte one and then shrinks it.
+        // in place when short, else into an allocation of the exact size:
+        // none or one allocation, where `to_string` makes a 128-byte one and
+        // then shrinks it.
         let mut buf = SCRATCH.with(Cell::take);
         buf.clear();
         let params = match serde_json::to_writer(&mut buf, args) {
             Ok(()) => match std::str::from_utf8(&buf) {
-                Ok(text) if text.as_bytes().first() == Some(&open) => {
-                    Params(Repr::Json(text.into()))
-                }
+                Ok(text) if text.as_bytes().first() == Some(&open) => Params(Repr::json(text)),
                 Ok(text) => Params::invalid(format!("{wrong_shape}, got `{}`", preview(text))),
                 // serde_json only writes UTF-8; this arm exists so that no panic is possible.
                 Err(err) => Params::invalid(format!("params are not UTF-8: {err}")),
@@ -138,6 +187,7 @@ impl Params {
     /// invalid.
     pub fn to_json(&self) -> Option<&str> {
         match &self.0 {
+            Repr::Short(text) => Some(text.as_str()),
             Repr::Json(text) => Some(text),
             Repr::None | Repr::Invalid(_) => None,
         }
@@ -153,6 +203,7 @@ impl Params {
     pub(crate) fn wire(&self) -> Result<Option<&str>, &str> {
         match &self.0 {
             Repr::None => Ok(None),
+            Repr::Short(text) => Ok(Some(text.as_str())),
             Repr::Json(text) => Ok(Some(text)),
             Repr::Invalid(reason) => Err(reason),
         }
@@ -172,7 +223,7 @@ impl From<Value> for Params {
     fn from(value: Value) -> Self {
         match value {
             Value::Null => Params::none(),
-            Value::Array(_) | Value::Object(_) => Params(Repr::Json(value.to_string().into())),
+            Value::Array(_) | Value::Object(_) => Params(Repr::json_string(value.to_string())),
             scalar => Params::positional(&[scalar]),
         }
     }
@@ -207,6 +258,7 @@ impl fmt::Debug for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Repr::None => f.write_str("Params::none()"),
+            Repr::Short(text) => write!(f, "Params({})", text.as_str()),
             Repr::Json(text) => write!(f, "Params({})", preview(text)),
             Repr::Invalid(reason) => write!(f, "Params::invalid({reason:?})"),
         }
@@ -272,7 +324,7 @@ impl ParamsBuilder {
         }
         self.text.push(b']');
         match String::from_utf8(self.text) {
-            Ok(text) => Params(Repr::Json(text.into_boxed_str())),
+            Ok(text) => Params(Repr::json_string(text)),
             // serde_json only writes UTF-8; this arm exists so that no panic is possible.
             Err(err) => Params::invalid(format!("params are not UTF-8: {err}")),
         }
@@ -398,6 +450,43 @@ mod tests {
         let big = params!["y".repeat(SCRATCH_KEPT * 2)];
         assert_eq!(big.to_json().map(str::len), Some(SCRATCH_KEPT * 2 + 4));
         assert_eq!(params![1, 2].to_json(), Some("[1,2]"));
+    }
+
+    #[test]
+    fn short_and_long_params_are_the_same_params_whichever_way_they_were_built() {
+        let short = r#"["bench",42]"#;
+        let at_limit = format!(r#"["{}"]"#, "a".repeat(INLINE - 4));
+        let long = format!(r#"["{}"]"#, "a".repeat(INLINE - 3));
+        assert!(matches!(params!["bench", 42].0, Repr::Short(_)));
+        assert!(matches!(
+            Params::from_json(at_limit.as_str()).0,
+            Repr::Short(_)
+        ));
+        assert!(matches!(Params::from_json(long.as_str()).0, Repr::Json(_)));
+        for text in [short, "[]", "{}", "[\"é😀\"]", &at_limit, &long] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let mut builder = ParamsBuilder::new();
+            for arg in value.as_array().into_iter().flatten() {
+                builder.push(arg);
+            }
+            let mut built = vec![
+                Params::from_json(text),
+                Params::from_json(format!(" {text} ")),
+                Params::from(value.clone()),
+            ];
+            if value.is_array() {
+                built.push(Params::positional(&value));
+                built.push(builder.finish());
+            } else {
+                built.push(Params::named(&value));
+            }
+            for params in &built {
+                assert_eq!(params.to_json(), Some(text), "{params:?}");
+                assert_eq!(params.wire(), Ok(Some(text)));
+                assert_eq!(params, &built[0], "one text, one value");
+            }
+        }
+        assert_eq!(std::mem::size_of::<Params>(), 24, "no larger than before");
     }
 
     #[test]
