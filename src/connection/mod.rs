@@ -1435,8 +1435,9 @@ impl RpcConnection {
             }
             Err(Refused::Closed) => return Err(Error::NotConnected { method: method() }),
         }
-        let ids: Vec<u64> = calls.iter().map(|call| call.id).collect();
-        stats::add(&self.metrics().calls_sent, ids.len() as u64);
+        // A batch's calls take consecutive ids.
+        let ids = self.next_id..id;
+        stats::add(&self.metrics().calls_sent, calls.len() as u64);
         stats::add(&self.metrics().notifications_sent, notifications as u64);
         self.next_id = id;
         if !calls.is_empty() {
@@ -1455,11 +1456,11 @@ impl RpcConnection {
     }
 }
 
-/// What starting a batch gave: its calls' ids, and its frame if it must
-/// wait for room in the outbound queue.
+/// What starting a batch gave: its calls' ids (consecutive), and its frame
+/// if it must wait for room in the outbound queue.
 #[derive(Default)]
 struct BatchStart {
-    ids: Vec<u64>,
+    ids: std::ops::Range<u64>,
     waiting: Option<Waiting>,
 }
 
@@ -1539,10 +1540,10 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
         };
         let collector = Rc::new(RefCell::new(Collector {
             tx,
-            outcomes: ids.iter().map(|_| None).collect(),
-            left: ids.len(),
+            outcomes: ids.clone().map(|_| None).collect(),
+            left: ids.clone().count(),
         }));
-        pending.attach_batch(&ids, Rc::clone(&collector) as Rc<dyn BatchResponder>);
+        pending.attach_batch(ids.clone(), Rc::clone(&collector) as Rc<dyn BatchResponder>);
         match waiting {
             Some(waiting) => wait_for_room(waiting, pending, ids, collector),
             None if ids.is_empty() => {
@@ -1564,7 +1565,7 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
 fn wait_for_room(
     waiting: Waiting,
     pending: PendingCalls,
-    ids: Vec<u64>,
+    ids: std::ops::Range<u64>,
     collector: Rc<RefCell<Collector>>,
 ) {
     let Waiting {
@@ -1592,7 +1593,7 @@ fn wait_for_room(
             }
             return;
         }
-        pending.withdraw(&ids);
+        pending.withdraw(ids);
         stats::add(&metrics.overloaded, 1);
         let tx = collector.borrow_mut().tx.take();
         if let Some(tx) = tx {

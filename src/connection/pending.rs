@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -207,7 +208,8 @@ struct Inner {
 
 /// The calls of one batch, which share one deadline.
 struct Group {
-    ids: Vec<u64>,
+    /// Their ids: a batch's calls take consecutive ids.
+    ids: Range<u64>,
     /// How many are still pending.
     left: usize,
 }
@@ -269,7 +271,6 @@ impl Inner {
     fn remove_group(&mut self, group: u64) -> Vec<Entry> {
         let ids = self.groups.get(&group).map(|g| g.ids.clone());
         ids.unwrap_or_default()
-            .into_iter()
             .filter_map(|id| self.remove(id))
             .collect()
     }
@@ -374,20 +375,22 @@ impl PendingCalls {
     }
 
     /// Registers the calls of one batch, sent together with one deadline;
-    /// returns that deadline. The batch is known by its first call's id.
+    /// returns that deadline. Their ids are consecutive (the batch is known
+    /// by its first call's id).
     pub fn insert_batch(&self, calls: Vec<CallInfo>, now: Instant, timeout: Duration) -> Instant {
         let deadline = deadline(now, timeout);
         let mut inner = self.inner.borrow_mut();
         let Some(group) = calls.first().map(|call| call.id) else {
             return deadline;
         };
-        let ids: Vec<u64> = calls.iter().map(|call| call.id).collect();
+        let ids = group..group + calls.len() as u64;
+        debug_assert!(calls.iter().map(|call| call.id).eq(ids.clone()));
         inner.entries.reserve(calls.len());
         for call in calls {
             let entry = Entry::new(call, deadline, timeout, None, Some(group));
             inner.entries.insert(entry.call.id, entry);
         }
-        let left = ids.len();
+        let left = ids.clone().count();
         inner.groups.insert(group, Group { ids, left });
         // One deadline for the whole batch.
         inner.deadlines.insert((deadline, group));
@@ -408,7 +411,7 @@ impl PendingCalls {
         inner
             .groups
             .iter()
-            .filter(|(_, g)| g.left == g.ids.len())
+            .filter(|(_, g)| g.left as u64 == g.ids.end - g.ids.start)
             .map(|(&group, _)| group)
             .min()
     }
@@ -545,28 +548,28 @@ impl PendingCalls {
         }
     }
 
-    /// Says who waits for the calls of the batch whose ids are `ids` (in
-    /// order: the first names the batch; `batch` is told each outcome by
-    /// its place in `ids`). One watcher serves the whole batch: it queues
-    /// the batch's id, and [`cancel`](Self::cancel) frees every call of a
-    /// batch whose caller has gone. A caller that is already gone frees
-    /// every entry at once.
-    pub fn attach_batch(&self, ids: &[u64], batch: Rc<dyn BatchResponder>) {
-        let Some(&group) = ids.first() else {
+    /// Says who waits for the calls of the batch whose ids are `ids` (the
+    /// first names the batch; `batch` is told each outcome by its place in
+    /// `ids`). One watcher serves the whole batch: it queues the batch's
+    /// id, and [`cancel`](Self::cancel) frees every call of a batch whose
+    /// caller has gone. A caller that is already gone frees every entry at
+    /// once.
+    pub fn attach_batch(&self, ids: Range<u64>, batch: Rc<dyn BatchResponder>) {
+        let group = ids.start;
+        if ids.is_empty() {
             return;
-        };
+        }
         let queue = self.cancellations();
         let waker = Waker::from(Arc::new(CancelWaker { id: group, queue }));
         let gone = batch.poll_gone(&mut Context::from_waker(&waker)).is_ready();
         let mut inner = self.inner.borrow_mut();
         if gone {
-            let freed = ids.iter().filter(|&&id| inner.remove(id).is_some());
-            let freed = freed.count();
+            let freed = ids.filter(|&id| inner.remove(id).is_some()).count();
             stats::add(&inner.metrics.cancelled, freed as u64);
             return;
         }
-        for (index, id) in ids.iter().enumerate() {
-            if let Some(entry) = inner.entries.get_mut(id) {
+        for (index, id) in ids.enumerate() {
+            if let Some(entry) = inner.entries.get_mut(&id) {
                 entry.responder = Some(Waiter::InBatch {
                     batch: Rc::clone(&batch),
                     index,
@@ -590,9 +593,7 @@ impl PendingCalls {
             group.and_then(|group| inner.groups.get(&group).map(|g| g.ids.clone()))
         };
         match ids {
-            Some(ids) => ids
-                .into_iter()
-                .fold(false, |freed, id| self.cancel_one(id) | freed),
+            Some(ids) => ids.fold(false, |freed, id| self.cancel_one(id) | freed),
             None => self.cancel_one(id),
         }
     }
@@ -655,9 +656,9 @@ impl PendingCalls {
     }
 
     /// Removes calls without telling anyone (their caller is told otherwise).
-    pub fn withdraw(&self, ids: &[u64]) {
+    pub fn withdraw(&self, ids: Range<u64>) {
         let mut inner = self.inner.borrow_mut();
-        for &id in ids {
+        for id in ids {
             inner.remove(id);
         }
     }
@@ -1125,8 +1126,7 @@ mod tests {
             now,
             Duration::from_secs(60),
         );
-        let ids: Vec<u64> = ids.collect();
-        table.attach_batch(&ids, Rc::clone(&collected) as Rc<dyn BatchResponder>);
+        table.attach_batch(ids, Rc::clone(&collected) as Rc<dyn BatchResponder>);
         (collected, rx)
     }
 
@@ -1178,7 +1178,7 @@ mod tests {
         );
         let (collected, rx) = collected();
         drop(rx);
-        table.attach_batch(&[1, 2, 3], collected);
+        table.attach_batch(1..4, collected);
         assert!(table.is_empty());
         assert!(table.inner.borrow().groups.is_empty());
         assert_eq!(metrics.snapshot().cancelled, 3);
