@@ -261,7 +261,15 @@ fn string_escaped(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
     let mut at = i + 1;
     let mut escaped = false;
     loop {
-        let found = at + memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+        let rest = bytes.get(at..)?;
+        // Most strings of an envelope are short (keys, ids, method names):
+        // a plain look at the first bytes finds their end sooner than
+        // memchr's vector set-up; longer ones go to memchr.
+        let head = &rest[..rest.len().min(SHORT_STRING)];
+        let found = match head.iter().position(|&b| b == b'"' || b == b'\\') {
+            Some(n) => at + n,
+            None => at + head.len() + memchr::memchr2(b'"', b'\\', &rest[head.len()..])?,
+        };
         if bytes[found] == b'"' {
             return Some((found + 1, escaped));
         }
@@ -271,6 +279,10 @@ fn string_escaped(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
         at = found + 2;
     }
 }
+
+/// How many bytes of a string [`string_escaped`] looks at one by one
+/// before handing the rest to memchr.
+const SHORT_STRING: usize = 16;
 
 /// Where the object or array starting at `i` ends, just past its bracket.
 fn nested(bytes: &[u8], i: usize) -> Option<usize> {
@@ -405,6 +417,25 @@ mod tests {
             "",
         ] {
             assert_eq!(object(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn strings_end_where_serde_says_on_either_side_of_the_short_look() {
+        for len in 0..3 * SHORT_STRING {
+            for at in 0..=len {
+                // An escaped quote at `at` of a string of `len` plain bytes.
+                let body = format!("{}\\\"{}", "a".repeat(at), "b".repeat(len - at));
+                let text = format!(r#"{{"result":"{body}","id":1}}"#);
+                let fields = object(&text).unwrap_or_else(|| panic!("{text}"));
+                let back: String = serde_json::from_str(fields.result.unwrap()).unwrap();
+                assert_eq!(back.len(), len + 1, "{text}");
+                assert!(!fields.result_unescaped);
+                let plain = format!(r#"{{"result":"{}","id":1}}"#, "c".repeat(len));
+                let fields = object(&plain).unwrap();
+                assert_eq!(fields.result.map(str::len), Some(len + 2));
+                assert!(fields.result_unescaped);
+            }
         }
     }
 
