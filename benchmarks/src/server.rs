@@ -404,8 +404,9 @@ pub const LEAN_WRITE_BUFFER: usize = 16 * 1024;
 ///   gathered, and one at the end), where jsonrpsee's send loop flushes
 ///   after every notification (one write, and on a 2-core machine often a
 ///   wake-up of the reader, per notification);
-/// - a batch costs a borrowed parse and one formatted answer (about 10 µs
-///   for 100 calls), where the jsonrpsee server spends about 250 µs.
+/// - a batch costs a borrowed parse and one formatted answer (a raw
+///   client's round trip with 100 calls is about 40 µs here, about 270 µs
+///   against the jsonrpsee server).
 ///
 /// So the client, not the server, sets the pace, as with the notify sink.
 async fn start_lean() -> Result<SocketAddr> {
