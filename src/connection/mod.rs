@@ -1609,6 +1609,7 @@ impl SubscribeRequest {
                 params: self.params,
                 timeout: self.timeout,
                 link: Link::Live(id.clone()),
+                notification_method: None,
             },
         );
         let Some(key) = registered else {
@@ -1659,7 +1660,7 @@ fn deliver_to_actor(
                 }
             }
             let item = match delivered.item {
-                subscription::Notice::Item(raw) => match raw.decode::<serde_json::Value>() {
+                subscription::Notice::Item { result, .. } => match result.decode::<serde_json::Value>() {
                     Ok(value) => SubscriptionItem::Item(value),
                     Err(err) => {
                         log::warn!("a subscription item is not JSON a Value can hold: {err}");
