@@ -157,14 +157,9 @@ impl Message for Unsubscribe {
 pub(crate) enum Notice {
     /// One notification's result, and the method the notification came
     /// with (see [`Subscription::notification_method`]).
-    Item {
-        result: RawResult,
-        method: Arc<str>,
-    },
+    Item { result: RawResult, method: Arc<str> },
     /// Made again after a reconnect; see [`SubscriptionItem::Resubscribed`].
-    Resubscribed {
-        down_for: Duration,
-    },
+    Resubscribed { down_for: Duration },
 }
 
 /// Keys of subscriptions whose handle was dropped, queued from any thread
@@ -280,10 +275,7 @@ pub struct Subscription<T = Value> {
 #[derive(Debug)]
 pub(crate) enum RawItem {
     /// One notification: its raw `result` and its method.
-    Item {
-        result: RawResult,
-        method: Arc<str>,
-    },
+    Item { result: RawResult, method: Arc<str> },
     /// This many items were dropped just before the next one (or at the end).
     Lagged { missed: u64 },
     /// Made again after a reconnect.

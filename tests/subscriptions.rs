@@ -172,7 +172,11 @@ async fn notification_method_is_the_method_of_the_last_item_yielded() {
     );
     barrier(&client).await;
     assert_eq!(value(next(&mut sub).await), "third");
-    assert_eq!(sub.notification_method(), Some("tock\"é"), "as the server wrote it, unescaped");
+    assert_eq!(
+        sub.notification_method(),
+        Some("tock\"é"),
+        "as the server wrote it, unescaped"
+    );
     drop(sub);
     assert_no_pending(&client);
 }

@@ -1660,13 +1660,15 @@ fn deliver_to_actor(
                 }
             }
             let item = match delivered.item {
-                subscription::Notice::Item { result, .. } => match result.decode::<serde_json::Value>() {
-                    Ok(value) => SubscriptionItem::Item(value),
-                    Err(err) => {
-                        log::warn!("a subscription item is not JSON a Value can hold: {err}");
-                        continue;
+                subscription::Notice::Item { result, .. } => {
+                    match result.decode::<serde_json::Value>() {
+                        Ok(value) => SubscriptionItem::Item(value),
+                        Err(err) => {
+                            log::warn!("a subscription item is not JSON a Value can hold: {err}");
+                            continue;
+                        }
                     }
-                },
+                }
                 subscription::Notice::Resubscribed { down_for } => {
                     SubscriptionItem::Resubscribed { down_for }
                 }

@@ -144,7 +144,10 @@ impl Table {
                 method
             }
         };
-        match route.queue.push(Notice::Item { result: raw, method }) {
+        match route.queue.push(Notice::Item {
+            result: raw,
+            method,
+        }) {
             Pushed::Queued => {}
             Pushed::Dropped => stats::add(&self.metrics.subscription_items_dropped, 1),
             Pushed::Overflowed => {

@@ -59,6 +59,9 @@ pub struct ProxyConfig {
     pub(crate) gap_method: Option<String>,
     pub(crate) subscription_capacity: usize,
     pub(crate) subscription_overflow: Overflow,
+    pub(crate) subscriptions_per_client: usize,
+    pub(crate) outbound: usize,
+    pub(crate) outbound_stall: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -77,6 +80,9 @@ impl Default for ProxyConfig {
             gap_method: None,
             subscription_capacity: 1_024,
             subscription_overflow: Overflow::DropOldest,
+            subscriptions_per_client: 1_024,
+            outbound: 1_024,
+            outbound_stall: Duration::from_secs(30),
         }
     }
 }
@@ -85,7 +91,9 @@ impl ProxyConfig {
     /// The defaults: 5 MiB bodies and messages, batches of 1,000, 256
     /// requests in flight per downstream client, 10,000 downstream
     /// websockets, 30 s per request, `eth_subscribe`/`eth_unsubscribe` as
-    /// the subscription methods.
+    /// the subscription methods, 1,024 subscriptions per websocket and
+    /// 1,024 notifications queued for each (the oldest dropped), 1,024
+    /// messages waiting for a websocket that may stall 30 s.
     pub fn new() -> Self {
         ProxyConfig::default()
     }
@@ -156,16 +164,24 @@ impl ProxyConfig {
     }
 
     /// The method of the notification telling a downstream subscriber of a
-    /// gap (policy [`UpstreamLoss::Resubscribe`]): its params are
+    /// gap (policy [`UpstreamLoss::Resubscribe`], and a move to another
+    /// upstream): its params are
     /// `{"subscription": <id>, "gap": {"down_for_ms": <n>}}`. Default: the
-    /// method of the subscription's own notifications.
+    /// method of the subscription's own notifications (the last one's), or
+    /// the subscribe method itself when none has come yet; set it to be
+    /// sure of the name.
     pub fn gap_notification(mut self, method: impl Into<String>) -> Self {
         self.gap_method = Some(method.into());
         self
     }
 
     /// How many notifications may wait for each downstream subscriber, and
-    /// what a full queue does with one more. Default: 1,024, drop the
+    /// what a full queue does with one more. Each subscriber has its own
+    /// queue: one that falls behind loses items alone, and the next
+    /// notification it gets is
+    /// `{"subscription": <id>, "lagged": {"missed": <n>}}` (with the items'
+    /// method); under [`Overflow::Close`] its last is one with an `error`
+    /// (-32005), and the subscription is ended. Default: 1,024, drop the
     /// oldest.
     pub fn subscriber_queue(mut self, capacity: usize, overflow: Overflow) -> Self {
         self.subscription_capacity = capacity.max(1);
@@ -173,14 +189,34 @@ impl ProxyConfig {
         self
     }
 
+    /// The most subscriptions one downstream websocket may hold at once;
+    /// one more subscribe call is answered with -32005. Default: 1,024.
+    pub fn subscriptions_per_client(mut self, subscriptions: usize) -> Self {
+        self.subscriptions_per_client = subscriptions.max(1);
+        self
+    }
+
+    /// Bounds what waits to be written to one downstream websocket:
+    /// at most `messages` answers (and passed-through server requests)
+    /// queued for the socket, and at most `stall` for a message to be taken
+    /// by it. A downstream that does not read its socket fills both; the
+    /// session is then closed with 1008 (policy violation) and everything
+    /// it held is freed, while other downstreams go on. Subscription
+    /// notifications wait in each subscriber's own queue instead (see
+    /// [`subscriber_queue`](Self::subscriber_queue)). Default: 1,024
+    /// messages, 30 s.
+    pub fn session_outbound(mut self, messages: usize, stall: Duration) -> Self {
+        self.outbound = messages.max(1);
+        self.outbound_stall = stall;
+        self
+    }
+
     /// The subscription pair `method` subscribes with, if it is one.
-    #[allow(dead_code)] // for the websocket front end, next
     pub(crate) fn subscribe_pair(&self, method: &str) -> Option<&SubscriptionMethods> {
         self.subscriptions.iter().find(|p| p.subscribe == method)
     }
 
     /// The subscription pair `method` unsubscribes with, if it is one.
-    #[allow(dead_code)] // for the websocket front end, next
     pub(crate) fn unsubscribe_pair(&self, method: &str) -> Option<&SubscriptionMethods> {
         self.subscriptions.iter().find(|p| p.unsubscribe == method)
     }

@@ -7,17 +7,25 @@
 //!   the downstream's own ids byte for byte; batch entries each on their own.
 //! - [`Upstreams`]: the upstream pool, with failover.
 //! - [`http`] and [`metrics`]: the HTTP front end and `GET /metrics`.
+//! - [`websocket`]: the websocket front end, with subscriptions fanned out
+//!   (identical subscriptions share one upstream subscription) and, with
+//!   [`Forward::per_session`], an upstream connection per session whose
+//!   server requests pass through to the downstream client.
+//! - [`resource`]: both front ends at one path, as Ethereum nodes serve.
 //! - [`Hook`]: inspect, rewrite, answer or refuse each request.
 //! - [`ProxyConfig`]: every limit a downstream meets.
 //!
 //! [`RpcConnection`]: crate::RpcConnection
 
 mod config;
+mod fanout;
 mod forward;
+mod gate;
 mod hook;
 mod http;
 mod metrics;
 mod upstream;
+mod ws;
 
 pub use config::{ProxyConfig, SubscriptionMethods, UpstreamLoss};
 pub use forward::Forward;
@@ -25,6 +33,7 @@ pub use hook::{Decision, Hook, Origin, ProxyRequest, Transport};
 pub use http::{http, metrics};
 pub use metrics::ProxyStats;
 pub use upstream::Upstreams;
+pub use ws::{resource, websocket};
 
 /// The error codes a proxy answers with itself (besides the standard ones
 /// in [`crate::codes`]).
