@@ -991,6 +991,33 @@ async fn a_client_that_does_not_read_is_closed_and_its_session_freed() {
 }
 
 #[actix_rt::test]
+async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays() {
+    let (server, _) = upstream();
+    let (proxy, upstream_client) =
+        proxy_for(&server, config().session_heartbeat(ms(100), ms(200))).await;
+    // This crate's client answers pings by itself, idle or not.
+    let alive = connect(&proxy.url()).await;
+    let mut silent = RawClient::connect(proxy.addr).await;
+    let read = within("the silent one closed", silent.read_until_close()).await;
+    // Pings (0x89, no payload), then the close frame with 1001 (0x03E9).
+    assert!(read.starts_with(&[0x89, 0x00]), "{read:?}");
+    let close = read.iter().position(|&b| b == 0x88).expect("a close frame");
+    assert_eq!(&read[close + 2..close + 4], &[0x03, 0xE9], "{read:?}");
+    proxy
+        .until("the silent one's session ended", |s| s.sessions == 1)
+        .await;
+    // The other one outlived several heartbeats and still works.
+    let sum: i64 = within("a call", alive.call("add", params![1, 1]))
+        .await
+        .unwrap();
+    assert_eq!(sum, 2);
+    within("close", alive.close()).await.unwrap();
+    proxy.assert_idle().await;
+    assert_no_pending(&upstream_client);
+    proxy.stop().await;
+}
+
+#[actix_rt::test]
 async fn connections_beyond_the_limit_are_refused_with_503() {
     let (server, _) = upstream();
     let (proxy, upstream_client) = proxy_for(&server, config().max_connections(2)).await;
@@ -1234,6 +1261,19 @@ async fn per_session_mode_passes_server_requests_through_and_answers_back() {
         "the client's own answer: {answer}"
     );
     assert_eq!(proxy.forward.stats().server_requests, 3);
+    // Subscriptions are fanned out within the session, from its upstream.
+    let mut heads = within(
+        "subscribe",
+        client.subscribe::<Value>("eth_subscribe", params!["newHeads"], "eth_unsubscribe"),
+    )
+    .await
+    .unwrap();
+    server.push(head("0xup1", 5));
+    match within("a head", heads.next()).await {
+        Some(SubscriptionItem::Item(item)) => assert_eq!(item, json!({"number": 5})),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(proxy.forward.stats().upstream_subscriptions, 1);
 
     // Another session gets another upstream connection.
     let other = connect(&proxy.url()).await;

@@ -62,6 +62,8 @@ pub struct ProxyConfig {
     pub(crate) subscriptions_per_client: usize,
     pub(crate) outbound: usize,
     pub(crate) outbound_stall: Duration,
+    /// Ping interval and how long past it silence is tolerated.
+    pub(crate) heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Default for ProxyConfig {
@@ -83,6 +85,7 @@ impl Default for ProxyConfig {
             subscriptions_per_client: 1_024,
             outbound: 1_024,
             outbound_stall: Duration::from_secs(30),
+            heartbeat: Some((Duration::from_secs(15), Duration::from_secs(10))),
         }
     }
 }
@@ -93,7 +96,8 @@ impl ProxyConfig {
     /// websockets, 30 s per request, `eth_subscribe`/`eth_unsubscribe` as
     /// the subscription methods, 1,024 subscriptions per websocket and
     /// 1,024 notifications queued for each (the oldest dropped), 1,024
-    /// messages waiting for a websocket that may stall 30 s.
+    /// messages waiting for a websocket that may stall 30 s, a ping every
+    /// 15 s with 10 s more to answer.
     pub fn new() -> Self {
         ProxyConfig::default()
     }
@@ -208,6 +212,17 @@ impl ProxyConfig {
     pub fn session_outbound(mut self, messages: usize, stall: Duration) -> Self {
         self.outbound = messages.max(1);
         self.outbound_stall = stall;
+        self
+    }
+
+    /// Pings each downstream websocket every `interval`; one from which
+    /// nothing at all (a pong, a message) has come for `interval` +
+    /// `timeout` is closed (1001) at the next ping, and everything it held
+    /// freed: a client gone without a word does not hold its place (and
+    /// its subscriptions) forever. `Duration::ZERO` as the interval turns
+    /// it off. Default: 15 s, 10 s (as the library's own heartbeat).
+    pub fn session_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = (!interval.is_zero()).then_some((interval, timeout));
         self
     }
 

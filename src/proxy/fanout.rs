@@ -200,15 +200,16 @@ impl SessionLink {
         (Arc::new(SessionLink { id, close }), closed)
     }
 
-    /// Asks the session to close with `code` (the first request wins).
-    pub fn close(&self, code: u16, reason: &str) {
+    /// Asks the session to close with `code`; the first request wins
+    /// (`true` for it).
+    pub fn close(&self, code: u16, reason: &str) -> bool {
         self.close.send_if_modified(|state| {
             if state.is_some() {
                 return false;
             }
             *state = Some((code, reason.to_owned()));
             true
-        });
+        })
     }
 }
 
@@ -836,7 +837,7 @@ fn close_sessions(sessions: &[Arc<SessionLink>], policy: UpstreamLoss) {
         1011
     };
     for session in sessions {
-        session.close(code, "the upstream connection was lost");
+        let _ = session.close(code, "the upstream connection was lost");
     }
 }
 
@@ -1075,8 +1076,8 @@ mod tests {
         };
         let sessions = fanout.end_topic(&key("[1]"), serial, &end, &m);
         assert_eq!(sessions.len(), 1);
-        sessions[0].close(1012, "restart");
-        sessions[0].close(1013, "second");
+        assert!(sessions[0].close(1012, "restart"));
+        assert!(!sessions[0].close(1013, "second"));
         assert_eq!(
             closed1.borrow_and_update().clone(),
             Some((1012, "restart".to_owned())),

@@ -66,7 +66,10 @@ const SERVER_CALLS: usize = 1_024;
 ///   dropped), nothing is queued;
 /// - a downstream that does not read: see
 ///   [`session_outbound`](super::ProxyConfig::session_outbound) (closed
-///   with 1008).
+///   with 1008);
+/// - a downstream that has gone without a word: pinged, and closed (1001)
+///   when silent too long (see
+///   [`session_heartbeat`](super::ProxyConfig::session_heartbeat)).
 ///
 /// The configured subscribe methods (`eth_subscribe` by default) are not
 /// forwarded as calls: identical subscriptions share one upstream
@@ -281,6 +284,7 @@ struct SessionParts {
 /// What waits to be written to the downstream socket.
 enum Out {
     Text(String),
+    Ping,
     Pong(Bytes),
     Done(Done),
 }
@@ -719,6 +723,14 @@ async fn run_session(parts: SessionParts, ws: Session) {
         calls: RefCell::new(ServerCalls::default()),
     });
     let mut in_flight: FuturesUnordered<LocalBoxFuture<'static, Done>> = FuturesUnordered::new();
+    // Any frame from the client shows it is there; silence past the
+    // heartbeat's bound ends the session.
+    let mut last_seen = tokio::time::Instant::now();
+    let mut pings = config.heartbeat.map(|(interval, _)| {
+        let mut pings = tokio::time::interval_at(last_seen + interval, interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings
+    });
     let mut server_calls = server_calls;
     let queue = Queue {
         out: &out,
@@ -733,6 +745,7 @@ async fn run_session(parts: SessionParts, ws: Session) {
             biased;
             _ = closing.changed() => break None,
             message = stream.recv() => {
+                last_seen = tokio::time::Instant::now();
                 let text = match message {
                     None => break Some((1000, String::new())),
                     Some(Err(err)) => break Some(protocol_close(&err, oversize.get(), config.max_body)),
@@ -778,6 +791,17 @@ async fn run_session(parts: SessionParts, ws: Session) {
                     break None;
                 }
             }
+            () = next_tick(&mut pings) => {
+                if let Some((interval, timeout)) = config.heartbeat {
+                    if last_seen.elapsed() > interval + timeout {
+                        log::debug!("downstream session {} answered no ping; closing it", link.id);
+                        break Some((1001, format!("nothing received for {:?}", last_seen.elapsed())));
+                    }
+                }
+                if !queue.push(Out::Ping, &mut closing).await {
+                    break None;
+                }
+            }
             Some(call) = next_call(&mut server_calls) => {
                 bump(&forward.metrics().server_requests);
                 let asked = ctx.calls.borrow_mut().ask(call);
@@ -790,7 +814,7 @@ async fn run_session(parts: SessionParts, ws: Session) {
         }
     };
     if let Some((code, reason)) = end {
-        link.close(code, &reason);
+        let _ = link.close(code, &reason);
     }
     // Everything the session holds ends here: requests in flight are given
     // up, its subscriptions end, its server requests are answered with an
@@ -810,6 +834,15 @@ async fn run_session(parts: SessionParts, ws: Session) {
     }
     let _ = writer.await;
     drop(slot);
+}
+
+async fn next_tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(pings) => {
+            pings.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_call(calls: &mut Option<mpsc::Receiver<ServerCall>>) -> Option<ServerCall> {
@@ -848,12 +881,19 @@ impl Queue<'_> {
                 Ok(Ok(())) => true,
                 Ok(Err(_)) => false,
                 Err(_) => {
-                    bump(&self.metrics.slow_sessions);
-                    self.link.close(1008, "the client does not read what is sent to it");
+                    slow(self.link, self.metrics);
                     false
                 }
             },
         }
+    }
+}
+
+/// Closes a session that does not read what is sent to it (counted once,
+/// whichever side of it noticed first).
+fn slow(link: &SessionLink, metrics: &Metrics) {
+    if link.close(1008, "the client does not read what is sent to it") {
+        bump(&metrics.slow_sessions);
     }
 }
 
@@ -901,6 +941,7 @@ async fn write_session(
     let stop: Stop = 'run: loop {
         let mut texts: Vec<String> = Vec::new();
         let mut pong = None;
+        let mut ping = false;
         tokio::select! {
             biased;
             _ = closing.changed() => break Stop::Done,
@@ -908,6 +949,7 @@ async fn write_session(
                 None => break Stop::Done,
                 Some(Out::Text(text)) => texts.push(text),
                 Some(Out::Pong(payload)) => pong = Some(payload),
+                Some(Out::Ping) => ping = true,
                 Some(Out::Done(done)) => {
                     for id in &done.unsubscribed {
                         active.remove(id);
@@ -947,6 +989,13 @@ async fn write_session(
                 _ => {}
             },
         }
+        if ping {
+            match tokio::time::timeout(stall, ws.ping(b"")).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break 'run Stop::Gone,
+                Err(_) => break 'run Stop::Stalled,
+            }
+        }
         if let Some(payload) = pong {
             match tokio::time::timeout(stall, ws.pong(&payload)).await {
                 Ok(Ok(())) => {}
@@ -964,11 +1013,10 @@ async fn write_session(
     };
     match stop {
         Stop::Done => {}
-        Stop::Gone => link.close(1000, ""),
-        Stop::Stalled => {
-            bump(&metrics.slow_sessions);
-            link.close(1008, "the client does not read what is sent to it");
+        Stop::Gone => {
+            let _ = link.close(1000, "");
         }
+        Stop::Stalled => slow(&link, metrics),
     }
     let (code, reason) = closing.borrow().clone().unwrap_or((1000, String::new()));
     let close = CloseReason {
