@@ -1288,6 +1288,49 @@ async fn per_session_mode_passes_server_requests_through_and_answers_back() {
 }
 
 #[actix_rt::test]
+async fn per_session_mode_answers_the_upstream_when_the_client_does_not() {
+    let (server, _) = upstream();
+    let url = server.url();
+    let forward = Forward::new(Upstreams::new([]))
+        .config(config().timeout(ms(300)))
+        .per_session(move |_: &proxy::Origin| RpcConnection::builder(url.clone()));
+    let proxy = Proxy::start(forward);
+    let mut client = ws(&proxy.url()).await;
+    server.wait_connections_async(1, BOUND).await;
+    let seen = server.received().len();
+    server.push(server_request("srv-9", "client.ask", json!({"q": 1})));
+    // The client sees it under the proxy's id, with the params as sent.
+    let request = client.recv().await;
+    assert_eq!(
+        request,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "client.ask", "params": {"q": 1}})
+    );
+    // It does not answer in time: the upstream gets -32001 with its own id.
+    let received = server.wait_received_async(seen + 1, BOUND).await;
+    assert_eq!(received[seen]["id"], "srv-9");
+    assert_eq!(
+        received[seen]["error"]["code"], -32001,
+        "{}",
+        received[seen]
+    );
+    // A late answer is dropped quietly: the next message is the echo's.
+    client
+        .send_json(json!({"jsonrpc": "2.0", "id": 1, "result": "late"}))
+        .await;
+    let answer = client.call(json!("e"), "echo", json!([1])).await;
+    assert_eq!(answer["id"], "e", "{answer}");
+    // An answer to an id the proxy never gave is an invalid request.
+    client
+        .send_json(json!({"jsonrpc": "2.0", "id": 99, "result": "what"}))
+        .await;
+    assert_eq!(client.recv().await["error"]["code"], -32600);
+    drop(client);
+    server.wait_connections_async(0, BOUND).await;
+    proxy.assert_idle().await;
+    proxy.stop().await;
+}
+
+#[actix_rt::test]
 async fn per_session_mode_refuses_the_handshake_when_the_upstream_cannot_be_reached() {
     let forward = Forward::new(Upstreams::new([]))
         .config(config())

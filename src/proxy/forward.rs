@@ -34,6 +34,10 @@ use crate::protocol::{self, ErrorObject, Id, Inbound, Message, Params};
 /// - What is not a request gets the JSON-RPC error the specification names
 ///   (-32700 parse error, -32600 invalid request), id `null` when none could
 ///   be read.
+/// - The subscription methods ([`ProxyConfig::subscription`]) are refused
+///   here with -32601, as Ethereum nodes refuse them over HTTP: forwarded
+///   as calls they would leave upstream subscriptions nobody reads. A
+///   websocket session ([`websocket`](super::websocket)) fans them out.
 ///
 /// Upstream failures are errors in the server range: -32001 no answer in
 /// time, -32002 no upstream (lost, or none connected), -32005 a limit.

@@ -661,7 +661,8 @@ impl ServerCalls {
             params.as_deref(),
         );
         self.waiting.insert(self.last, call.reply);
-        String::from_utf8(out).ok()
+        // The writer only ever puts in valid UTF-8 (from `&str`s).
+        Some(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The downstream answered `id`: `false` when no call of ours is known
