@@ -879,6 +879,19 @@ async fn a_huge_frame_header_closes_the_session_before_its_bytes_arrive() {
     proxy.stop().await;
 }
 
+#[actix_rt::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    let (server, _) = upstream();
+    let (proxy, upstream_client) = proxy_for(&server, config()).await;
+    let mut raw = RawClient::connect(proxy.addr).await;
+    raw.tcp.write_all(&masked_text(b"\xff\xfe")).await.unwrap();
+    let read = within("the close", raw.read_until_close()).await;
+    assert_eq!(&read[..4], &[0x88, read[1], 0x03, 0xEF], "1007: {read:?}");
+    proxy.assert_idle().await;
+    assert_no_pending(&upstream_client);
+    proxy.stop().await;
+}
+
 /// A websocket client on a bare socket (for what awc would not send, and
 /// for a client that does not read).
 struct RawClient {

@@ -899,7 +899,7 @@ fn slow(link: &SessionLink, metrics: &Metrics) {
 }
 
 /// The close for a broken inbound stream: 1009 for a message over the
-/// limit, 1002 for a protocol violation.
+/// limit, 1007 for text that is not UTF-8, 1002 for a protocol violation.
 fn protocol_close(err: &ProtocolError, oversize: Option<u64>, limit: usize) -> (u16, String) {
     if let Some(size) = oversize {
         return (
@@ -912,6 +912,10 @@ fn protocol_close(err: &ProtocolError, oversize: Option<u64>, limit: usize) -> (
             1009,
             format!("a message is over the limit of {limit} bytes"),
         ),
+        // actix-ws's word for a text frame that is not UTF-8 (RFC 6455 §8.1).
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            (1007, "a text message that is not UTF-8".to_owned())
+        }
         ProtocolError::Io(_) => {
             log::debug!("a downstream websocket failed: {err}");
             (1002, "the websocket failed".to_owned())
