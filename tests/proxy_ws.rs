@@ -685,13 +685,24 @@ async fn on_upstream_loss_close_closes_each_subscribed_session_with_its_code() {
 
 #[actix_rt::test]
 async fn a_shared_subscription_fails_over_to_the_healthy_upstream() {
+    fails_over(UpstreamLoss::Resubscribe).await;
+}
+
+/// With another upstream healthy, a subscription moves whatever the policy.
+#[actix_rt::test]
+async fn failover_comes_before_the_error_and_close_policies() {
+    fails_over(UpstreamLoss::ErrorNotification).await;
+    fails_over(UpstreamLoss::Close(1012)).await;
+}
+
+async fn fails_over(policy: UpstreamLoss) {
     let ids = Arc::new(AtomicU64::new(0));
     let first = TestServer::start(upstream_handler(Arc::clone(&ids)));
     let second = TestServer::start(upstream_handler(Arc::clone(&ids)));
     let a_client = connect_with(reconnecting(&first.url())).await;
     let b_client = connect_with(reconnecting(&second.url())).await;
-    let forward =
-        Forward::new(Upstreams::new([a_client.clone(), b_client.clone()])).config(config());
+    let forward = Forward::new(Upstreams::new([a_client.clone(), b_client.clone()]))
+        .config(config().upstream_loss(policy));
     let proxy = Proxy::start(forward);
     let mut a = ws(&proxy.url()).await;
     let mut b = ws(&proxy.url()).await;

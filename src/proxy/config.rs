@@ -14,21 +14,31 @@ pub struct SubscriptionMethods {
 }
 
 /// What downstream subscriptions go through when their upstream connection
-/// is lost.
+/// is lost and no other upstream of the pool can take them over. (When
+/// another is healthy, a shared subscription moves to it whatever the
+/// policy, and each subscriber is sent the gap notification of
+/// [`Resubscribe`](Self::Resubscribe).)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum UpstreamLoss {
-    /// The upstream subscription is made again after the reconnect (or on
-    /// another upstream); each downstream subscriber is sent a notification
-    /// saying how long it was down (see
-    /// [`ProxyConfig::gap_notification`]). The default.
+    /// The library makes the upstream subscription again after the
+    /// reconnect (see [`ReconnectPolicy`](crate::ReconnectPolicy)); each
+    /// downstream subscriber is sent
+    /// `{"subscription": <id>, "gap": {"down_for_ms": <n>}}` (see
+    /// [`ProxyConfig::gap_notification`]) and its items go on under the same
+    /// id. Should the upstream refuse the new subscribe call, or the
+    /// connection end for good, each subscriber is sent an `error`
+    /// notification instead and the subscription ends. The default.
     #[default]
     Resubscribe,
-    /// Each downstream subscriber is sent a notification whose `error`
-    /// ends the subscription.
+    /// Each downstream subscriber is sent
+    /// `{"subscription": <id>, "error": {"code": -32002, ..}}` at once, and
+    /// the subscription ends (unsubscribing it then answers `false`); a
+    /// client subscribes again when it sees fit.
     ErrorNotification,
-    /// Each downstream websocket with a subscription is closed with this
-    /// code (1012 "service restart" or 1013 "try again later").
+    /// Each downstream websocket holding a subscription on that upstream is
+    /// closed with this code (1012 "service restart" or 1013 "try again
+    /// later"; a code a server may not send becomes 1011).
     Close(u16),
 }
 

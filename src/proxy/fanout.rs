@@ -760,6 +760,31 @@ pub(crate) async fn run_topic(task: TopicTask) {
             event = events.next(), if watching => match event {
                 Some(ConnectionEvent::Disconnected { .. }) => {
                     let lost = Instant::now();
+                    // Whatever the policy, another healthy upstream takes the
+                    // subscription over first: the subscribers see a gap.
+                    if let Some((index, other)) = healthy_other(&forward, current) {
+                        let other_client = other.client.clone();
+                        bump(&metrics.forwarded);
+                        match subscribe(other_client.clone()).await {
+                            Ok(moved) => {
+                                log::info!("subscription {} moved to upstream {index}", key.method);
+                                // The old one is down with its connection:
+                                // dropping it owes its server nothing.
+                                drop(std::mem::replace(&mut sub, moved));
+                                current = index;
+                                client = other_client;
+                                events = client.events();
+                                let method = gap_method_for(&last_method);
+                                let down_for = lost.elapsed();
+                                fanout.broadcast(&key, serial, Event::Gap { method, down_for }, metrics);
+                                continue;
+                            }
+                            Err(err) => log::warn!(
+                                "subscription {} could not move to upstream {index}: {err}",
+                                key.method
+                            ),
+                        }
+                    }
                     match config.upstream_loss {
                         UpstreamLoss::ErrorNotification => {
                             let error = error_json(&ErrorObject::new(
@@ -775,33 +800,9 @@ pub(crate) async fn run_topic(task: TopicTask) {
                             close_sessions(&sessions, config.upstream_loss);
                             break None;
                         }
-                        // Resubscribe, and anything added later: the library makes
-                        // it again on reconnect, unless another upstream is up.
-                        _ => {
-                            let Some((index, other)) = healthy_other(&forward, current) else {
-                                continue;
-                            };
-                            let other_client = other.client.clone();
-                            bump(&metrics.forwarded);
-                            match subscribe(other_client.clone()).await {
-                                Ok(moved) => {
-                                    log::info!("subscription {} moved to upstream {index}", key.method);
-                                    // The old one is down with its connection:
-                                    // dropping it owes its server nothing.
-                                    drop(std::mem::replace(&mut sub, moved));
-                                    current = index;
-                                    client = other_client;
-                                    events = client.events();
-                                    let method = gap_method_for(&last_method);
-                                    let down_for = lost.elapsed();
-                                    fanout.broadcast(&key, serial, Event::Gap { method, down_for }, metrics);
-                                }
-                                Err(err) => log::warn!(
-                                    "subscription {} could not move to upstream {index}: {err}; waiting for its own upstream",
-                                    key.method
-                                ),
-                            }
-                        }
+                        // Resubscribe (and anything added later): the library
+                        // makes it again when its connection is back.
+                        _ => {}
                     }
                 }
                 Some(_) => {}
