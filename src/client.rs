@@ -398,7 +398,7 @@ impl Client {
     }
 
     /// Calls in the pending table now (a cheaper [`Stats::pending`]).
-    #[cfg_attr(not(feature = "proxy"), allow(dead_code))] // the upstream pool's load
+    #[cfg(feature = "proxy")]
     pub(crate) fn pending_now(&self) -> u64 {
         self.shared
             .metrics

@@ -71,9 +71,20 @@ pub(crate) enum Pushed {
     Closed,
 }
 
+/// One queued item.
+struct Slot<T> {
+    item: T,
+    /// Items dropped just before it.
+    missed: u64,
+    /// A marker ([`Sender::push_marker`]): never dropped, not counted
+    /// against the capacity.
+    marker: bool,
+}
+
 struct State<T> {
-    /// Each item with how many were dropped just before it.
-    items: VecDeque<(T, u64)>,
+    items: VecDeque<Slot<T>>,
+    /// How many of `items` are markers.
+    markers: usize,
     capacity: usize,
     overflow: Overflow,
     /// Dropped after the last queued item: told with the next one pushed,
@@ -93,6 +104,20 @@ struct Shared<T> {
     waker: AtomicWaker,
 }
 
+impl<T> State<T> {
+    fn push_back(&mut self, item: T, marker: bool) {
+        let missed = std::mem::take(&mut self.missed_at_tail);
+        self.items.push_back(Slot {
+            item,
+            missed,
+            marker,
+        });
+        if marker {
+            self.markers += 1;
+        }
+    }
+}
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding this lock leaves consistent state (every
@@ -110,6 +135,7 @@ pub(crate) fn channel<T>(capacity: usize, overflow: Overflow) -> (Sender<T>, Rec
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            markers: 0,
             capacity,
             overflow,
             missed_at_tail: 0,
@@ -140,20 +166,24 @@ impl<T> Sender<T> {
             if state.closed || state.receiver_gone {
                 return Pushed::Closed;
             }
-            if state.items.len() < state.capacity {
-                let before = std::mem::take(&mut state.missed_at_tail);
-                state.items.push_back((item, before));
+            if state.items.len() - state.markers < state.capacity {
+                state.push_back(item, false);
                 Pushed::Queued
             } else {
                 match state.overflow {
                     Overflow::DropOldest | Overflow::KeepLatest => {
-                        // The oldest goes; whoever is first now was preceded
-                        // by it and by what it was preceded by.
-                        let dropped = state.items.pop_front().map_or(0, |(_, m)| m + 1);
-                        let before = std::mem::take(&mut state.missed_at_tail);
-                        state.items.push_back((item, before));
-                        if let Some((_, front)) = state.items.front_mut() {
-                            *front += dropped;
+                        // The oldest item (never a marker) goes; the one
+                        // after it was preceded by it and by what it was
+                        // preceded by.
+                        let oldest = state.items.iter().position(|slot| !slot.marker);
+                        let dropped = oldest.and_then(|at| {
+                            state.items.remove(at).map(|slot| (at, slot.missed + 1))
+                        });
+                        state.push_back(item, false);
+                        if let Some((at, dropped)) = dropped {
+                            if let Some(next) = state.items.get_mut(at) {
+                                next.missed += dropped;
+                            }
                         }
                         state.missed += 1;
                         Pushed::Dropped
@@ -173,6 +203,28 @@ impl<T> Sender<T> {
         };
         self.shared.waker.wake();
         pushed
+    }
+
+    /// Queues `marker`, an item no overflow policy drops (it is not counted
+    /// against the capacity): the end of a gap must reach a consumer that is
+    /// behind. A marker right behind another is merged into it by `merge`
+    /// instead, so markers never outnumber the items between them (the
+    /// queue stays bounded at twice its capacity, plus one).
+    pub fn push_marker(&self, marker: T, merge: impl FnOnce(&mut T, T)) -> Pushed {
+        {
+            let mut state = self.shared.lock();
+            if state.closed || state.receiver_gone {
+                return Pushed::Closed;
+            }
+            let merge_into_last =
+                state.missed_at_tail == 0 && state.items.back().is_some_and(|slot| slot.marker);
+            match state.items.back_mut() {
+                Some(last) if merge_into_last => merge(&mut last.item, marker),
+                _ => state.push_back(marker, true),
+            }
+        }
+        self.shared.waker.wake();
+        Pushed::Queued
     }
 
     /// Whether the consumer has gone away or the queue has closed.
@@ -214,7 +266,15 @@ pub(crate) struct Receiver<T> {
 impl<T> Receiver<T> {
     fn take(&self) -> Poll<Option<Delivered<T>>> {
         let mut state = self.shared.lock();
-        if let Some((item, missed)) = state.items.pop_front() {
+        if let Some(Slot {
+            item,
+            missed,
+            marker,
+        }) = state.items.pop_front()
+        {
+            if marker {
+                state.markers -= 1;
+            }
             return Poll::Ready(Some(Delivered { item, missed }));
         }
         if state.closed {
@@ -253,6 +313,7 @@ impl<T> Drop for Receiver<T> {
         state.receiver_gone = true;
         // What was queued can never be delivered now: free it.
         state.items.clear();
+        state.markers = 0;
     }
 }
 
@@ -385,5 +446,45 @@ mod tests {
             Pin::new(&mut rx).poll_next(&mut cx),
             Poll::Ready(Some(Delivered { item: 7, missed: 0 }))
         );
+    }
+
+    #[test]
+    fn markers_survive_every_policy_and_do_not_pile_up() {
+        for overflow in [
+            Overflow::DropOldest,
+            Overflow::KeepLatest,
+            Overflow::DropNewest,
+        ] {
+            let (tx, mut rx) = channel::<u32>(2, overflow);
+            tx.push(1);
+            tx.push(2);
+            tx.push_marker(100, |a, b| *a += b);
+            tx.push_marker(200, |a, b| *a += b);
+            for n in 3..10 {
+                tx.push(n);
+            }
+            let got: Vec<u32> = drain(&mut rx).into_iter().map(|d| d.item).collect();
+            assert!(
+                got.contains(&300),
+                "{overflow:?}: the marker was lost: {got:?}"
+            );
+            assert_eq!(
+                got.iter().filter(|&&n| n >= 100).count(),
+                1,
+                "{overflow:?}: merged"
+            );
+            assert!(got.len() <= 2 * 2 + 1, "{overflow:?}: bounded: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_marker_keeps_its_place_and_the_missed_counts_stay_exact() {
+        let (tx, mut rx) = channel::<u32>(2, Overflow::DropOldest);
+        tx.push(1);
+        tx.push_marker(100, |a, b| *a += b);
+        tx.push(2);
+        tx.push(3); // drops 1
+        tx.push(4); // drops 2
+        assert_eq!(delivered(&[(100, 1), (3, 1), (4, 0)]), drain(&mut rx));
     }
 }

@@ -247,3 +247,44 @@ async fn a_dropped_batch_frees_all_its_calls() {
     assert_eq!(client.stats().cancelled, 5);
     assert_no_pending(&client);
 }
+
+/// A batch that finds the outbound queue full waits for room (in its
+/// caller's stead, up to its timeout), then goes: here the server stops
+/// reading until the queue is full, then reads again.
+#[actix_rt::test]
+async fn a_batch_waits_for_room_then_goes() {
+    let server = TestServer::start(standard);
+    let proxy = test_support::FaultProxy::start(server.addr());
+    let client = connect_with(
+        RpcConnection::builder(proxy.url())
+            .max_queued_bytes(32 * 1024)
+            .request_timeout(Duration::from_secs(8)),
+    )
+    .await;
+    proxy.black_hole();
+    let filler = "f".repeat(8 * 1024);
+    // Notifications until one has to wait: the queue is full.
+    loop {
+        let notify = client.notify("fill", params![filler]);
+        match tokio::time::timeout(Duration::from_millis(50), notify).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => panic!("{err}"),
+            Err(_waiting) => break,
+        }
+    }
+    let sending = {
+        let client = client.clone();
+        actix_rt::spawn(async move {
+            let mut batch = client.batch();
+            let a = batch.call::<Value>("echo", params!["a"]);
+            batch.notify("note", params![]);
+            batch.send().await.map(|results| (results, a))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!sending.is_finished(), "the batch waits for room");
+    proxy.heal();
+    let (mut results, a) = within("the batch", sending).await.unwrap().unwrap();
+    assert_eq!(results.take(a).unwrap(), json!(["a"]));
+    assert_no_pending(&client);
+}

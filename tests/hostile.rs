@@ -434,6 +434,54 @@ async fn a_server_that_stops_reading_cannot_hang_calls() {
     assert_no_pending(&client);
 }
 
+/// Regression (found while documenting the reconnect paths): a batch whose
+/// frame found the outbound queue full (with `Backpressure::Wait`) was
+/// accepted at once and its frame waited in a detached task, with no time
+/// limit and no bound on how many waited (5,000 batches of 16 KiB to a server
+/// that stopped reading added 160 MB). Now the frame waits in the caller's
+/// stead for at most the timeout, and the batch is refused with `Overloaded`
+/// when no room comes.
+#[actix_rt::test]
+async fn batches_cannot_pile_up_behind_a_server_that_stops_reading() {
+    let server = support::silent_peer(); // never reads, for 5 s
+    let client = connect_with(
+        RpcConnection::builder(server.url())
+            .max_queued_bytes(64 * 1024)
+            .request_timeout(Duration::from_millis(200)),
+    )
+    .await;
+    // Fill the socket buffers and the 64 KiB budget: notifications go until
+    // one waits its 200 ms in vain.
+    let filler = "f".repeat(16 * 1024);
+    let mut filled = false;
+    for _ in 0..10_000 {
+        match within("notify", client.notify("fill", params![filler])).await {
+            Ok(()) => {}
+            Err(Error::Overloaded { .. }) => {
+                filled = true;
+                break;
+            }
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert!(
+        filled,
+        "10,000 notifications of 16 KiB never filled the queue"
+    );
+    let mut accepted = 0;
+    for _ in 0..10 {
+        let mut batch = client.batch();
+        batch.notify("more", params![filler]);
+        if within("a batch", batch.send()).await.is_ok() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(
+        accepted, 0,
+        "16 KiB batches accepted beyond a full 64 KiB budget, their frames held with no bound"
+    );
+}
+
 #[actix_rt::test]
 async fn close_reports_a_server_that_never_answers_the_close_frame() {
     let server = support::silent_peer();

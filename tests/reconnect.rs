@@ -339,6 +339,104 @@ async fn a_subscription_is_made_again_and_its_stream_shows_the_gap() {
     assert_no_pending(&client);
 }
 
+/// Waits (bounded) until the connection has routed `n` notifications in all.
+async fn routed(client: &Client, n: u64) {
+    let deadline = Instant::now() + BOUND;
+    while client.stats().server_notifications < n {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+/// Regression (found by the soak): the gap item went through the
+/// subscription's bounded queue like any item, so the overflow policy could
+/// drop it: the subscriber saw `Lagged`, 2, 3 and was never told of the
+/// reconnect. It is now a marker no policy drops.
+#[actix_rt::test]
+async fn the_gap_item_is_not_lost_to_a_full_queue() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client = connect_with(builder(&proxy.url())).await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe_with(
+            jsonrpc_websocket::Subscribe::new("subscribe", params!["heads"], "unsubscribe")
+                .capacity(2),
+        ),
+    )
+    .await
+    .unwrap()
+    .typed::<u64>();
+    server.push(tick("s1", 1));
+    routed(&client, 1).await; // queued, not read
+
+    proxy.drop_all();
+    reconnected(&mut events).await;
+    server.wait_received_async(2, BOUND).await; // the second subscribe call
+    server.push(tick("s2", 2));
+    server.push(tick("s2", 3));
+    routed(&client, 3).await;
+
+    let mut seen = Vec::new();
+    loop {
+        let item = next_item(&mut sub).await;
+        let last = matches!(item, SubscriptionItem::Item(3));
+        seen.push(format!("{item:?}"));
+        if last {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|item| item.starts_with("Resubscribed")),
+        "the subscriber was never told of the reconnect: {seen:?}"
+    );
+}
+
+/// Regression (found while documenting the soak): with `Backpressure::Fail`,
+/// a call waiting at the reconnect made the resubscribe (started before the
+/// waiting line is sent) fail with `Overloaded`, ending the subscription.
+/// The connection's own calls now go ahead of the line.
+#[actix_rt::test]
+async fn a_subscription_is_made_again_when_calls_wait_under_backpressure_fail() {
+    let server = subscribing_server(None);
+    let proxy = FaultProxy::start(server.addr());
+    let client =
+        connect_with(builder(&proxy.url()).backpressure(jsonrpc_websocket::Backpressure::Fail))
+            .await;
+    let mut events = client.events();
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<u64>("subscribe", params!["heads"], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    down(&proxy, &mut events).await;
+    let waiting = {
+        let client = client.clone();
+        actix_rt::spawn(async move { echo(&client, 1).await })
+    };
+    let deadline = Instant::now() + BOUND;
+    while client.stats().queued_calls < 1 {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+    proxy.refuse(false);
+    reconnected(&mut events).await;
+    assert_eq!(
+        within("the waiting call", waiting).await.unwrap().unwrap(),
+        json!([1])
+    );
+    match within("the gap item", sub.next()).await {
+        Some(SubscriptionItem::Resubscribed { .. }) => {}
+        other => panic!(
+            "expected the gap item, got {other:?}; the subscription ended: {:?}",
+            sub.close_reason()
+        ),
+    }
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn a_resubscribe_the_server_refuses_ends_the_subscription_with_its_error() {
     let server = subscribing_server(Some(1));
@@ -773,4 +871,67 @@ async fn closing_cleanly_is_told_as_such() {
         "{closed:?}"
     );
     assert!(within("the end", events.next()).await.is_none());
+}
+
+/// Calls whose frames were still in our own outbound queue when the socket
+/// died never reached the server: they are sent on the new socket, not
+/// failed. Those the writer had taken may have reached it, and fail. Here
+/// the server stops reading (black hole) until our writer is stuck and
+/// frames pile up behind it, then the connection is cut.
+#[actix_rt::test]
+async fn calls_never_written_are_sent_on_the_new_socket() {
+    let server = TestServer::start(standard);
+    let proxy = FaultProxy::start(server.addr());
+    let client = connect_with(builder(&proxy.url()).max_queued_bytes(64 << 20)).await;
+    let mut events = client.events();
+    proxy.black_hole();
+    let big = "x".repeat(256 * 1024);
+    let call = |n: u64| {
+        let client = client.clone();
+        let params = params![n, big.clone()];
+        actix_rt::spawn(async move { client.call::<Value>("echo", params).await })
+    };
+    // First calls: the writer takes them and gets stuck on the full socket.
+    let mut calls: Vec<_> = (0..32u64).map(call).collect();
+    let deadline = Instant::now() + BOUND;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(ms(50)).await;
+        let queued = client.stats().queued_bytes;
+        if queued > 0 && queued == last {
+            break; // nothing moves: stuck
+        }
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        last = queued;
+    }
+    // More calls: their frames wait behind the stuck writer, never taken.
+    calls.extend((32..64u64).map(call));
+    while client.stats().pending < 64 {
+        assert!(Instant::now() < deadline, "{:?}", client.stats());
+        tokio::time::sleep(ms(5)).await;
+    }
+    proxy.drop_all();
+    reconnected(&mut events).await;
+    let (mut answered, mut failed) = (0, 0);
+    for call in calls {
+        match within("a call", call).await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(err) => {
+                assert!(err.is_disconnect(), "{err}");
+                failed += 1;
+            }
+        }
+    }
+    eprintln!("{answered} answered on the new socket, {failed} failed");
+    assert!(
+        answered > 0,
+        "none was sent on the new socket ({failed} failed)"
+    );
+    assert_eq!(answered + failed, 64);
+    assert_eq!(
+        count(&server, "echo"),
+        answered,
+        "each answered call reached the server once"
+    );
+    assert_no_pending(&client);
 }

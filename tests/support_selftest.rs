@@ -151,6 +151,66 @@ async fn echo_push_ping_headers_and_drop() {
 }
 
 #[actix_rt::test]
+async fn a_server_that_records_nothing_still_answers() {
+    let server = TestServer::builder()
+        .record_received(false)
+        .start(support::standard);
+    let mut ws = connect(&server.url(), None).await.expect("connect failed");
+    for id in 1..=3 {
+        send(
+            &mut ws,
+            &json!({"jsonrpc":"2.0","id":id,"method":"echo","params":[id]}),
+        )
+        .await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            support::response(&json!(id), json!([id]))
+        );
+    }
+    assert!(server.received().is_empty());
+}
+
+/// RFC 6455 §5.4: the frames of one fragmented message are not interleaved
+/// with another message's. A delayed reply that comes due while a long
+/// fragmented one is being sent waits for its last frame.
+#[actix_rt::test]
+async fn a_delayed_reply_never_falls_between_the_frames_of_a_fragmented_one() {
+    const LEN: usize = 50_000;
+    // Due after 20 ms, while the 50,000 one-byte frames are being sent.
+    let server = TestServer::start(|_: &Value| {
+        Action::Many(vec![
+            Action::Delay(
+                Duration::from_millis(20),
+                Box::new(Action::Reply(json!("late"))),
+            ),
+            Action::ReplyFragmented(json!("x".repeat(LEN)), 1),
+        ])
+    });
+    let mut ws = connect(&server.url(), None).await.expect("connect failed");
+    send(&mut ws, &json!({"jsonrpc":"2.0","id":1,"method":"go"})).await;
+    let (mut in_message, mut frames, mut late) = (false, 0usize, false);
+    while !(late && frames > 0 && !in_message) {
+        match next(&mut ws).await {
+            Some(Frame::Continuation(Item::FirstText(_))) if !in_message => in_message = true,
+            Some(Frame::Continuation(Item::Continue(_))) if in_message => frames += 1,
+            Some(Frame::Continuation(Item::Last(_))) if in_message => {
+                in_message = false;
+                frames += 1;
+            }
+            Some(Frame::Text(text)) if !in_message && &text[..] == b"\"late\"" => late = true,
+            other => panic!(
+                "after {frames} continuation frame(s){}: {other:?}",
+                if in_message {
+                    ", inside the fragmented message"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+#[actix_rt::test]
 async fn fragmented_close_and_auth() {
     let server = TestServer::builder()
         .require_header("authorization", "Bearer t")

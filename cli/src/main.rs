@@ -7,11 +7,14 @@
 //! jsonrpc-ws notify    <URL> <METHOD> [PARAMS] [OPTIONS]
 //! jsonrpc-ws subscribe <URL> <METHOD> [PARAMS] --unsubscribe <METHOD> [--count N] [--reconnect] [OPTIONS]
 //! jsonrpc-ws batch     <URL> <JSON> [OPTIONS]
+//! jsonrpc-ws proxy     --upstream <URL>... [--listen ADDR] [--metrics] [OPTIONS]
 //! ```
 //!
 //! Exit status: 0 success, 1 the server answered with a JSON-RPC error (or
 //! ended the subscription), 2 transport/protocol/timeout/disconnect errors,
 //! 64 usage errors.
+
+mod proxy;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -41,10 +44,11 @@ const MAX_TIMEOUT_SECS: f64 = u32::MAX as f64;
 /// few microseconds would only keep the connection busy.
 const MIN_HEARTBEAT_SECS: f64 = 0.01;
 
-/// `subscribe --reconnect`'s backoff: the first step (it then doubles).
-/// Both steps are quoted in `subscribe --help`.
+/// `subscribe --reconnect`'s and the proxy's upstreams' backoff: the first
+/// step (it then doubles). Both steps are quoted in `subscribe --help` and
+/// `proxy --help`.
 const RECONNECT_INITIAL_DELAY: Duration = Duration::from_millis(100);
-/// `subscribe --reconnect`'s backoff: the largest step. Short enough that a
+/// The same backoff's largest step. Short enough that a
 /// restarted server is found again within seconds.
 const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 
@@ -52,7 +56,7 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 #[command(
     name = "jsonrpc-ws",
     version,
-    about = "Call methods, send notifications, follow subscriptions and send batches on a JSON-RPC 2.0 websocket server",
+    about = "Call methods, send notifications, follow subscriptions and send batches on a JSON-RPC 2.0 websocket server, or proxy JSON-RPC over HTTP to such servers",
     after_help = "\
 PARAMS is JSON: an array for positional params, an object for named params;
 leave it out to send no params. PARAMS and --reply results are sent exactly
@@ -134,6 +138,10 @@ Exit status: 0 every call succeeded; 1 some call got an error object; 2 some
 call got no answer (with one `error: ...` line on stderr), or the batch could
 not be sent; 64 JSON that is not such an array.")]
     Batch(BatchArgs),
+    /// Serve JSON-RPC over HTTP on one port and forward it to upstream
+    /// websocket servers, until Ctrl-C or SIGTERM.
+    #[command(after_help = proxy::AFTER_HELP)]
+    Proxy(proxy::ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -215,7 +223,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue
     <Box<RawValue> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct Options {
     /// How long to wait for the connection and for the response, in seconds
     /// (fractions allowed, e.g. 0.5).
@@ -436,10 +444,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let Cli { command, options } = cli;
+    // One connection per upstream, and a server: none of what follows.
+    if let Command::Proxy(args) = command {
+        return proxy::run(args, options).await;
+    }
     let url = match &command {
         Command::Call(target) | Command::Notify(target) => target.url.as_str(),
         Command::Subscribe(args) => args.url.as_str(),
         Command::Batch(args) => args.url.as_str(),
+        Command::Proxy(_) => unreachable!("the proxy returned above"),
     };
     let mut builder = configure(RpcConnection::builder(url), options);
     if matches!(&command, Command::Subscribe(args) if args.reconnect) {
@@ -459,6 +472,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Notify(target) => notify(&client, target).await,
         Command::Subscribe(args) => subscribe(&client, args).await,
         Command::Batch(args) => batch(&client, args.entries.0).await,
+        Command::Proxy(_) => unreachable!("the proxy returned above"),
     }
 }
 

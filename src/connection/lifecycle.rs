@@ -103,11 +103,16 @@ impl RpcConnection {
             "{}; reconnecting (attempt {attempt} in {delay:?})",
             loss.record
         );
-        self.let_socket_go(loss.close, ctx);
+        let unwritten = self.let_socket_go(loss.close, ctx);
+        // Frames the writer never took cannot have reached the server: their
+        // calls are not "pending at the drop", they simply wait.
+        let unwritten = self.pending.requeue_unwritten(unwritten);
         let keep_unsent = self.config.while_reconnecting == WhileReconnecting::Wait;
         self.subscriptions.disconnected(now);
         let (failed, requeued) = self.pending.disconnected(error, keep_unsent);
-        log::debug!("{failed} pending call(s) failed; {requeued} will be sent again");
+        log::debug!(
+            "{failed} pending call(s) failed; {requeued} opted in and {unwritten} never written will be sent"
+        );
         self.down_since.get_or_insert(now);
         self.last_loss = Some(loss.record);
         self.shared.reconnecting.store(true, Relaxed);
@@ -117,18 +122,24 @@ impl RpcConnection {
 
     /// Stops reading and writing the current socket; its writer may still
     /// write `close` (within the close timeout). What was queued for it is
-    /// dropped, and its handlers' answers will not be sent.
-    fn let_socket_go(&mut self, close: Option<(u16, String)>, ctx: &mut Context<Self>) {
+    /// dropped, and its handlers' answers will not be sent. Returns the
+    /// calls whose frames were dropped unwritten, with their frames.
+    fn let_socket_go(
+        &mut self,
+        close: Option<(u16, String)>,
+        ctx: &mut Context<Self>,
+    ) -> Vec<(u64, bytes::Bytes)> {
         if let Some(heartbeat) = self.heartbeat.take() {
             ctx.cancel_future(heartbeat);
         }
         self.session_token.cancel();
         self.session_token = self.stopped.child_token();
         let farewell = close.map(|(code, reason)| frames::close_frame(code, &reason));
-        self.shared.outbox.reset(farewell);
+        let unwritten = self.shared.outbox.reset(farewell);
         if let Some(session) = self.session.take() {
             session.detach(self.config.close_timeout, ctx);
         }
+        unwritten
     }
 
     fn schedule_dial(&mut self, attempt: u32, delay: Duration, ctx: &mut Context<Self>) {
@@ -230,6 +241,7 @@ impl RpcConnection {
         let options = CallOptions {
             timeout,
             retry: false,
+            ahead: true,
         };
         match self.start_call(method, &params, options, ctx) {
             Ok(id) => self.pending.attach(

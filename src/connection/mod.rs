@@ -315,6 +315,9 @@ struct CallOptions {
     timeout: Option<Duration>,
     /// Send it again once after a reconnect (see [`Call::retry_on_reconnect`]).
     retry: bool,
+    /// The connection's own call (a resubscribe): it goes ahead of the
+    /// calls waiting in line, and waits for room rather than fail.
+    ahead: bool,
 }
 
 /// Everything a connection is started with.
@@ -479,11 +482,11 @@ impl RpcConnection {
                 self.pending.cancel(id);
             }
         }
-        let in_line = self.pending.unsent() > 0 || reconnecting;
+        let in_line = (self.pending.unsent() > 0 && !options.ahead) || reconnecting;
         let refused = if self.pending.sent() >= max_in_flight || in_line {
             Refused::Full
         } else {
-            match self.shared.outbox.try_push(&frame) {
+            match self.shared.outbox.try_push_call(&frame, id) {
                 Ok(()) => {
                     self.next_id += 1;
                     let deadline = self.pending.insert(call, now, timeout);
@@ -497,7 +500,7 @@ impl RpcConnection {
                 Err(refused) => refused,
             }
         };
-        let wait = reconnecting || self.config.backpressure == Backpressure::Wait;
+        let wait = reconnecting || options.ahead || self.config.backpressure == Backpressure::Wait;
         match refused {
             Refused::Closed => Err(Error::NotConnected {
                 method: call.method,
@@ -582,7 +585,7 @@ impl RpcConnection {
             let Some((id, frame)) = self.pending.next_unsent() else {
                 return true;
             };
-            match self.shared.outbox.try_push(&frame) {
+            match self.shared.outbox.try_push_call(&frame, id) {
                 Ok(()) => {
                     self.pending.mark_sent(id);
                     stats::add(&self.metrics().calls_sent, 1);
@@ -1280,6 +1283,7 @@ where
                     CallOptions {
                         timeout: msg.timeout,
                         retry: msg.retry,
+                        ahead: false,
                     },
                     ctx,
                 )
@@ -1310,6 +1314,7 @@ impl Handler<RawCall> for RpcConnection {
                     CallOptions {
                         timeout: msg.timeout,
                         retry: msg.retry,
+                        ahead: false,
                     },
                     ctx,
                 )
@@ -1332,7 +1337,7 @@ impl MessageResponse<RpcConnection, RawCall> for CallReply<RawCall> {
 impl RpcConnection {
     /// Registers a batch's calls and queues its one frame; returns their ids
     /// in submission order.
-    fn start_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) -> Result<Vec<u64>, Error> {
+    fn start_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) -> Result<BatchStart, Error> {
         let method = || Cow::Borrowed("batch");
         // While reconnecting (and told to wait), the batch's frame waits in
         // the outbound queue for the new socket.
@@ -1342,7 +1347,7 @@ impl RpcConnection {
             return Err(Error::NotConnected { method: method() });
         }
         if batch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(BatchStart::default());
         }
         let notifications = batch.entries.len() - batch.calls;
         let max_in_flight = self.config.max_in_flight;
@@ -1398,16 +1403,16 @@ impl RpcConnection {
             });
         }
         let frame = frames::seal(buf, actix_http::ws::OpCode::Text);
+        let timeout = batch.timeout.unwrap_or(self.config.request_timeout);
+        let mut waiting = None;
         match self.shared.outbox.try_push(&frame) {
             Ok(()) => {}
             Err(Refused::Full) if self.config.backpressure == Backpressure::Wait => {
                 // The calls are registered now, so no answer can overtake
-                // them; the frame waits its turn for room.
+                // them; the frame waits for room in the caller's stead, up
+                // to the timeout (see `BatchReply`).
                 stats::add(&self.metrics().backpressure_waits, 1);
-                let outbox = Arc::clone(&self.shared.outbox);
-                actix::spawn(async move {
-                    let _ = outbox.push(frame).await;
-                });
+                waiting = Some(frame);
             }
             Err(Refused::Full) => {
                 stats::add(&self.metrics().overloaded, 1);
@@ -1423,12 +1428,35 @@ impl RpcConnection {
         stats::add(&self.metrics().notifications_sent, notifications as u64);
         self.next_id = id;
         if !calls.is_empty() {
-            let timeout = batch.timeout.unwrap_or(self.config.request_timeout);
             let deadline = self.pending.insert_batch(calls, Instant::now(), timeout);
             self.arm_timer(deadline, ctx);
         }
-        Ok(ids)
+        Ok(BatchStart {
+            ids,
+            waiting: waiting.map(|frame| Waiting {
+                frame,
+                timeout,
+                outbox: Arc::clone(&self.shared.outbox),
+                metrics: Arc::clone(&self.shared.metrics),
+            }),
+        })
     }
+}
+
+/// What starting a batch gave: its calls' ids, and its frame if it must
+/// wait for room in the outbound queue.
+#[derive(Default)]
+struct BatchStart {
+    ids: Vec<u64>,
+    waiting: Option<Waiting>,
+}
+
+/// A batch frame waiting for room.
+struct Waiting {
+    frame: Bytes,
+    timeout: Duration,
+    outbox: Arc<Outbox>,
+    metrics: Arc<Metrics>,
 }
 
 impl Handler<Batch> for RpcConnection {
@@ -1438,7 +1466,7 @@ impl Handler<Batch> for RpcConnection {
         BatchReply {
             started: self
                 .start_batch(batch, ctx)
-                .map(|ids| (self.pending.clone(), ids)),
+                .map(|start| (self.pending.clone(), start)),
         }
     }
 }
@@ -1447,7 +1475,7 @@ impl Handler<Batch> for RpcConnection {
 /// filling one [`BatchResults`] sent when the last is in.
 #[doc(hidden)]
 pub struct BatchReply {
-    started: Result<(PendingCalls, Vec<u64>), Error>,
+    started: Result<(PendingCalls, BatchStart), Error>,
 }
 
 /// Collects the outcomes of one batch's calls.
@@ -1492,30 +1520,86 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
         _: &mut Context<RpcConnection>,
         tx: Option<OneshotSender<Result<BatchResults, Error>>>,
     ) {
-        let Some(tx) = tx else { return };
-        match self.started {
+        let (pending, BatchStart { ids, waiting }) = match self.started {
+            Ok(started) => started,
             Err(error) => {
-                let _ = tx.send(Err(error));
+                if let Some(tx) = tx {
+                    let _ = tx.send(Err(error));
+                }
+                return;
             }
-            Ok((_, ids)) if ids.is_empty() => {
-                let _ = tx.send(Ok(BatchResults::new(Vec::new())));
-            }
-            Ok((pending, ids)) => {
-                let collector = Rc::new(RefCell::new(Collector {
-                    tx: Some(tx),
-                    outcomes: ids.iter().map(|_| None).collect(),
-                    left: ids.len(),
-                }));
-                for (index, id) in ids.into_iter().enumerate() {
-                    let slot = BatchSlot {
-                        collector: Rc::clone(&collector),
-                        index,
-                    };
-                    pending.attach(id, Box::new(slot));
+        };
+        let collector = Rc::new(RefCell::new(Collector {
+            tx,
+            outcomes: ids.iter().map(|_| None).collect(),
+            left: ids.len(),
+        }));
+        for (index, &id) in ids.iter().enumerate() {
+            let slot = BatchSlot {
+                collector: Rc::clone(&collector),
+                index,
+            };
+            pending.attach(id, Box::new(slot));
+        }
+        match waiting {
+            Some(waiting) => wait_for_room(waiting, pending, ids, collector),
+            None if ids.is_empty() => {
+                // Notifications only: done once queued.
+                if let Some(tx) = collector.borrow_mut().tx.take() {
+                    let _ = tx.send(Ok(BatchResults::new(Vec::new())));
                 }
             }
+            None => {}
         }
     }
+}
+
+/// Queues a batch frame once there is room, for at most its timeout and
+/// only while its caller waits; then tells a notification-only batch's
+/// caller it is done. When there is no room in time, the batch is refused
+/// as a whole (`Overloaded`) and its calls withdrawn: nothing of it waits
+/// beyond its timeout, and nothing waits for a caller that has gone.
+fn wait_for_room(
+    waiting: Waiting,
+    pending: PendingCalls,
+    ids: Vec<u64>,
+    collector: Rc<RefCell<Collector>>,
+) {
+    let Waiting {
+        frame,
+        timeout,
+        outbox,
+        metrics,
+    } = waiting;
+    actix::spawn(async move {
+        let gone = std::future::poll_fn(|cx| match collector.borrow_mut().tx.as_mut() {
+            Some(tx) => tx.poll_closed(cx),
+            None => Poll::Ready(()),
+        });
+        let queued = tokio::select! {
+            queued = tokio::time::timeout(timeout, outbox.push(frame)) => {
+                matches!(queued, Ok(Ok(())))
+            }
+            () = gone => false,
+        };
+        if queued {
+            if ids.is_empty() {
+                if let Some(tx) = collector.borrow_mut().tx.take() {
+                    let _ = tx.send(Ok(BatchResults::new(Vec::new())));
+                }
+            }
+            return;
+        }
+        pending.withdraw(&ids);
+        stats::add(&metrics.overloaded, 1);
+        let tx = collector.borrow_mut().tx.take();
+        if let Some(tx) = tx {
+            let _ = tx.send(Err(Error::Overloaded {
+                bound: Bound::QueuedBytes(outbox.limit()),
+                method: Cow::Borrowed("batch"),
+            }));
+        }
+    });
 }
 
 impl Handler<Subscribe> for RpcConnection {
@@ -1529,7 +1613,7 @@ impl Handler<Subscribe> for RpcConnection {
                 &msg.params,
                 CallOptions {
                     timeout: msg.timeout,
-                    retry: false,
+                    ..CallOptions::default()
                 },
                 ctx,
             )

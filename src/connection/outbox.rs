@@ -41,6 +41,9 @@ pub(crate) struct Queued {
     room: u32,
     /// Queued by the connection itself (counts toward pausing the reader).
     owed: bool,
+    /// The call this frame carries, if it is one call's request: a frame
+    /// never written can be sent again on a new socket.
+    call: Option<u64>,
 }
 
 /// What the writer gets from [`Outbox::poll_take`].
@@ -139,16 +142,23 @@ impl Outbox {
     /// Starts over for a new socket: drops every frame queued for the old
     /// one, refuses senders waiting for its room (they were waiting for a
     /// connection that is gone), and opens a fresh budget. The old
-    /// generation's writer writes `farewell`, if any, then stops.
-    pub fn reset(&self, farewell: Option<Bytes>) {
+    /// generation's writer writes `farewell`, if any, then stops. Returns
+    /// the calls whose request frames were dropped without ever being taken
+    /// by the writer, with their frames: the server cannot have seen them.
+    pub fn reset(&self, farewell: Option<Bytes>) -> Vec<(u64, Bytes)> {
         let old = {
             let mut room = self.room.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *room, Arc::new(Semaphore::new(self.limit)))
         };
         old.close();
+        let unwritten;
         {
             let mut state = self.lock();
-            state.frames.clear();
+            unwritten = state
+                .frames
+                .drain(..)
+                .filter_map(|queued| queued.call.map(|id| (id, queued.frame)))
+                .collect();
             state.pong = None;
             state.ping = None;
             state.queued = 0;
@@ -161,6 +171,7 @@ impl Outbox {
         self.writer.wake();
         self.reader.wake();
         self.room_freed.wake();
+        unwritten
     }
 
     /// The configured budget.
@@ -176,13 +187,22 @@ impl Outbox {
 
     /// Queues a frame if there is room now.
     pub fn try_push(&self, frame: &Bytes) -> Result<(), Refused> {
+        self.try_push_for(frame, None)
+    }
+
+    /// Queues call `id`'s request frame if there is room now.
+    pub fn try_push_call(&self, frame: &Bytes, id: u64) -> Result<(), Refused> {
+        self.try_push_for(frame, Some(id))
+    }
+
+    fn try_push_for(&self, frame: &Bytes, call: Option<u64>) -> Result<(), Refused> {
         let room = self.room_for(frame);
         match self.room().try_acquire_many(room) {
             Ok(permit) => permit.forget(),
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Refused::Full),
             Err(tokio::sync::TryAcquireError::Closed) => return Err(Refused::Closed),
         }
-        self.enqueue(frame.clone(), room, false)
+        self.enqueue(frame.clone(), room, false, call)
     }
 
     /// Wakes `cx` the next time room is returned to the budget.
@@ -203,16 +223,22 @@ impl Outbox {
             // The budget was replaced while we waited: our room is void.
             return Err(Refused::Closed);
         }
-        self.enqueue(frame, room, false)
+        self.enqueue(frame, room, false, None)
     }
 
     /// Queues a frame the connection owes the server (an answer). Never
     /// refused for room; see the module doc for how these are bounded.
     pub fn push_owed(&self, frame: Bytes) -> Result<(), Refused> {
-        self.enqueue(frame, 0, true)
+        self.enqueue(frame, 0, true, None)
     }
 
-    fn enqueue(&self, frame: Bytes, room: u32, owed: bool) -> Result<(), Refused> {
+    fn enqueue(
+        &self,
+        frame: Bytes,
+        room: u32,
+        owed: bool,
+        call: Option<u64>,
+    ) -> Result<(), Refused> {
         {
             let mut state = self.lock();
             if state.phase != Phase::Open {
@@ -224,7 +250,12 @@ impl Outbox {
             if owed {
                 state.owed += frame.len();
             }
-            state.frames.push_back(Queued { frame, room, owed });
+            state.frames.push_back(Queued {
+                frame,
+                room,
+                owed,
+                call,
+            });
             stats::set(&self.metrics.queued_bytes, state.queued);
         }
         self.writer.wake();
@@ -276,6 +307,7 @@ impl Outbox {
                 frame,
                 room: 0,
                 owed: false,
+                call: None,
             });
         }
         self.room().close();
@@ -344,6 +376,7 @@ impl Outbox {
                         frame,
                         room: 0,
                         owed: false,
+                        call: None,
                     });
                     Poll::Ready(Take::Close)
                 }
@@ -359,6 +392,7 @@ impl Outbox {
                 frame: ping,
                 room: 0,
                 owed: false,
+                call: None,
             });
         }
         if let Some(pong) = state.pong.take() {
@@ -366,6 +400,7 @@ impl Outbox {
                 frame: pong,
                 room: 0,
                 owed: false,
+                call: None,
             });
         }
         out.extend(state.frames.drain(..));
@@ -561,7 +596,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         outbox.push_close(frame(2));
-        outbox.reset(None);
+        let _ = outbox.reset(None);
         assert_eq!(
             waiting.await.unwrap(),
             Err(Refused::Closed),
@@ -597,7 +632,7 @@ mod tests {
             outbox.poll_take(&mut cx, old, &mut in_flight),
             Poll::Ready(Take::Frames)
         );
-        outbox.reset(Some(Bytes::from_static(b"bye")));
+        let _ = outbox.reset(Some(Bytes::from_static(b"bye")));
         outbox.try_push(&frame(9)).unwrap();
         // The old writer finishes what it had taken: no room comes back from it.
         outbox.written(old, &in_flight);
@@ -618,6 +653,29 @@ mod tests {
             outbox.poll_take(&mut cx, old, &mut Vec::new()),
             Poll::Ready(Take::Stop),
             "once"
+        );
+    }
+
+    #[test]
+    fn a_reset_hands_back_the_call_frames_never_taken() {
+        let (outbox, _) = outbox(100);
+        let old = outbox.generation();
+        outbox.try_push_call(&frame(5), 1).unwrap();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut taken = Vec::new();
+        let _ = outbox.poll_take(&mut cx, old, &mut taken);
+        outbox.try_push_call(&frame(6), 2).unwrap();
+        outbox.try_push(&frame(7)).unwrap(); // a notification
+        outbox.try_push_call(&frame(8), 3).unwrap();
+        let unwritten: Vec<(u64, usize)> = outbox
+            .reset(None)
+            .into_iter()
+            .map(|(id, frame)| (id, frame.len()))
+            .collect();
+        assert_eq!(
+            unwritten,
+            [(2, 6), (3, 8)],
+            "call 1 was taken by the writer"
         );
     }
 

@@ -369,6 +369,29 @@ impl PendingCalls {
         }
     }
 
+    /// Calls whose request frames were dropped unwritten with a lost socket
+    /// (the server never saw them) wait to be sent again, at the front of
+    /// the line, in id order.
+    pub fn requeue_unwritten(&self, frames: Vec<(u64, Bytes)>) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let mut requeued: Vec<u64> = Vec::new();
+        for (id, frame) in frames {
+            if let Some(entry) = inner.entries.get_mut(&id) {
+                if entry.unsent.is_none() {
+                    entry.unsent = Some(frame);
+                    requeued.push(id);
+                }
+            }
+        }
+        requeued.sort_unstable();
+        inner.unsent_count += requeued.len();
+        let mut line: VecDeque<u64> = requeued.iter().copied().collect();
+        line.extend(inner.unsent.drain(..));
+        inner.unsent = line;
+        inner.update_gauges();
+        requeued.len()
+    }
+
     /// The connection was lost and will be dialled again. Calls sent on it
     /// fail with (a copy of) `error`, except those that opted in to being
     /// sent again, which go to the front of the unsent line (once: a second
@@ -533,6 +556,14 @@ impl PendingCalls {
             }),
         });
         Ok(())
+    }
+
+    /// Removes calls without telling anyone (their caller is told otherwise).
+    pub fn withdraw(&self, ids: &[u64]) {
+        let mut inner = self.inner.borrow_mut();
+        for &id in ids {
+            inner.remove(id);
+        }
     }
 
     /// Fails one call with an error built from its [`CallInfo`].

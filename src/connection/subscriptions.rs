@@ -203,6 +203,15 @@ impl Table {
     }
 }
 
+/// Two gaps with no item between them are one gap, as long as both.
+fn merge_gaps(first: &mut Notice, second: Notice) {
+    if let (Notice::Resubscribed { down_for }, Notice::Resubscribed { down_for: more }) =
+        (first, second)
+    {
+        *down_for += more;
+    }
+}
+
 /// The connection's subscriptions. A cheap handle: the actor holds one, and
 /// each pending subscribe call holds one to register its route when the
 /// answer is read.
@@ -437,7 +446,10 @@ impl Subscriptions {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
         let down_for = now.saturating_duration_since(since);
-        match route.queue.push(Notice::Resubscribed { down_for }) {
+        // A marker: the gap must reach a subscriber that is behind, whatever
+        // its overflow policy.
+        let gap = Notice::Resubscribed { down_for };
+        match route.queue.push_marker(gap, merge_gaps) {
             Pushed::Queued => {}
             Pushed::Dropped => stats::add(&table.metrics.subscription_items_dropped, 1),
             Pushed::Overflowed | Pushed::Closed => {

@@ -61,6 +61,7 @@ pub enum UpstreamLoss {
 pub struct ProxyConfig {
     pub(crate) max_body: usize,
     pub(crate) max_batch: usize,
+    pub(crate) max_depth: usize,
     pub(crate) per_client_in_flight: usize,
     pub(crate) max_connections: usize,
     pub(crate) timeout: Duration,
@@ -81,6 +82,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             max_body: 5 * 1024 * 1024,
             max_batch: 1_000,
+            max_depth: 128,
             per_client_in_flight: 256,
             max_connections: 10_000,
             timeout: Duration::from_secs(30),
@@ -124,6 +126,15 @@ impl ProxyConfig {
     /// with one error (-32005) and nothing is forwarded. Default: 1,000.
     pub fn max_batch(mut self, entries: usize) -> Self {
         self.max_batch = entries.max(1);
+        self
+    }
+
+    /// How deeply a request's params may nest arrays and objects; deeper
+    /// params are answered with -32602 and not forwarded (an upstream that
+    /// cannot parse them would answer with no id, and the request would
+    /// wait for its timeout). Default: 128, serde_json's own limit.
+    pub fn max_depth(mut self, levels: usize) -> Self {
+        self.max_depth = levels.max(1);
         self
     }
 

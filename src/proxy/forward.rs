@@ -319,9 +319,12 @@ impl Forward {
     /// Sends a request the hook has passed upstream and returns its answer.
     pub(crate) async fn upstream_request(&self, request: ProxyRequest) -> String {
         let id = request.id.unwrap_or_else(Id::null);
-        let params = match params(request.params) {
+        let params = match params(request.params, self.inner.config.max_depth) {
             Ok(params) => params,
-            Err(error) => return error_text(&id, &error),
+            Err(error) => {
+                bump(&self.metrics().invalid);
+                return error_text(&id, &error);
+            }
         };
         let Some((_, upstream)) = self.inner.upstreams.pick() else {
             bump(&self.metrics().unavailable);
@@ -377,7 +380,7 @@ impl Forward {
 
     /// Sends a notification the hook has passed upstream.
     pub(crate) async fn upstream_notification(&self, request: ProxyRequest) {
-        let Ok(params) = params(request.params) else {
+        let Ok(params) = params(request.params, self.inner.config.max_depth) else {
             bump(&self.metrics().invalid);
             return;
         };
@@ -455,11 +458,16 @@ impl std::fmt::Debug for Forward {
 }
 
 /// A downstream's params as upstream params: checked to be JSON (a hook may
-/// have written them).
-pub(crate) fn params(text: Option<String>) -> Result<Params, ErrorObject> {
+/// have written them) nested at most `max_depth` levels.
+pub(crate) fn params(text: Option<String>, max_depth: usize) -> Result<Params, ErrorObject> {
     let Some(text) = text else {
         return Ok(Params::none());
     };
+    if depth(&text) > max_depth {
+        return Err(ErrorObject::invalid_params(format!(
+            "params nested deeper than {max_depth} levels"
+        )));
+    }
     let params = Params::from_json(text);
     if params.is_invalid() {
         return Err(ErrorObject::invalid_params(
@@ -476,6 +484,34 @@ pub(crate) fn no_subscriptions_here(method: &str) -> ErrorObject {
         protocol::codes::METHOD_NOT_FOUND,
         format!("notifications not supported: {method} needs a websocket session"),
     )
+}
+
+/// How deeply `json` nests arrays and objects (brackets inside strings do
+/// not count). One pass, no allocation: it runs before any parser does.
+fn depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// -32700 for text that is not JSON, -32600 for JSON that is no request.
@@ -567,10 +603,22 @@ mod tests {
     }
 
     #[test]
-    fn params_must_be_json() {
-        assert!(params(None).is_ok());
-        assert!(params(Some("[1,2]".into())).is_ok());
-        assert_eq!(params(Some("[1,".into())).unwrap_err().code, -32602);
+    fn params_must_be_json_and_not_too_deep() {
+        assert!(params(None, 128).is_ok());
+        assert!(params(Some("[1,2]".into()), 128).is_ok());
+        assert_eq!(params(Some("[1,".into()), 128).unwrap_err().code, -32602);
+        assert!(params(Some("[[[1]]]".into()), 3).is_ok());
+        assert_eq!(
+            params(Some("[[[[1]]]]".into()), 3).unwrap_err().code,
+            -32602
+        );
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(depth(r#"[1,{"a":[2]}]"#), 3);
+        assert_eq!(depth(r#"["[[[[", "\"[{"]"#), 1);
+        assert_eq!(depth("7"), 0);
     }
 
     #[actix_rt::test]

@@ -47,6 +47,7 @@ pub async fn http(
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(err) => {
+                bump(&forward.metrics().messages);
                 bump(&forward.metrics().invalid);
                 log::debug!("a downstream HTTP body could not be read: {err}");
                 return HttpResponse::BadRequest().finish();

@@ -515,9 +515,10 @@ async fn subscribe(ctx: &Rc<Ctx>, request: ProxyRequest, unsubscribe: String) ->
     let forward = &ctx.forward;
     let config = forward.proxy_config();
     let id = request.id.clone().unwrap_or_else(Id::null);
-    let (key_params, upstream_params) = match canonical(request.params.as_deref())
-        .and_then(|key| Ok((key, params(request.params)?)))
-    {
+    // The depth is checked first, before any parser sees the params.
+    let checked = params(request.params.clone(), config.max_depth)
+        .and_then(|upstream| Ok((canonical(request.params.as_deref())?, upstream)));
+    let (key_params, upstream_params) = match checked {
         Ok(both) => both,
         Err(error) => {
             bump(&ctx.metrics().invalid);

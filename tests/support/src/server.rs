@@ -40,7 +40,9 @@ pub enum Action {
     /// continuation frames, the last one final. (A JSON shorter than N still gives two frames: all
     /// of it, then an empty final continuation.)
     ReplyFragmented(Value, usize),
-    /// Performs the action after the delay, without blocking other messages of the connection.
+    /// Performs the action after the delay, without blocking other messages of the connection
+    /// (once due, it waits its turn behind what the connection is sending: never between the
+    /// frames of a fragmented message).
     Delay(Duration, Box<Action>),
     /// Performs the actions in order.
     Many(Vec<Action>),
@@ -73,13 +75,25 @@ struct Inner {
     handler: Box<Handler>,
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
+    record_received: bool,
 }
 
 /// Builder for [`TestServer`] options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TestServerBuilder {
     required_headers: Vec<(String, String)>,
     reject_with: Option<u16>,
+    record_received: bool,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        TestServerBuilder {
+            required_headers: Vec::new(),
+            reject_with: None,
+            record_received: true,
+        }
+    }
 }
 
 impl TestServerBuilder {
@@ -94,6 +108,14 @@ impl TestServerBuilder {
     /// Rejects every handshake with this HTTP status (e.g. 401, 403, 500).
     pub fn reject_with(mut self, status: u16) -> Self {
         self.reject_with = Some(status);
+        self
+    }
+
+    /// Whether every inbound message is kept for [`TestServer::received`] (the default). A
+    /// long-running server (the soak example) turns it off, or that list grows with every
+    /// message; `received()` then stays empty and `wait_received` times out.
+    pub fn record_received(mut self, on: bool) -> Self {
+        self.record_received = on;
         self
     }
 
@@ -142,6 +164,7 @@ impl TestServerBuilder {
             handler: Box::new(handler),
             required_headers: self.required_headers,
             reject_with: self.reject_with,
+            record_received: self.record_received,
         });
 
         let addr = listener
@@ -435,7 +458,7 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
     let id = inner.watched.update(|s| {
         let id = s.next_conn;
         s.next_conn += 1;
-        s.conns.insert(id, cmd_tx);
+        s.conns.insert(id, cmd_tx.clone());
         s.handshakes.push(headers);
         id
     });
@@ -443,6 +466,7 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
     let (abort_tx, abort_rx) = oneshot::channel();
     let conn = Conn {
         session,
+        later: cmd_tx.clone(),
         abort: Arc::new(Mutex::new(Some(abort_tx))),
         closed: Arc::new(AtomicBool::new(false)),
     };
@@ -461,6 +485,9 @@ async fn handshake(req: HttpRequest, body: web::Payload, inner: web::Data<Inner>
 #[derive(Clone)]
 struct Conn {
     session: Session,
+    /// The connection's command queue: a delayed action, once due, is performed by the
+    /// connection's own task, in turn with everything else it sends.
+    later: mpsc::UnboundedSender<Action>,
     abort: Arc<Mutex<Option<oneshot::Sender<()>>>>,
     /// Set once a close frame was sent or the connection was dropped: nothing more is sent.
     closed: Arc<AtomicBool>,
@@ -565,7 +592,9 @@ async fn handle_message(inner: &Arc<Inner>, conn: &Conn, msg: AggregatedMessage)
             return;
         }
     };
-    inner.watched.update(|s| s.received.push(value.clone()));
+    if inner.record_received {
+        inner.watched.update(|s| s.received.push(value.clone()));
+    }
     if conn.is_closed() {
         return;
     }
@@ -631,9 +660,13 @@ fn perform(action: Action, conn: Conn) -> Pin<Box<dyn Future<Output = ()>>> {
                 }
             }
             Action::Delay(delay, action) => {
+                let later = conn.later.clone();
                 actix_web::rt::spawn(async move {
                     actix_web::rt::time::sleep(delay).await;
-                    perform(*action, conn).await;
+                    // Not performed here: a message sent from this task could fall between
+                    // the frames of a fragmented one the connection is sending (RFC 6455
+                    // §5.4 forbids it). A connection that has ended is gone from the queue.
+                    let _ = later.send(*action);
                 });
             }
             Action::Many(actions) => {
