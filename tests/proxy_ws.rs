@@ -1042,6 +1042,115 @@ async fn a_client_that_answers_no_ping_is_closed_and_one_that_does_stays() {
 }
 
 #[actix_rt::test]
+async fn close_websockets_answers_what_is_in_flight_then_closes_each_session() {
+    let (server, _) = upstream();
+    let (proxy, upstream_client) = proxy_for(&server, config()).await;
+    let mut busy = ws(&proxy.url()).await;
+    let mut idle = ws(&proxy.url()).await;
+    let mut subscribed = ws(&proxy.url()).await;
+    subscribe_heads(&mut subscribed).await;
+    let seen = server.received().len();
+    busy.send_json(request("slow", "sleep", json!([500]))).await;
+    server.wait_received_async(seen + 1, BOUND).await;
+    proxy
+        .forward
+        .close_websockets(1001, "the proxy is shutting down");
+    // Asked again, with another code: nothing changes.
+    proxy.forward.close_websockets(4000, "another");
+    // A new request is refused at once; the one in flight is answered,
+    // then the session closes.
+    let refused = busy.call(json!("new"), "add", json!([1, 1])).await;
+    assert_eq!(refused["id"], "new", "{refused}");
+    assert_eq!(refused["error"]["code"], -32002, "{refused}");
+    assert_eq!(
+        busy.recv().await,
+        json!({"jsonrpc": "2.0", "id": "slow", "result": "slept"})
+    );
+    for ws in [&mut busy, &mut idle, &mut subscribed] {
+        assert_eq!(within("the close", ws.closed()).await, Some(1001));
+    }
+    // No new session; HTTP goes on.
+    match within("a handshake", awc::Client::new().ws(proxy.url()).connect()).await {
+        Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+            assert_eq!(status.as_u16(), 503)
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    let mut answer = within(
+        "a POST",
+        awc::Client::new()
+            .post(format!("http://{}/", proxy.addr))
+            .send_body(request(1, "add", json!([1, 1])).to_string()),
+    )
+    .await
+    .unwrap();
+    let body: Value =
+        serde_json::from_slice(&within("the body", answer.body()).await.unwrap()).unwrap();
+    assert_eq!(body["result"], 2);
+    proxy.assert_idle().await;
+    within("the upstream unsubscribe", async {
+        while count(&server, "eth_unsubscribe") < 1 {
+            actix_rt::time::sleep(ms(10)).await;
+        }
+    })
+    .await;
+    // Nothing else reached the upstream: the refused request did not.
+    assert_eq!(count(&server, "add"), 1, "only the HTTP one");
+    assert_no_pending(&upstream_client);
+    proxy.stop().await;
+}
+
+#[actix_rt::test]
+async fn close_websockets_in_per_session_mode_takes_answers_and_refuses_new_server_requests() {
+    let (server, _) = upstream();
+    let url = server.url();
+    let forward = Forward::new(Upstreams::new([]))
+        .config(config())
+        .per_session(move |_: &proxy::Origin| RpcConnection::builder(url.clone()));
+    let proxy = Proxy::start(forward);
+    let mut client = ws(&proxy.url()).await;
+    server.wait_connections_async(1, BOUND).await;
+    server.push(server_request("srv-1", "client.ask", json!([1])));
+    assert_eq!(client.recv().await["id"], 1);
+    // Something in flight keeps the session open while it drains.
+    let seen = server.received().len();
+    client
+        .send_json(request("slow", "sleep", json!([1000])))
+        .await;
+    server.wait_received_async(seen + 1, BOUND).await;
+    proxy
+        .forward
+        .close_websockets(1001, "the proxy is shutting down");
+    // The client's answer to the server request asked before still goes up.
+    let seen = server.received().len();
+    client
+        .send_json(json!({"jsonrpc": "2.0", "id": 1, "result": "yes"}))
+        .await;
+    let received = server.wait_received_async(seen + 1, BOUND).await;
+    assert_eq!(
+        received[seen],
+        json!({"jsonrpc": "2.0", "id": "srv-1", "result": "yes"})
+    );
+    // A new server request is answered upstream, not passed down.
+    let answer = ask(&server, server_request("srv-2", "client.ask", json!([2]))).await;
+    assert_eq!(answer["id"], "srv-2");
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+    // The request in flight is answered, then the close; nothing else came.
+    assert_eq!(
+        client.recv().await,
+        json!({"jsonrpc": "2.0", "id": "slow", "result": "slept"})
+    );
+    match client.frame().await {
+        Frame::Close(reason) => assert_eq!(reason.map(|r| u16::from(r.code)), Some(1001)),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    // The session's own upstream connection closes with it.
+    server.wait_connections_async(0, BOUND).await;
+    proxy.assert_idle().await;
+    proxy.stop().await;
+}
+
+#[actix_rt::test]
 async fn connections_beyond_the_limit_are_refused_with_503() {
     let (server, _) = upstream();
     let (proxy, upstream_client) = proxy_for(&server, config().max_connections(2)).await;

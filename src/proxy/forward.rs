@@ -74,6 +74,9 @@ struct Inner {
     /// Whether this is one session's own (per-session mode): its upstream
     /// closes with the session.
     session_own: bool,
+    /// Set once every websocket session is to close (see
+    /// [`Forward::close_websockets`]); shared by every clone.
+    closing: Arc<tokio::sync::watch::Sender<Option<(u16, String)>>>,
 }
 
 /// Makes a websocket session's own upstream connection (see
@@ -92,6 +95,7 @@ impl Forward {
                 fanout: Arc::default(),
                 per_session: None,
                 session_own: false,
+                closing: Arc::new(tokio::sync::watch::Sender::new(None)),
             }),
         }
     }
@@ -180,8 +184,59 @@ impl Forward {
                 fanout: Arc::default(),
                 per_session: None,
                 session_own: true,
+                closing: Arc::clone(&self.inner.closing),
             }),
         }
+    }
+
+    /// Closes every downstream websocket session gracefully, as a service
+    /// does when it stops. Each session answers the requests it has in
+    /// flight (each within [`ProxyConfig::timeout`]) and then closes with
+    /// `code` and `reason` (1001 "going away" is the code for a service
+    /// going down; a code a server may not send becomes 1001). Meanwhile
+    /// it answers each new request with -32002 at once and drops new
+    /// notifications, still takes the client's answers to passed-through
+    /// server requests (per-session mode) and answers new ones -32002
+    /// upstream. Subscriptions end with their sessions (the upstream ones
+    /// are unsubscribed). New websocket handshakes are refused with `503`.
+    /// HTTP requests are not affected: stop the `HttpServer` for those
+    /// (its graceful stop also waits for the sessions' connections to
+    /// end). Calling it again changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// On Ctrl-C, websockets first, then the server:
+    ///
+    /// ```no_run
+    /// # async fn demo(forward: jsonrpc_websocket::proxy::Forward, server: actix_web::dev::ServerHandle) {
+    /// forward.close_websockets(1001, "the proxy is shutting down");
+    /// server.stop(true).await;
+    /// # }
+    /// ```
+    pub fn close_websockets(&self, code: u16, reason: impl Into<String>) {
+        let code = if crate::message::may_send_close_code(code) {
+            code
+        } else {
+            1001
+        };
+        let reason = crate::message::fit_close_reason(&reason.into());
+        self.inner.closing.send_if_modified(|closing| {
+            if closing.is_some() {
+                return false;
+            }
+            *closing = Some((code, reason));
+            true
+        });
+    }
+
+    /// Whether [`close_websockets`](Self::close_websockets) was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.borrow().is_some()
+    }
+
+    /// Learns when [`close_websockets`](Self::close_websockets) is called.
+    pub(crate) fn closing_signal(&self) -> tokio::sync::watch::Receiver<Option<(u16, String)>> {
+        self.inner.closing.subscribe()
     }
 
     /// Whether this is one session's own forward (see [`for_session`](Self::for_session)).

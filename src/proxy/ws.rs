@@ -45,6 +45,10 @@ use crate::protocol::{self, ErrorObject, Id, Inbound, Message};
 /// How long a closing session waits to hand its close frame to the socket.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
+/// Why a request (or a server request) is refused while the session closes
+/// gracefully.
+const SHUTTING_DOWN: &str = "the proxy is shutting down: this session is closing";
+
 /// Server requests waiting for a downstream's answer, at most, per session.
 /// (The upstream connection's own `max_server_requests` bounds how many
 /// are handled at once; this bounds the table should answers never come.)
@@ -83,6 +87,10 @@ const SERVER_CALLS: usize = 1_024;
 /// subscription was made again (see [`UpstreamLoss`](super::UpstreamLoss)),
 /// and `"error":{..}` as its last notification when the proxy ends it.
 ///
+/// [`Forward::close_websockets`] closes every session gracefully (for a
+/// service that stops): what is in flight is answered first, new requests
+/// get -32002, then each session closes with the code given (1001).
+///
 /// When the session ends (closed by either side, or lost), its requests in
 /// flight are given up, its subscriptions end (the upstream one with the
 /// last subscriber), and in per-session mode its upstream connection is
@@ -116,6 +124,9 @@ pub async fn websocket(
 ) -> Result<HttpResponse, actix_web::Error> {
     actix_http::ws::verify_handshake(req.head())?;
     let forward = forward.get_ref().clone();
+    if forward.is_closing() {
+        return Ok(HttpResponse::ServiceUnavailable().body("the proxy is shutting down"));
+    }
     let Some(slot) = SessionSlot::take(&forward) else {
         bump(&forward.metrics().limited);
         return Ok(
@@ -158,6 +169,7 @@ pub async fn websocket(
         .max_continuation_size(limit);
     let (link, closing) = SessionLink::new(origin.session);
     let session = SessionParts {
+        drain: forward.closing_signal(),
         forward: session_forward,
         origin,
         link,
@@ -271,6 +283,9 @@ async fn connect_session(
 
 /// What a session is made of, before it runs.
 struct SessionParts {
+    /// Set when every session is to close gracefully (see
+    /// [`Forward::close_websockets`]).
+    drain: watch::Receiver<Option<(u16, String)>>,
     forward: Forward,
     origin: Origin,
     link: Arc<SessionLink>,
@@ -314,6 +329,9 @@ struct Ctx {
     link: Arc<SessionLink>,
     in_flight: Rc<Cell<usize>>,
     calls: RefCell<ServerCalls>,
+    /// Set once the session closes gracefully (see
+    /// [`Forward::close_websockets`]): new requests are refused.
+    draining: Cell<bool>,
 }
 
 /// A place among the session's `per_client_in_flight`.
@@ -407,6 +425,15 @@ fn prepare(ctx: &Rc<Ctx>, text: &str) -> Prepared {
 
 fn prepare_entry(ctx: &Rc<Ctx>, message: Message<'_>) -> Prepared {
     match message {
+        Message::Request(request) if ctx.draining.get() => {
+            bump(&ctx.metrics().unavailable);
+            let error = ErrorObject::new(codes::UPSTREAM_UNAVAILABLE, SHUTTING_DOWN);
+            Prepared::Now(Some(error_text(&request.id, &error)))
+        }
+        Message::Notification(_) if ctx.draining.get() => {
+            bump(&ctx.metrics().unavailable);
+            Prepared::Now(None)
+        }
         Message::Request(request) => {
             let Some(permit) = ctx.permit() else {
                 let limit = ctx.forward.proxy_config().per_client_in_flight;
@@ -699,6 +726,7 @@ enum Stop {
 /// it holds.
 async fn run_session(parts: SessionParts, ws: Session) {
     let SessionParts {
+        mut drain,
         forward,
         origin,
         link,
@@ -723,6 +751,7 @@ async fn run_session(parts: SessionParts, ws: Session) {
         link: Arc::clone(&link),
         in_flight: Rc::new(Cell::new(0)),
         calls: RefCell::new(ServerCalls::default()),
+        draining: Cell::new(false),
     });
     let mut in_flight: FuturesUnordered<LocalBoxFuture<'static, Done>> = FuturesUnordered::new();
     // Any frame from the client shows it is there; silence past the
@@ -741,11 +770,23 @@ async fn run_session(parts: SessionParts, ws: Session) {
         metrics: forward.metrics(),
     };
 
+    // Once draining, new requests are refused (answers to server requests
+    // are still taken, pings still answered); the session closes when what
+    // is in flight has been answered.
+    let mut draining: Option<(u16, String)> = None;
+
     // The loop ends with the close to send, if any is still to be sent.
     let end: Option<(u16, String)> = loop {
+        if let Some(close) = draining.as_ref().filter(|_| in_flight.is_empty()) {
+            break Some(close.clone());
+        }
         tokio::select! {
             biased;
             _ = closing.changed() => break None,
+            close = drain_asked(&mut drain), if draining.is_none() => {
+                draining = Some(close);
+                ctx.draining.set(true);
+            }
             message = stream.recv() => {
                 last_seen = tokio::time::Instant::now();
                 let text = match message {
@@ -806,6 +847,12 @@ async fn run_session(parts: SessionParts, ws: Session) {
             }
             Some(call) = next_call(&mut server_calls) => {
                 bump(&forward.metrics().server_requests);
+                if draining.is_some() {
+                    let error = ErrorObject::new(codes::UPSTREAM_UNAVAILABLE, SHUTTING_DOWN);
+                    // The upstream side may have given up meanwhile.
+                    let _ = call.reply.send(Err(error));
+                    continue;
+                }
                 let asked = ctx.calls.borrow_mut().ask(call);
                 if let Some(text) = asked {
                     if !queue.push(Out::Text(text), &mut closing).await {
@@ -836,6 +883,21 @@ async fn run_session(parts: SessionParts, ws: Session) {
     }
     let _ = writer.await;
     drop(slot);
+}
+
+/// The close every session is asked for (see [`Forward::close_websockets`]),
+/// once it is asked; at once if it already was.
+async fn drain_asked(drain: &mut watch::Receiver<Option<(u16, String)>>) -> (u16, String) {
+    loop {
+        if let Some(close) = drain.borrow_and_update().clone() {
+            return close;
+        }
+        if drain.changed().await.is_err() {
+            // No forward is left to ask (cannot happen while the session
+            // holds one).
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 async fn next_tick(pings: &mut Option<tokio::time::Interval>) {
@@ -1017,6 +1079,25 @@ async fn write_session(
             }
         }
     };
+    if let Stop::Done = stop {
+        // What the reader queued before the close (the answers a graceful
+        // close waited for) goes first, within the stall bound in all.
+        let flush = async {
+            while let Ok(out) = outgoing.try_recv() {
+                let text = match out {
+                    Out::Text(text) => Some(text),
+                    Out::Done(done) => done.text,
+                    Out::Ping | Out::Pong(_) => None,
+                };
+                if let Some(text) = text {
+                    if ws.text(text).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(stall, flush).await;
+    }
     match stop {
         Stop::Done => {}
         Stop::Gone => {
