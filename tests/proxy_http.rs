@@ -26,12 +26,12 @@ use test_support::{
 
 // ---- the proxy under test -----------------------------------------------------
 
-/// The routes a proxy serves. Websocket sessions join at the same path
-/// once the front end exists: one more `.route(..)` on the resource.
+/// The routes a proxy serves: HTTP and websocket sessions at one path
+/// (what `proxy::resource("/")` is), and the metrics.
 fn routes(config: &mut web::ServiceConfig) {
-    let rpc = web::resource("/").route(web::post().to(proxy::http));
-    // enable when proxy::websocket lands (or use proxy::resource("/")):
-    // let rpc = rpc.route(web::get().to(proxy::websocket));
+    let rpc = web::resource("/")
+        .route(web::post().to(proxy::http))
+        .route(web::get().to(proxy::websocket));
     config
         .service(rpc)
         .route("/metrics", web::get().to(proxy::metrics));
@@ -848,13 +848,10 @@ async fn get_metrics_shows_the_counters_and_each_upstreams_latency() {
 // ---- websocket at the same path ------------------------------------------------------------
 
 #[actix_rt::test]
-#[ignore = "enable when proxy::websocket lands (and its route in `routes`)"]
 async fn http_and_websocket_downstreams_share_one_path_and_the_upstream() {
     let server = TestServer::start(standard);
-    let served = Served::start(Forward::new(Upstreams::new(
-        [upstream(&server.url()).await],
-    )))
-    .await;
+    let up = upstream(&server.url()).await;
+    let served = Served::start(Forward::new(Upstreams::new([up.clone()]))).await;
     let ws_url = format!("ws://{}/", served.addr);
     let downstream = connect_with(RpcConnection::builder(&ws_url)).await;
     let sum: i64 = within(
@@ -868,6 +865,7 @@ async fn http_and_websocket_downstreams_share_one_path_and_the_upstream() {
     assert_eq!(reply.body, result("1", "2"));
     assert_eq!(count(&server, "add"), 2);
     let _ = within("closing", downstream.close()).await;
+    assert_no_pending(&up);
     served.stop().await;
 }
 
