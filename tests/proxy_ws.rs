@@ -3,12 +3,15 @@
 //! downstream clients (awc websockets for exact bytes, this crate's own
 //! `RpcConnection` where its API reads better).
 //!
-//! Answers reach only the client that asked (50 at once, with colliding,
-//! string and null ids); batches keep their order with failing entries
-//! alone; subscriptions are shared upstream and reach only their
-//! subscribers; each upstream-loss policy over a restart on the same port;
-//! failover; hostile input answered to its sender only; a client that does
-//! not read is closed; per-session mode passes server requests through.
+//! Answers reach only the client that asked (50 websocket and 50 HTTP
+//! clients at once, with colliding, string and null ids); batches keep
+//! their order with failing entries alone; subscriptions are shared
+//! upstream and reach only their subscribers; each upstream-loss policy
+//! over a restart on the same port, with a call in flight; failover;
+//! hostile input answered to its sender only; a client that does not read
+//! is closed; per-session mode passes server requests through; a graceful
+//! close answers what is in flight first. Every test ends with nothing
+//! pending upstream.
 #![cfg(feature = "proxy")]
 
 use std::net::SocketAddr;
@@ -235,54 +238,118 @@ fn request(id: impl Into<Value>, method: &str, params: Value) -> Value {
 
 // ---- the tests ---------------------------------------------------------------
 
+/// The ids every downstream client uses: 1..=10, "s", "", and null.
+fn colliding_ids() -> Vec<Value> {
+    let mut ids: Vec<Value> = (1..=10).map(|n| json!(n)).collect();
+    ids.extend([json!("s"), json!(""), Value::Null]);
+    ids
+}
+
+/// Client `c`'s `n`th request (some take longer, so that answers come
+/// back out of order) and the result it must get.
+fn own_request(c: u64, n: usize, id: &Value) -> (Value, Value) {
+    if n % 3 == 0 {
+        (
+            request(id.clone(), "sleep", json!([n as u64 * 3])),
+            json!("slept"),
+        )
+    } else {
+        (request(id.clone(), "echo", json!([c, n])), json!([c, n]))
+    }
+}
+
+/// Websocket client `c`: every request at once, then each answer matched
+/// to its request by id.
+async fn websocket_client(url: String, c: u64) {
+    let mut ws = ws(&url).await;
+    let ids = colliding_ids();
+    for (n, id) in ids.iter().enumerate() {
+        ws.send_json(own_request(c, n, id).0).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..ids.len() {
+        let answer = ws.recv().await;
+        let n = ids
+            .iter()
+            .position(|i| *i == answer["id"])
+            .unwrap_or_else(|| panic!("ws client {c}: an id it never sent: {answer}"));
+        assert_eq!(
+            answer["result"],
+            own_request(c, n, &ids[n]).1,
+            "ws client {c}: {answer}"
+        );
+        seen.push(n);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..ids.len()).collect::<Vec<_>>(), "ws client {c}");
+}
+
+/// HTTP client `c`: every request as a POST of its own, all at once, then
+/// all of them again as one batch.
+async fn http_client(url: String, c: u64) {
+    let http = awc::Client::builder().timeout(BOUND).finish();
+    let post = |body: Value| {
+        let (http, url) = (&http, &url);
+        async move {
+            let mut response = http.post(url).send_json(&body).await.unwrap();
+            assert_eq!(response.status(), 200, "http client {c}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = colliding_ids();
+    let answers = futures_util::future::join_all(
+        ids.iter()
+            .enumerate()
+            .map(|(n, id)| post(own_request(c, n, id).0)),
+    )
+    .await;
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["id"], ids[n], "http client {c}: {answer}");
+        assert_eq!(
+            answer["result"],
+            own_request(c, n, &ids[n]).1,
+            "http client {c}: {answer}"
+        );
+    }
+    let batch = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| own_request(c, n, id).0)
+        .collect();
+    let answer = post(Value::Array(batch)).await;
+    let answers = answer
+        .as_array()
+        .unwrap_or_else(|| panic!("http client {c}: {answer}"));
+    assert_eq!(answers.len(), ids.len(), "http client {c}: {answer}");
+    for (n, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["id"], ids[n], "http client {c}: {answer}");
+        assert_eq!(
+            answer["result"],
+            own_request(c, n, &ids[n]).1,
+            "http client {c}: {answer}"
+        );
+    }
+}
+
 #[actix_rt::test]
-async fn fifty_websocket_clients_each_get_exactly_their_own_answers() {
+async fn fifty_websocket_and_fifty_http_clients_at_once_each_get_exactly_their_own_answers() {
     let (server, _) = upstream();
     let (proxy, upstream_client) = proxy_for(&server, config()).await;
+    let http_url = format!("http://{}/", proxy.addr);
     let clients: Vec<_> = (0..50u64)
-        .map(|c| {
-            let url = proxy.url();
-            actix_rt::spawn(async move {
-                let mut ws = ws(&url).await;
-                // Every client uses the same ids: 1..=10, "s", "", and null.
-                let mut ids: Vec<Value> = (1..=10).map(|n| json!(n)).collect();
-                ids.extend([json!("s"), json!(""), Value::Null]);
-                for (n, id) in ids.iter().enumerate() {
-                    // Some answers take longer, so that they come back out of order.
-                    let method = if n % 3 == 0 { "sleep" } else { "echo" };
-                    let params = if method == "sleep" {
-                        json!([n as u64 * 3])
-                    } else {
-                        json!([c, n])
-                    };
-                    ws.send_json(request(id.clone(), method, params)).await;
-                }
-                let mut seen = Vec::new();
-                for _ in 0..ids.len() {
-                    let answer = ws.recv().await;
-                    let id = answer["id"].clone();
-                    let n = ids
-                        .iter()
-                        .position(|i| *i == id)
-                        .unwrap_or_else(|| panic!("client {c}: an id it never sent: {answer}"));
-                    let expected = if n % 3 == 0 {
-                        json!("slept")
-                    } else {
-                        json!([c, n])
-                    };
-                    assert_eq!(answer["result"], expected, "client {c}: {answer}");
-                    seen.push(n);
-                }
-                seen.sort_unstable();
-                assert_eq!(seen, (0..ids.len()).collect::<Vec<_>>(), "client {c}");
-            })
+        .flat_map(|c| {
+            [
+                actix_rt::spawn(websocket_client(proxy.url(), c)),
+                actix_rt::spawn(http_client(http_url.clone(), 100 + c)),
+            ]
         })
         .collect();
     for client in clients {
         within("a client's answers", client).await.unwrap();
     }
     let stats = proxy.forward.stats();
-    assert_eq!(stats.forwarded, 50 * 13);
+    // 13 requests per websocket client; 13 POSTs and a batch of 13 per HTTP one.
+    assert_eq!(stats.forwarded, 50 * 13 + 50 * 13 * 2);
     assert_eq!(stats.limited + stats.invalid + stats.unavailable, 0);
     proxy.assert_idle().await;
     assert_no_pending(&upstream_client);
@@ -573,6 +640,21 @@ async fn subscribe_heads(ws: &mut Ws) -> String {
         .to_owned()
 }
 
+/// Sends a request the upstream never answers, and waits until the
+/// upstream has it: it is pending there when the upstream is lost.
+async fn hold_a_call(ws: &mut Ws, server: &TestServer) {
+    let seen = server.received().len();
+    ws.send_json(request("held", "silent", json!([]))).await;
+    server.wait_received_async(seen + 1, BOUND).await;
+}
+
+/// The held call's answer once its upstream was lost: -32002 at once.
+async fn assert_held_call_lost(ws: &mut Ws) {
+    let answer = ws.recv().await;
+    assert_eq!(answer["id"], "held", "{answer}");
+    assert_eq!(answer["error"]["code"], -32002, "{answer}");
+}
+
 /// Restarts the upstream on its port, with the same handler.
 fn restart(server: TestServer, ids: &Arc<AtomicU64>) -> TestServer {
     let addr = server.addr();
@@ -586,13 +668,17 @@ async fn on_upstream_restart_resubscribe_sends_a_gap_and_items_go_on() {
     let (proxy, upstream_client) = proxy_for(&server, config().gap_notification("proxy_gap")).await;
     let mut a = ws(&proxy.url()).await;
     let mut b = ws(&proxy.url()).await;
+    let mut caller = ws(&proxy.url()).await;
     let id_a = subscribe_heads(&mut a).await;
     let id_b = subscribe_heads(&mut b).await;
     server.push(head("0xup1", 1));
     assert_eq!(a.recv().await["params"]["result"]["number"], 1);
     assert_eq!(b.recv().await["params"]["result"]["number"], 1);
+    hold_a_call(&mut caller, &server).await;
 
     let server = restart(server, &ids);
+    // A call in flight is lost with the upstream, never sent again.
+    assert_held_call_lost(&mut caller).await;
     // Each subscriber is told of the gap, with its own id.
     for (ws, id) in [(&mut a, &id_a), (&mut b, &id_b)] {
         let gap = ws.recv().await;
@@ -609,7 +695,16 @@ async fn on_upstream_restart_resubscribe_sends_a_gap_and_items_go_on() {
         assert_eq!(item["params"]["result"]["number"], 2);
     }
     assert_eq!(proxy.forward.stats().upstream_subscriptions, 1);
-    drop((a, b));
+    assert_eq!(
+        caller.call(json!(2), "add", json!([2, 2])).await["result"],
+        4
+    );
+    assert_eq!(
+        count(&server, "silent"),
+        0,
+        "the lost call was not sent again"
+    );
+    drop((a, b, caller));
     proxy.assert_idle().await;
     assert_no_pending(&upstream_client);
     proxy.stop().await;
@@ -624,8 +719,11 @@ async fn on_upstream_loss_error_notification_ends_each_subscription_with_an_erro
     )
     .await;
     let mut a = ws(&proxy.url()).await;
+    let mut caller = ws(&proxy.url()).await;
     let id_a = subscribe_heads(&mut a).await;
+    hold_a_call(&mut caller, &server).await;
     let server = restart(server, &ids);
+    assert_held_call_lost(&mut caller).await;
     let end = a.recv().await;
     assert_eq!(
         end["method"], "eth_subscribe",
@@ -650,7 +748,12 @@ async fn on_upstream_loss_error_notification_ends_each_subscription_with_an_erro
     let answer = a.call(json!(3), "echo", json!(["still here"])).await;
     assert_eq!(answer["result"], json!(["still here"]));
     assert_eq!(count(&server, "eth_subscribe"), 0);
-    drop(a);
+    assert_eq!(
+        count(&server, "silent"),
+        0,
+        "the lost call was not sent again"
+    );
+    drop((a, caller));
     proxy.assert_idle().await;
     assert_no_pending(&upstream_client);
     proxy.stop().await;
@@ -658,16 +761,23 @@ async fn on_upstream_loss_error_notification_ends_each_subscription_with_an_erro
 
 #[actix_rt::test]
 async fn on_upstream_loss_close_closes_each_subscribed_session_with_its_code() {
+    closes_on_upstream_loss(1012).await;
+    closes_on_upstream_loss(1013).await;
+}
+
+async fn closes_on_upstream_loss(code: u16) {
     let (server, ids) = upstream();
     let (proxy, upstream_client) =
-        proxy_for(&server, config().upstream_loss(UpstreamLoss::Close(1012))).await;
+        proxy_for(&server, config().upstream_loss(UpstreamLoss::Close(code))).await;
     let mut a = ws(&proxy.url()).await;
     let mut bystander = ws(&proxy.url()).await;
     subscribe_heads(&mut a).await;
+    hold_a_call(&mut bystander, &server).await;
     let server = restart(server, &ids);
-    assert_eq!(within("the close", a.closed()).await, Some(1012));
+    assert_eq!(within("the close", a.closed()).await, Some(code));
     proxy.until("a's session ended", |s| s.sessions == 1).await;
-    // A session without subscriptions stays.
+    // A session without subscriptions stays; its call in flight was lost.
+    assert_held_call_lost(&mut bystander).await;
     within("the upstream back", async {
         while upstream_client.is_reconnecting() {
             actix_rt::time::sleep(ms(10)).await;
@@ -677,6 +787,11 @@ async fn on_upstream_loss_close_closes_each_subscribed_session_with_its_code() {
     let answer = bystander.call(json!(1), "echo", json!([1])).await;
     assert_eq!(answer["result"], json!([1]));
     assert_eq!(count(&server, "eth_subscribe"), 0);
+    assert_eq!(
+        count(&server, "silent"),
+        0,
+        "the lost call was not sent again"
+    );
     drop(bystander);
     proxy.assert_idle().await;
     assert_no_pending(&upstream_client);
@@ -706,6 +821,7 @@ async fn fails_over(policy: UpstreamLoss) {
     let proxy = Proxy::start(forward);
     let mut a = ws(&proxy.url()).await;
     let mut b = ws(&proxy.url()).await;
+    let mut caller = ws(&proxy.url()).await;
     let id_a = subscribe_heads(&mut a).await;
     let id_b = subscribe_heads(&mut b).await;
     assert_eq!(count(&first, "eth_subscribe"), 1, "on the first upstream");
@@ -713,8 +829,11 @@ async fn fails_over(policy: UpstreamLoss) {
     first.push(head("0xup1", 1));
     assert_eq!(a.recv().await["params"]["result"]["number"], 1);
     assert_eq!(b.recv().await["params"]["result"]["number"], 1);
+    // Both idle: a call goes to the first, and is in flight there.
+    hold_a_call(&mut caller, &first).await;
 
     drop(first); // and it does not come back
+    assert_held_call_lost(&mut caller).await;
     for (ws, id) in [(&mut a, &id_a), (&mut b, &id_b)] {
         let gap = ws.recv().await;
         assert_eq!(
@@ -733,6 +852,16 @@ async fn fails_over(policy: UpstreamLoss) {
     }
     // Calls go to the healthy one too.
     assert_eq!(a.call(json!(5), "add", json!([1, 2])).await["result"], 3);
+    assert_eq!(
+        caller.call(json!(5), "add", json!([2, 2])).await["result"],
+        4
+    );
+    assert_eq!(count(&second, "add"), 2);
+    assert_eq!(
+        count(&second, "silent"),
+        0,
+        "the lost call was not sent again"
+    );
     // The last subscriber leaves: unsubscribed where it lives now.
     let answer = a.call(json!(6), "eth_unsubscribe", json!([id_a])).await;
     assert_eq!(answer["result"], true);
@@ -752,8 +881,9 @@ async fn fails_over(policy: UpstreamLoss) {
             .unwrap()["params"],
         json!(["0xup2"])
     );
-    drop((a, b));
+    drop((a, b, caller));
     proxy.assert_idle().await;
+    assert_no_pending(&a_client);
     assert_no_pending(&b_client);
     proxy.stop().await;
 }
