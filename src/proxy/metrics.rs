@@ -25,7 +25,9 @@ pub struct ProxyStats {
     /// Requests that got no answer in time (-32001).
     pub timeouts: u64,
     /// Requests that could not reach an upstream, or lost it before the
-    /// answer (-32002).
+    /// answer, or came while the websockets close (see
+    /// [`Forward::close_websockets`](super::Forward::close_websockets))
+    /// (-32002).
     pub unavailable: u64,
     /// Messages or requests refused at a limit (body, batch, in flight,
     /// connections).
