@@ -248,7 +248,7 @@ fn colliding_ids() -> Vec<Value> {
 /// Client `c`'s `n`th request (some take longer, so that answers come
 /// back out of order) and the result it must get.
 fn own_request(c: u64, n: usize, id: &Value) -> (Value, Value) {
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         (
             request(id.clone(), "sleep", json!([n as u64 * 3])),
             json!("slept"),

@@ -22,7 +22,10 @@ use crate::protocol::{self, ErrorObject, Id, Inbound, Message, Params};
 
 /// Forwards downstream JSON-RPC messages to a pool of upstream connections
 /// and builds the answers. Cheap to clone; share one among every worker and
-/// front end of a service.
+/// front end of a service (as actix-web app data for [`http`](super::http),
+/// [`websocket`](super::websocket), [`resource`](super::resource) and
+/// [`metrics`](super::metrics)); its clones share the websocket
+/// subscriptions it fans out and its counters.
 ///
 /// - A request goes upstream; its answer comes back with the downstream's
 ///   id, byte for byte, and the upstream's result exactly as sent.
@@ -287,7 +290,14 @@ impl Forward {
 
     /// Forwards one downstream message (a request, a notification or a
     /// batch) and returns the text to answer with; `None` when nothing is
-    /// owed (notifications).
+    /// owed (notifications). This is what the HTTP front end does with a
+    /// body; the subscription methods are refused here (-32601), as over
+    /// HTTP. Never fails: every failure is a JSON-RPC error in the answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up the requests it forwarded: nothing is
+    /// left pending upstream, and their answers are dropped.
     pub async fn message(&self, text: &str, origin: &Origin) -> Option<String> {
         bump(&self.metrics().messages);
         match protocol::parse(text) {

@@ -12,8 +12,43 @@
 //!   [`Forward::per_session`], an upstream connection per session whose
 //!   server requests pass through to the downstream client.
 //! - [`resource`]: both front ends at one path, as Ethereum nodes serve.
+//! - [`UpstreamLoss`]: what subscriptions go through when their upstream
+//!   is lost (made again with a gap notification, ended with an error, or
+//!   the socket closed).
 //! - [`Hook`]: inspect, rewrite, answer or refuse each request.
 //! - [`ProxyConfig`]: every limit a downstream meets.
+//! - [`Forward::close_websockets`]: a graceful end for every websocket
+//!   session, for a service that stops.
+//!
+//! `docs/proxy.md` puts them together, with each policy and limit in
+//! full; `jsonrpc-ws proxy` is a ready proxy built from them.
+//!
+//! # Examples
+//!
+//! HTTP and websocket on one port:
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use jsonrpc_websocket::proxy::{self, Forward, Upstreams};
+//! use jsonrpc_websocket::{ReconnectPolicy, RpcConnection};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream = RpcConnection::builder("ws://127.0.0.1:8546")
+//!     .reconnect(ReconnectPolicy::new())
+//!     .connect()
+//!     .await?;
+//! let forward = web::Data::new(Forward::new(Upstreams::new([upstream])));
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .app_data(forward.clone())
+//!         .service(proxy::resource("/"))
+//!         .route("/metrics", web::get().to(proxy::metrics))
+//! })
+//! .bind("127.0.0.1:8545")?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! [`RpcConnection`]: crate::RpcConnection
 
