@@ -329,9 +329,6 @@ struct Ctx {
     link: Arc<SessionLink>,
     in_flight: Rc<Cell<usize>>,
     calls: RefCell<ServerCalls>,
-    /// Set once the session closes gracefully (see
-    /// [`Forward::close_websockets`]): new requests are refused.
-    draining: Cell<bool>,
 }
 
 /// A place among the session's `per_client_in_flight`.
@@ -346,6 +343,15 @@ impl Drop for Permit {
 impl Ctx {
     fn metrics(&self) -> &Metrics {
         self.forward.metrics()
+    }
+
+    /// Whether the session is closing gracefully (see
+    /// [`Forward::close_websockets`]): new requests are refused.
+    // NOTE: read from the forward, not learnt from the reader loop's
+    // notification: the watch wakes its waiters after its value is set (a
+    // shard at a time), and a message read in between must see the value.
+    fn draining(&self) -> bool {
+        self.forward.is_closing()
     }
 
     fn permit(&self) -> Option<Permit> {
@@ -425,12 +431,12 @@ fn prepare(ctx: &Rc<Ctx>, text: &str) -> Prepared {
 
 fn prepare_entry(ctx: &Rc<Ctx>, message: Message<'_>) -> Prepared {
     match message {
-        Message::Request(request) if ctx.draining.get() => {
+        Message::Request(request) if ctx.draining() => {
             bump(&ctx.metrics().unavailable);
             let error = ErrorObject::new(codes::UPSTREAM_UNAVAILABLE, SHUTTING_DOWN);
             Prepared::Now(Some(error_text(&request.id, &error)))
         }
-        Message::Notification(_) if ctx.draining.get() => {
+        Message::Notification(_) if ctx.draining() => {
             bump(&ctx.metrics().unavailable);
             Prepared::Now(None)
         }
@@ -751,7 +757,6 @@ async fn run_session(parts: SessionParts, ws: Session) {
         link: Arc::clone(&link),
         in_flight: Rc::new(Cell::new(0)),
         calls: RefCell::new(ServerCalls::default()),
-        draining: Cell::new(false),
     });
     let mut in_flight: FuturesUnordered<LocalBoxFuture<'static, Done>> = FuturesUnordered::new();
     // Any frame from the client shows it is there; silence past the
@@ -770,9 +775,9 @@ async fn run_session(parts: SessionParts, ws: Session) {
         metrics: forward.metrics(),
     };
 
-    // Once draining, new requests are refused (answers to server requests
-    // are still taken, pings still answered); the session closes when what
-    // is in flight has been answered.
+    // Once draining, new requests are refused (see `Ctx::draining`; answers
+    // to server requests are still taken, pings still answered); the
+    // session closes when what is in flight has been answered.
     let mut draining: Option<(u16, String)> = None;
 
     // The loop ends with the close to send, if any is still to be sent.
@@ -785,7 +790,6 @@ async fn run_session(parts: SessionParts, ws: Session) {
             _ = closing.changed() => break None,
             close = drain_asked(&mut drain), if draining.is_none() => {
                 draining = Some(close);
-                ctx.draining.set(true);
             }
             message = stream.recv() => {
                 last_seen = tokio::time::Instant::now();
@@ -847,7 +851,7 @@ async fn run_session(parts: SessionParts, ws: Session) {
             }
             Some(call) = next_call(&mut server_calls) => {
                 bump(&forward.metrics().server_requests);
-                if draining.is_some() {
+                if ctx.draining() {
                     let error = ErrorObject::new(codes::UPSTREAM_UNAVAILABLE, SHUTTING_DOWN);
                     // The upstream side may have given up meanwhile.
                     let _ = call.reply.send(Err(error));
