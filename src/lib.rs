@@ -75,6 +75,14 @@
 //! Every call ends: with its result, an [`Error::Rpc`] carrying the server's
 //! error object, [`Error::Timeout`], or [`Error::Closed`] /
 //! [`Error::Disconnected`] when the socket goes away first. See [`Error`].
+//!
+//! # Proxying from actix-web
+//!
+//! With the `proxy` feature, the `proxy` module makes an actix-web service
+//! a JSON-RPC proxy in front of upstream websocket servers: `Forward` (ids
+//! rewritten so that every downstream shares the upstream connections),
+//! HTTP and websocket front ends, subscriptions fanned out, failover, a
+//! hook, metrics. See the module's docs and `docs/proxy.md`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -132,3 +140,9 @@ pub mod __bench {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// docs/proxy.md's examples, compiled as doc tests (with the `proxy`
+/// feature) so they cannot rot.
+#[doc = include_str!("../docs/proxy.md")]
+#[cfg(all(doctest, feature = "proxy"))]
+pub struct ProxyGuideDoctests;

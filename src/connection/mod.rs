@@ -1693,6 +1693,7 @@ impl SubscribeRequest {
                 params: self.params,
                 timeout: self.timeout,
                 link: Link::Live(id.clone()),
+                notification_method: None,
             },
         );
         let Some(key) = registered else {
@@ -1743,13 +1744,15 @@ fn deliver_to_actor(
                 }
             }
             let item = match delivered.item {
-                subscription::Notice::Item(raw) => match raw.decode::<serde_json::Value>() {
-                    Ok(value) => SubscriptionItem::Item(value),
-                    Err(err) => {
-                        log::warn!("a subscription item is not JSON a Value can hold: {err}");
-                        continue;
+                subscription::Notice::Item { result, .. } => {
+                    match result.decode::<serde_json::Value>() {
+                        Ok(value) => SubscriptionItem::Item(value),
+                        Err(err) => {
+                            log::warn!("a subscription item is not JSON a Value can hold: {err}");
+                            continue;
+                        }
                     }
-                },
+                }
                 subscription::Notice::Resubscribed { down_for } => {
                     SubscriptionItem::Resubscribed { down_for }
                 }

@@ -41,6 +41,10 @@ pub(crate) struct Route {
     pub params: Params,
     pub timeout: Option<std::time::Duration>,
     pub link: Link,
+    /// The method of its last notification, shared with each item: nearly
+    /// every server uses one method for all of them, so this is one
+    /// allocation per subscription, not per item.
+    pub notification_method: Option<Arc<str>>,
 }
 
 /// Where a subscription stands with the server.
@@ -105,8 +109,14 @@ impl Table {
 
     /// Delivers the result (or the end) carried by a notification's params
     /// to the live subscription `key`.
-    fn deliver(&mut self, key: u64, params: scan::SubscriptionParams<'_>, text: &ByteString) {
-        let Some(route) = self.routes.get(&key) else {
+    fn deliver(
+        &mut self,
+        key: u64,
+        method: &str,
+        params: scan::SubscriptionParams<'_>,
+        text: &ByteString,
+    ) {
+        let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
         if let Some(error) = params.error.filter(|_| params.result.is_none()) {
@@ -126,7 +136,18 @@ impl Table {
             },
             unescaped: params.result_unescaped,
         };
-        match route.queue.push(Notice::Item(raw)) {
+        let method = match &route.notification_method {
+            Some(known) if **known == *method => Arc::clone(known),
+            _ => {
+                let method: Arc<str> = Arc::from(method);
+                route.notification_method = Some(Arc::clone(&method));
+                method
+            }
+        };
+        match route.queue.push(Notice::Item {
+            result: raw,
+            method,
+        }) {
             Pushed::Queued => {}
             Pushed::Dropped => stats::add(&self.metrics.subscription_items_dropped, 1),
             Pushed::Overflowed => {
@@ -176,7 +197,7 @@ impl Table {
         self.held.extend(others);
         for held in mine {
             if let Some(params) = scan::subscription_params(&held.params) {
-                self.deliver(key, params, &held.params);
+                self.deliver(key, &held.method, params, &held.params);
             }
         }
     }
@@ -268,7 +289,7 @@ impl Subscriptions {
         };
         let mut table = self.inner.borrow_mut();
         if let Some(&key) = table.keys.get(&id) {
-            table.deliver(key, params, text);
+            table.deliver(key, method, params, text);
             return Routed::Delivered;
         }
         if table.pending > 0 && table.held.len() < HOLD {
@@ -491,6 +512,7 @@ mod tests {
             link: Link::Down {
                 since: Instant::now(),
             },
+            notification_method: None,
         };
         (route, rx, shared)
     }
@@ -506,7 +528,7 @@ mod tests {
             futures_util::Stream::poll_next(std::pin::Pin::new(&mut *rx), &mut cx)
         {
             let text = match d.item {
-                Notice::Item(raw) => raw.text.to_string(),
+                Notice::Item { result, .. } => result.text.to_string(),
                 Notice::Resubscribed { .. } => "resubscribed".to_owned(),
             };
             out.push((text, d.missed));
@@ -654,7 +676,7 @@ mod tests {
                 Notice::Resubscribed { down_for } => {
                     assert_eq!(down_for, Duration::from_millis(1500))
                 }
-                Notice::Item(raw) => panic!("an item first: {}", raw.text),
+                Notice::Item { result, .. } => panic!("an item first: {}", result.text),
             },
             _ => panic!("nothing told"),
         }
