@@ -8,8 +8,11 @@ use std::time::Duration;
 use actix::Recipient;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
+use futures_channel::oneshot;
+use futures_util::future;
 use serde::Serialize;
 
+use crate::background;
 use crate::client::Client;
 use crate::config::{Backpressure, Config, Heartbeat, ReconnectPolicy, WhileReconnecting};
 use crate::connection::{Auth, Dialer, Endpoint, Parts, RpcConnection};
@@ -63,7 +66,7 @@ impl RpcConnection {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[must_use = "nothing happens until `.connect()` is awaited"]
+#[must_use = "nothing happens until `.connect()` is called"]
 pub struct ConnectionBuilder {
     /// The first endpoint's URL (without credentials) and its credentials.
     url: String,
@@ -201,6 +204,10 @@ impl ConnectionBuilder {
     /// (Nagle's algorithm delays small frames, and it stops at 100 open
     /// connections): build yours on [`awc_connector()`](crate::awc_connector)
     /// to keep both.
+    ///
+    /// Inside an actix `System` only: an awc client cannot leave the thread
+    /// that made it, so outside one [`connect`](Self::connect) reports
+    /// [`Error::InvalidConfig`].
     pub fn client(mut self, client: awc::Client) -> Self {
         self.client = Some(client);
         self
@@ -458,22 +465,87 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Opens the websocket and starts the [`RpcConnection`] actor on the
-    /// current actix arbiter. Returns only once the handshake has succeeded
-    /// (with several endpoints, each is tried once, in turn; the reconnect
-    /// policy applies to connections lost later, not to this first one).
+    /// Opens the websocket and starts the [`RpcConnection`] actor. Returns
+    /// only once the handshake has succeeded (with several endpoints, each
+    /// is tried once, in turn; the reconnect policy applies to connections
+    /// lost later, not to this first one).
     ///
-    /// Must be awaited inside a running actix system (`#[actix::main]`,
-    /// `#[actix_rt::test]`, `actix_rt::System::new().block_on(..)`, or within
-    /// an actix-web server).
+    /// Where the connection runs:
+    ///
+    /// - **Inside an actix `System`** (`#[actix::main]`, `#[actix_rt::test]`,
+    ///   an actix-web handler or actor): on the current arbiter, as a local
+    ///   task of this thread.
+    /// - **Anywhere else** (`#[tokio::main]`, another executor, a plain
+    ///   thread): on the crate's background actix thread, one for the whole
+    ///   process, started by the first such connection and shared by all of
+    ///   them. The [`Client`] that comes back is the same `Send + Sync`
+    ///   handle, usable from any thread and any executor.
+    ///
+    /// The future is `Send`, so it can be awaited in a `tokio::spawn`ed
+    /// task. The dial starts when `connect` is called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Error, RpcConnection};
+    /// # async fn demo() -> Result<(), Error> {
+    /// // From #[tokio::main], #[actix::main], or any other executor alike:
+    /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
+    /// let sum: i64 = client.call("math.add", params![1, 2]).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a bad URL or header;
+    /// [`Error::InvalidConfig`] for a bad URL or header (or an awc
+    /// [`client`](Self::client) given outside an actix `System`);
     /// [`Error::Handshake`] when the server answers with an HTTP status (its
     /// code is kept, e.g. 401); [`Error::Transport`] when the server cannot be
     /// reached, with the cause as `source()`.
-    pub async fn connect(self) -> Result<Client, Error> {
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives the connection up: a dial in progress is
+    /// abandoned, and a connection that opened in the meantime is closed.
+    pub fn connect(self) -> impl Future<Output = Result<Client, Error>> + Send + 'static {
+        let started = self.start();
+        async move {
+            let opened = started?;
+            opened.await.unwrap_or_else(|_gone| {
+                Err(Error::Transport {
+                    context: "could not connect: the thread that was to run the connection stopped"
+                        .into(),
+                    source: "its actix System is no longer running".into(),
+                })
+            })
+        }
+    }
+
+    /// Starts opening the connection on the thread it will run on: this one
+    /// inside an actix `System`, the background thread otherwise.
+    fn start(self) -> Result<oneshot::Receiver<Result<Client, Error>>, Error> {
+        let (plan, client) = self.into_plan()?;
+        let (tx, rx) = oneshot::channel();
+        if background::inside_actix() {
+            actix::spawn(reply(tx, plan.open(client)));
+        } else if client.is_some() {
+            return Err(Error::InvalidConfig {
+                reason: "an awc client (`client(..)`) can only be used inside an actix System: \
+                         awc clients cannot move to another thread"
+                    .into(),
+            });
+        } else {
+            // `open` holds awc's (thread-bound) types across awaits: it is
+            // made and spawned on the background thread itself.
+            background::run(move || {
+                actix::spawn(reply(tx, plan.open(None)));
+            })?;
+        }
+        Ok(rx)
+    }
+
+    /// Everything but the awc client, which cannot leave this thread.
+    fn into_plan(self) -> Result<(Plan, Option<awc::Client>), Error> {
         if let Some(err) = self.invalid {
             return Err(err);
         }
@@ -482,12 +554,41 @@ impl ConnectionBuilder {
             auth: self.url_auth,
         }];
         endpoints.extend(self.more_endpoints);
-        let dialer = Dialer {
+        let plan = Plan {
             endpoints,
+            config: self.config,
             headers: self.headers,
             subprotocols: self.subprotocols,
             auth: self.auth,
-            client: self.client,
+            watchers: self.watchers,
+            handlers: self.handlers,
+            listeners: self.listeners,
+        };
+        Ok((plan, self.client))
+    }
+}
+
+/// A connection's settings on their way to the thread it will run on.
+struct Plan {
+    endpoints: Vec<Endpoint>,
+    config: Config,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    subprotocols: Vec<String>,
+    auth: Option<Auth>,
+    watchers: Vec<Recipient<ConnectionEvent>>,
+    handlers: Registry<RequestHandler>,
+    listeners: Vec<RegisterListener>,
+}
+
+impl Plan {
+    /// Dials and starts the actor on this thread's arbiter.
+    async fn open(self, client: Option<awc::Client>) -> Result<Client, Error> {
+        let dialer = Dialer {
+            endpoints: self.endpoints,
+            headers: self.headers,
+            subprotocols: self.subprotocols,
+            auth: self.auth,
+            client,
             connect_timeout: self.config.connect_timeout,
             max_message_size: self.config.max_message_size,
         };
@@ -521,6 +622,22 @@ impl ConnectionBuilder {
         });
         Ok(Client::new(addr, shared))
     }
+}
+
+/// Runs `open` and hands its outcome to whoever awaits `connect`, unless
+/// they have gone: then the dial is abandoned.
+async fn reply(
+    mut tx: oneshot::Sender<Result<Client, Error>>,
+    open: impl Future<Output = Result<Client, Error>>,
+) {
+    let open = std::pin::pin!(open);
+    let outcome = match future::select(open, tx.cancellation()).await {
+        future::Either::Left((outcome, _)) => outcome,
+        future::Either::Right(((), _)) => return,
+    };
+    // NOTE: the caller may have gone meanwhile; the `Client` dropped with
+    // the outcome was the connection's only handle, so it closes (1000).
+    let _ = tx.send(outcome);
 }
 
 /// The heartbeat's timeout when none is set.
@@ -559,6 +676,7 @@ impl fmt::Debug for ConnectionBuilder {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("auth", &self.auth.is_some())
+            .field("client", &self.client.is_some())
             .field("subprotocols", &self.subprotocols)
             .field("invalid", &self.invalid)
             .finish()

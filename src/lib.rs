@@ -79,6 +79,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod background;
 mod batch;
 mod builder;
 mod client;
