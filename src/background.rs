@@ -1,5 +1,6 @@
 //! The actix thread this crate starts for connections made outside an actix
-//! `System` (from `#[tokio::main]`, another executor, or a plain thread).
+//! `System` (from `#[tokio::main]`, another executor, a plain thread, or the
+//! [`blocking`](crate::blocking) client).
 //!
 //! One thread for the whole process, started by the first such connection
 //! and shared by all that follow (see docs/decisions.md, "One background
@@ -27,6 +28,18 @@ static BACKGROUND: Mutex<Option<ArbiterHandle>> = Mutex::new(None);
 /// once made a `System` but is not running it counts as outside).
 pub(crate) fn inside_actix() -> bool {
     actix::System::try_current().is_some() && tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// The kind of async runtime this thread is inside, if any: where the
+/// [`blocking`](crate::blocking) client must not block.
+pub(crate) fn async_runtime() -> Option<&'static str> {
+    if actix::System::try_current().is_some() {
+        Some("an actix System")
+    } else if tokio::runtime::Handle::try_current().is_ok() {
+        Some("a tokio runtime")
+    } else {
+        None
+    }
 }
 
 /// Runs `job` on the background thread, starting the thread first if it is
@@ -83,16 +96,19 @@ mod tests {
     #[test]
     fn a_plain_thread_is_outside_any_runtime() {
         assert!(!inside_actix());
+        assert_eq!(async_runtime(), None);
     }
 
     #[actix_rt::test]
     async fn an_actix_system_is_inside() {
         assert!(inside_actix());
+        assert_eq!(async_runtime(), Some("an actix System"));
     }
 
     #[tokio::test]
-    async fn a_tokio_runtime_is_not_actix() {
+    async fn a_tokio_runtime_is_async_but_not_actix() {
         assert!(!inside_actix());
+        assert_eq!(async_runtime(), Some("a tokio runtime"));
     }
 
     #[test]

@@ -81,6 +81,7 @@
 
 mod background;
 mod batch;
+pub mod blocking;
 mod builder;
 mod client;
 mod config;
