@@ -3,6 +3,8 @@
 
 use std::fmt;
 use std::future::Future;
+#[cfg(feature = "rustls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
@@ -80,6 +82,9 @@ pub struct ConnectionBuilder {
     auth: Option<Auth>,
     watchers: Vec<Recipient<ConnectionEvent>>,
     client: Option<awc::Client>,
+    /// A rustls configuration of the user's, for `wss://`.
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     handlers: Registry<RequestHandler>,
     listeners: Vec<RegisterListener>,
     invalid: Option<Error>,
@@ -98,6 +103,8 @@ impl ConnectionBuilder {
             auth: None,
             watchers: Vec::new(),
             client: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
             handlers: Registry::default(),
             listeners: Vec::new(),
             invalid,
@@ -207,9 +214,48 @@ impl ConnectionBuilder {
     ///
     /// Inside an actix `System` only: an awc client cannot leave the thread
     /// that made it, so outside one [`connect`](Self::connect) reports
-    /// [`Error::InvalidConfig`].
+    /// [`Error::InvalidConfig`] (for TLS settings there, see
+    /// `rustls_config`, feature `rustls`).
     pub fn client(mut self, client: awc::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://` instead of the default
+    /// one (the webpki roots, no client certificate): a private CA among
+    /// its roots, a client certificate for servers that ask for one
+    /// (mutual TLS), its own verifier. Works inside and outside an actix
+    /// `System`. Cannot be combined with [`client`](Self::client), which
+    /// brings its own TLS setup (reported by [`connect`](Self::connect)).
+    ///
+    /// Its ALPN list is replaced by `http/1.1`: the websocket handshake is
+    /// an HTTP/1.1 request. The crate depends on rustls 0.23 and re-exports
+    /// it as [`jsonrpc_websocket::rustls`](crate::rustls), so the config is
+    /// built with the same version.
+    ///
+    /// A certificate the configuration does not trust fails `connect` with
+    /// [`Error::Transport`], whose message says that the server's
+    /// certificate was not accepted and names the host. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use jsonrpc_websocket::rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
+    /// use jsonrpc_websocket::RpcConnection;
+    ///
+    /// # fn demo(ca_der: CertificateDer<'static>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(ca_der)?; // the private CA's certificate, DER
+    /// let tls = ClientConfig::builder()
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth(); // or .with_client_auth_cert(chain, key)? for mutual TLS
+    /// let builder = RpcConnection::builder("wss://node.internal:8546/").rustls_config(Arc::new(tls));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "rustls")]
+    pub fn rustls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -549,6 +595,14 @@ impl ConnectionBuilder {
         if let Some(err) = self.invalid {
             return Err(err);
         }
+        #[cfg(feature = "rustls")]
+        if self.tls.is_some() && self.client.is_some() {
+            return Err(Error::InvalidConfig {
+                reason: "both an awc client (`client(..)`) and `rustls_config(..)` were given: \
+                         the awc client brings its own TLS setup; give one of them"
+                    .into(),
+            });
+        }
         let mut endpoints = vec![Endpoint {
             url: self.url,
             auth: self.url_auth,
@@ -561,6 +615,8 @@ impl ConnectionBuilder {
             subprotocols: self.subprotocols,
             auth: self.auth,
             watchers: self.watchers,
+            #[cfg(feature = "rustls")]
+            tls: self.tls,
             handlers: self.handlers,
             listeners: self.listeners,
         };
@@ -576,6 +632,8 @@ struct Plan {
     subprotocols: Vec<String>,
     auth: Option<Auth>,
     watchers: Vec<Recipient<ConnectionEvent>>,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     handlers: Registry<RequestHandler>,
     listeners: Vec<RegisterListener>,
 }
@@ -583,6 +641,8 @@ struct Plan {
 impl Plan {
     /// Dials and starts the actor on this thread's arbiter.
     async fn open(self, client: Option<awc::Client>) -> Result<Client, Error> {
+        #[cfg(feature = "rustls")]
+        let client = client.or_else(|| self.tls.map(crate::connection::rustls_client));
         let dialer = Dialer {
             endpoints: self.endpoints,
             headers: self.headers,

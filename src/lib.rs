@@ -119,6 +119,10 @@ pub use subscription::{Subscription, SubscriptionEnd, SubscriptionItem, Unsubscr
 /// Re-exported so that users and this crate name the same `actix` (its
 /// `Addr`, `Recipient` and `System` appear in this crate's API).
 pub use actix;
+/// Re-exported (feature `rustls`) so that a configuration given to
+/// [`ConnectionBuilder::rustls_config`] is built with the same rustls.
+#[cfg(feature = "rustls")]
+pub use rustls;
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
 
