@@ -18,6 +18,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Outside actix
+//!
+//! The same [`Client`] works from `#[tokio::main]`, `tokio::spawn`ed tasks,
+//! other executors and plain threads: outside an actix `System`,
+//! [`connect`](ConnectionBuilder::connect) runs the connection on the
+//! crate's background actix thread (one for the whole process, shared by
+//! every such connection). Synchronous code uses [`blocking::Client`].
+//!
 //! # Calling methods
 //!
 //! Positional params with [`params!`], named params with a JSON object, no
