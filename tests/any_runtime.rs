@@ -364,7 +364,8 @@ fn a_notification_waiting_for_room_needs_no_runtime_of_its_own() {
             .await?;
         let big = "x".repeat(64 * 1024);
         let mut outcome = Ok(());
-        for _ in 0..64 {
+        // Up to 32 MiB: more than loopback socket buffers take in.
+        for _ in 0..512 {
             outcome = client.notify("fill", params![big.as_str()]).await;
             if outcome.is_err() {
                 break;
