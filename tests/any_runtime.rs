@@ -72,6 +72,20 @@ fn thread_recorder() -> (
     (seen, handler)
 }
 
+/// Connects with a `client.confirm` handler that records its thread.
+async fn connect_recording(server: &TestServer) -> (Client, Seen) {
+    let (seen, handler) = thread_recorder();
+    let client = within(
+        "connect",
+        builder(&server.url())
+            .register_fn("client.confirm", handler)
+            .connect(),
+    )
+    .await
+    .unwrap();
+    (client, seen)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_notifications_work_from_tokio_tasks() {
     let server = server();
@@ -149,15 +163,7 @@ async fn a_subscription_and_a_batch_from_tokio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_requests_are_answered_on_the_background_thread() {
     let server = server();
-    let (seen, handler) = thread_recorder();
-    let client = within(
-        "connect",
-        builder(&server.url())
-            .register_fn("client.confirm", handler)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let (client, seen) = connect_recording(&server).await;
     let answer = ask(&server, server_request(7, "client.confirm", json!(["ok?"]))).await;
     assert_eq!(answer["id"], 7);
     assert_eq!(answer["result"], json!({"confirmed": ["ok?"]}));
@@ -381,15 +387,7 @@ fn a_notification_waiting_for_room_needs_no_runtime_of_its_own() {
 #[actix_rt::test]
 async fn inside_a_system_the_connection_runs_on_the_current_thread() {
     let server = server();
-    let (seen, handler) = thread_recorder();
-    let client = within(
-        "connect",
-        builder(&server.url())
-            .register_fn("client.confirm", handler)
-            .connect(),
-    )
-    .await
-    .unwrap();
+    let (client, seen) = connect_recording(&server).await;
     let _ = ask(&server, server_request(1, "client.confirm", json!([]))).await;
     let here = std::thread::current().name().map(str::to_owned);
     assert_eq!(*seen.lock().unwrap(), [here]);

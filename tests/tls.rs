@@ -43,7 +43,7 @@ use std::sync::Arc;
 use jsonrpc_websocket::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use jsonrpc_websocket::rustls::server::WebPkiClientVerifier;
 use jsonrpc_websocket::rustls::{ClientConfig, RootCertStore, ServerConfig};
-use jsonrpc_websocket::{params, Client, ConnectionBuilder};
+use jsonrpc_websocket::{params, ConnectionBuilder};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use support::{standard, TestServer};
 
@@ -193,42 +193,30 @@ fn builder(url: &str) -> ConnectionBuilder {
     RpcConnection::builder(url).connect_timeout(std::time::Duration::from_secs(5))
 }
 
-async fn add(client: &Client) -> i64 {
-    within("a call over wss", client.call("add", params![40, 2]))
+/// Connects with `config`, calls, closes.
+async fn calls_over_wss(url: &str, config: Arc<ClientConfig>) {
+    let client = within("connect", builder(url).rustls_config(config).connect())
         .await
-        .unwrap()
+        .unwrap();
+    let sum: i64 = within("a call over wss", client.call("add", params![40, 2]))
+        .await
+        .unwrap();
+    assert_eq!(sum, 42);
+    within("close", client.close()).await.unwrap();
 }
 
 #[actix_rt::test]
 async fn a_private_ca_is_trusted_through_rustls_config() {
     let ca = Ca::new("private CA");
     let (_backend, front) = wss_server(&ca, None);
-    let client = within(
-        "connect",
-        builder(&front.url())
-            .rustls_config(ca.client_config())
-            .connect(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(add(&client).await, 42);
-    within("close", client.close()).await.unwrap();
+    calls_over_wss(&front.url(), ca.client_config()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_ca_works_outside_an_actix_system_too() {
     let ca = Ca::new("private CA");
     let (_backend, front) = wss_server(&ca, None);
-    let client = within(
-        "connect",
-        builder(&front.url())
-            .rustls_config(ca.client_config())
-            .connect(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(add(&client).await, 42);
-    within("close", client.close()).await.unwrap();
+    calls_over_wss(&front.url(), ca.client_config()).await;
 }
 
 /// Connects, expecting a TLS failure; returns the message and the chain.
@@ -292,16 +280,7 @@ async fn a_client_certificate_is_sent_to_a_server_that_requires_one() {
         .with_root_certificates(ca.roots())
         .with_client_auth_cert(chain, key)
         .unwrap();
-    let client = within(
-        "connect",
-        builder(&front.url())
-            .rustls_config(Arc::new(with_cert))
-            .connect(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(add(&client).await, 42);
-    within("close", client.close()).await.unwrap();
+    calls_over_wss(&front.url(), Arc::new(with_cert)).await;
 
     // Without one the server refuses, and the error says which certificate.
     let (message, causes) =
