@@ -248,6 +248,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A [`blocking`](crate::blocking) method was called on a thread that
+    /// runs an async runtime, where blocking would stall every task of that
+    /// thread (or deadlock): nothing was done. Use the async
+    /// [`Client`](crate::Client) there, or block on a thread of your own.
+    #[error(
+        "the blocking client refused to {operation}: this thread runs {runtime}, which blocking would stall; use the async Client here"
+    )]
+    BlockingInAsync {
+        /// What was asked: `"call"`, `"notify"`, `"connect"`, …
+        operation: &'static str,
+        /// Which runtime: `"a tokio runtime"` or `"an actix System"`.
+        runtime: &'static str,
+    },
 }
 
 /// Which bound refused a call or a notification (see [`Error::Overloaded`]).
@@ -498,6 +512,13 @@ mod tests {
                     reason: "code 1005 may not be sent".into(),
                 },
                 "invalid close frame: code 1005 may not be sent",
+            ),
+            (
+                Error::BlockingInAsync {
+                    operation: "call",
+                    runtime: "a tokio runtime",
+                },
+                "the blocking client refused to call: this thread runs a tokio runtime, which blocking would stall; use the async Client here",
             ),
         ];
         for (err, text) in table {

@@ -18,6 +18,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Outside actix
+//!
+//! The same [`Client`] works from `#[tokio::main]`, `tokio::spawn`ed tasks,
+//! other executors and plain threads: outside an actix `System`,
+//! [`connect`](ConnectionBuilder::connect) runs the connection on the
+//! crate's background actix thread (one for the whole process, shared by
+//! every such connection). Synchronous code uses [`blocking::Client`].
+//!
 //! # Calling methods
 //!
 //! Positional params with [`params!`], named params with a JSON object, no
@@ -87,7 +95,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod background;
 mod batch;
+pub mod blocking;
 mod builder;
 mod client;
 mod config;
@@ -125,6 +135,10 @@ pub use subscription::{Subscription, SubscriptionEnd, SubscriptionItem, Unsubscr
 /// Re-exported so that users and this crate name the same `actix` (its
 /// `Addr`, `Recipient` and `System` appear in this crate's API).
 pub use actix;
+/// Re-exported (feature `rustls`) so that a configuration given to
+/// [`ConnectionBuilder::rustls_config`] is built with the same rustls.
+#[cfg(feature = "rustls")]
+pub use rustls;
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
 

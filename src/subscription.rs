@@ -63,7 +63,10 @@ pub enum SubscriptionItem<T = Value> {
         missed: u64,
     },
     /// A notification whose result could not be decoded as `T`
-    /// ([`Error::ItemDecode`]); the subscription goes on.
+    /// ([`Error::ItemDecode`]); the subscription goes on. (Also what a
+    /// [`blocking::Subscription`](crate::blocking::Subscription) yields,
+    /// once, when iterated inside an async runtime:
+    /// [`Error::BlockingInAsync`].)
     Invalid(Error),
     /// The connection was lost and came back (see
     /// [`ReconnectPolicy`](crate::ReconnectPolicy)), and the subscription was

@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 
 pub use dialer::{awc_client, awc_connector};
 
+#[cfg(feature = "rustls")]
+pub(crate) use dialer::rustls_client;
 pub(crate) use dialer::{split_userinfo, Auth, Dialer, Endpoint, Socket};
 use dispatch::{Answer, AnswerText, Limits, ServerRequests};
 use frames::{Frame, FrameError};
