@@ -498,3 +498,40 @@ impl<T> fmt::Debug for Subscription<T> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_says_why_the_subscription_ended() {
+        let table = [
+            (SubscriptionEnd::Unsubscribed, "unsubscribed"),
+            (
+                SubscriptionEnd::ServerClosed {
+                    error: r#"{"code":-32000,"message":"gone"}"#.into(),
+                },
+                r#"closed by the server: {"code":-32000,"message":"gone"}"#,
+            ),
+            (
+                SubscriptionEnd::Lagged { missed: 5 },
+                "closed after the subscriber fell behind (5 missed)",
+            ),
+            (
+                SubscriptionEnd::Disconnected {
+                    reason: "closed by the client".into(),
+                },
+                "disconnected: closed by the client",
+            ),
+            (
+                SubscriptionEnd::ResubscribeFailed {
+                    error: "timed out".into(),
+                },
+                "could not subscribe again after reconnecting: timed out",
+            ),
+        ];
+        for (end, text) in table {
+            assert_eq!(end.to_string(), text);
+        }
+    }
+}
