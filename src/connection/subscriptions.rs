@@ -735,7 +735,7 @@ mod tests {
             futures_util::Stream::poll_next(std::pin::Pin::new(&mut *rx), &mut cx)
         {
             out.push(match d.item {
-                Notice::Item(raw) => raw.text.to_string(),
+                Notice::Item { result, .. } => result.text.to_string(),
                 Notice::Resubscribed { down_for } => format!("gap {down_for:?}"),
             });
         }
