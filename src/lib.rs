@@ -93,7 +93,9 @@
 //! hook, metrics. See the module's docs and `docs/proxy.md`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// docs.rs builds on nightly with `--cfg docsrs`: label feature-gated items
+// (`doc_auto_cfg` was folded into `doc_cfg` in Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod background;
 mod batch;
