@@ -99,6 +99,8 @@ async fn serve(upstream: &str, listen: &str) -> Result<(), Box<dyn std::error::E
         // Ctrl-C handling (which would leave the sessions open until its
         // shutdown timeout).
         .disable_signals()
+        // Answers go out at once (no Nagle delay).
+        .tcp_nodelay(true)
         .bind(listen)?;
     for addr in server.addrs() {
         println!("listening on {addr}, proxying to {upstream}");
@@ -122,6 +124,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
         .workers(1)
         .disable_signals()
+        .tcp_nodelay(true)
         .bind(("127.0.0.1", 0))?;
     let addr = server.addrs()[0];
     let server = server.run();

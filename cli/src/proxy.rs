@@ -132,6 +132,9 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     // NOTE: actix-web's own handlers stop at once on Ctrl-C; ours finish
     // what is in flight first (see `shutdown_on_signals`).
     .disable_signals()
+    // Answers go out at once, not held back by Nagle's algorithm waiting
+    // for the client's ACK (tens of ms on a small answer).
+    .tcp_nodelay(true)
     // Every request is answered within --timeout (batch entries run side
     // by side); a second more for the answer (and a websocket's close) to
     // be written.
