@@ -1,14 +1,19 @@
-//! A JSON-RPC proxy in a few lines of actix-web: a `POST /` carries a
-//! request, a notification or a batch, which goes to an upstream websocket
-//! server over one shared connection (ids rewritten on the way up, the
-//! client's own ids back on the way down); `GET /metrics` shows the
-//! proxy's counters. A hook keeps to an allow list of methods.
+//! A JSON-RPC proxy in a few lines of actix-web: at `/`, a `POST` carries a
+//! request, a notification or a batch, and a `GET` that upgrades is a
+//! websocket session; everything goes to an upstream websocket server over
+//! one shared connection (ids rewritten on the way up, the client's own ids
+//! back on the way down), and identical subscriptions of websocket clients
+//! share one upstream subscription. `GET /metrics` shows the proxy's
+//! counters. A hook keeps to an allow list of methods.
 //!
 //! With `--upstream URL [--listen ADDR]` it proxies to that server
-//! (listening on 127.0.0.1:8545 by default) until Ctrl-C. With no
-//! arguments it starts the embedded demo server, serves the proxy in front
-//! of it on a free port, makes a few HTTP calls through it (a batch among
-//! them, and a method the hook refuses), prints the metrics and exits.
+//! (listening on 127.0.0.1:8545 by default) until Ctrl-C, then closes its
+//! websocket clients gracefully. With no arguments it starts the embedded
+//! demo server, serves the proxy in front of it on a free port, makes a
+//! few HTTP calls through it (a batch among them, and a method the hook
+//! refuses), a call over a websocket, subscribes two websocket clients to
+//! the same ticks (one upstream subscription), prints the metrics and
+//! exits.
 //!
 //! Run it with `cargo run --features proxy --example proxy`.
 
@@ -18,8 +23,10 @@ mod demo_server;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
-use jsonrpc_websocket::proxy::{self, Decision, Forward, Origin, ProxyRequest, Upstreams};
-use jsonrpc_websocket::{ErrorObject, ReconnectPolicy, RpcConnection};
+use jsonrpc_websocket::proxy::{
+    self, Decision, Forward, Origin, ProxyConfig, ProxyRequest, Upstreams,
+};
+use jsonrpc_websocket::{params, ErrorObject, ReconnectPolicy, RpcConnection, SubscriptionItem};
 
 /// The demo must be over by then: CI runs it, where a hang would cost far
 /// more than a failure.
@@ -51,7 +58,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn allow_list(request: &mut ProxyRequest, _origin: &Origin) -> Decision {
     let allowed = request.method.starts_with("math.")
         || request.method.starts_with("app.")
-        || request.method == "log.write";
+        || request.method == "log.write"
+        || request.method == "demo.subscribe_ticks"
+        || request.method == "demo.unsubscribe_ticks";
     if allowed {
         Decision::Forward
     } else {
@@ -60,31 +69,51 @@ fn allow_list(request: &mut ProxyRequest, _origin: &Origin) -> Decision {
 }
 
 /// The proxy's `Forward`: one upstream connection that reconnects when
-/// lost, and the hook.
+/// lost, the demo server's subscription methods, and the hook.
 async fn forward_to(url: &str) -> Result<Forward, jsonrpc_websocket::Error> {
     let upstream = RpcConnection::builder(url)
         .reconnect(ReconnectPolicy::new())
         .connect()
         .await?;
-    Ok(Forward::new(Upstreams::new([upstream])).hook(allow_list))
+    let config = ProxyConfig::new().subscription("demo.subscribe_ticks", "demo.unsubscribe_ticks");
+    Ok(Forward::new(Upstreams::new([upstream]))
+        .config(config)
+        .hook(allow_list))
 }
 
-/// The routes: JSON-RPC over HTTP at `/`, the metrics at `/metrics`.
+/// The routes: JSON-RPC over HTTP and websocket at `/`, the metrics at
+/// `/metrics`.
 fn routes(config: &mut web::ServiceConfig) {
     config
-        .service(web::resource("/").route(web::post().to(proxy::http)))
+        .service(proxy::resource("/"))
         .route("/metrics", web::get().to(proxy::metrics));
 }
 
-/// Proxies to `upstream` until Ctrl-C.
+/// Proxies to `upstream` until Ctrl-C; then the websocket clients are
+/// answered what they have in flight and closed with 1001.
 async fn serve(upstream: &str, listen: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let forward = web::Data::new(forward_to(upstream).await?);
-    let server = HttpServer::new(move || App::new().app_data(forward.clone()).configure(routes))
+    let forward = forward_to(upstream).await?;
+    let data = web::Data::new(forward.clone());
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
+        // NOTE: stopped below, websockets first, not by actix-web's own
+        // Ctrl-C handling (which would leave the sessions open until its
+        // shutdown timeout).
+        .disable_signals()
+        // Answers go out at once (no Nagle delay).
+        .tcp_nodelay(true)
         .bind(listen)?;
     for addr in server.addrs() {
         println!("listening on {addr}, proxying to {upstream}");
     }
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    actix::spawn(async move {
+        if actix_web::rt::signal::ctrl_c().await.is_ok() {
+            forward.close_websockets(1001, "the proxy is shutting down");
+            handle.stop(true).await;
+        }
+    });
+    server.await?;
     Ok(())
 }
 
@@ -95,6 +124,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes))
         .workers(1)
         .disable_signals()
+        .tcp_nodelay(true)
         .bind(("127.0.0.1", 0))?;
     let addr = server.addrs()[0];
     let server = server.run();
@@ -144,6 +174,45 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     // Not JSON at all.
     post("{oops").await?;
 
+    // Over a websocket at the same path (this crate's own client).
+    let ws_url = format!("ws://{addr}/");
+    let ws = RpcConnection::builder(&ws_url).connect().await?;
+    let sum: f64 = ws.call("math.add", params![2, 3]).await?;
+    println!("\nover a websocket at {ws_url}: math.add(2, 3) = {sum}");
+
+    // Two websocket clients subscribe to the same ticks: one upstream
+    // subscription, each client its own id; the last unsubscribe ends it.
+    let other = RpcConnection::builder(&ws_url).connect().await?;
+    let mut subscriptions = Vec::new();
+    for (name, client) in [("first", &ws), ("second", &other)] {
+        let ticks = client
+            .subscribe::<u64>("demo.subscribe_ticks", params![], "demo.unsubscribe_ticks")
+            .await?;
+        println!("the {name} client subscribed: id {}", ticks.id());
+        subscriptions.push((name, ticks));
+    }
+    let shared = forward.stats();
+    println!(
+        "the proxy holds {} upstream subscription for {} downstream ones",
+        shared.upstream_subscriptions, shared.downstream_subscriptions
+    );
+    for (name, ticks) in &mut subscriptions {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match ticks.next().await {
+                Some(SubscriptionItem::Item(tick)) => got.push(tick),
+                Some(other) => println!("the {name} client: {other:?}"),
+                None => return Err(format!("the {name} client's subscription ended").into()),
+            }
+        }
+        println!("the {name} client got ticks {got:?}");
+    }
+    for (_, ticks) in subscriptions {
+        ticks.unsubscribe().await?;
+    }
+    ws.close().await?;
+    other.close().await?;
+
     let mut response = http.get(format!("http://{addr}/metrics")).send().await?;
     let metrics = response.body().await?;
     println!("\nGET /metrics (the counters that moved, and the latency count):");
@@ -156,9 +225,16 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let stats = forward.stats();
+    forward.close_websockets(1001, "the demo is over");
     handle.stop(true).await;
-    if stats.refused != 1 || stats.forwarded != 4 {
-        return Err(format!("unexpected counters: {stats:?}").into());
+    // 4 requests over HTTP, 1 over the websocket, 1 upstream subscribe.
+    let expected = (stats.refused, stats.forwarded) == (1, 6)
+        && (
+            shared.upstream_subscriptions,
+            shared.downstream_subscriptions,
+        ) == (1, 2);
+    if !expected {
+        return Err(format!("unexpected counters: {stats:?}, while subscribed {shared:?}").into());
     }
     Ok(())
 }

@@ -3,13 +3,18 @@
 
 use std::fmt;
 use std::future::Future;
+#[cfg(feature = "rustls")]
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
 use awc::http::header::{HeaderName, HeaderValue};
 use awc::http::Uri;
+use futures_channel::oneshot;
+use futures_util::future;
 use serde::Serialize;
 
+use crate::background;
 use crate::client::Client;
 use crate::config::{Backpressure, Config, Heartbeat, ReconnectPolicy, WhileReconnecting};
 use crate::connection::{Auth, Dialer, Endpoint, Parts, RpcConnection};
@@ -63,7 +68,7 @@ impl RpcConnection {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[must_use = "nothing happens until `.connect()` is awaited"]
+#[must_use = "nothing happens until `.connect()` is called"]
 pub struct ConnectionBuilder {
     /// The first endpoint's URL (without credentials) and its credentials.
     url: String,
@@ -77,6 +82,9 @@ pub struct ConnectionBuilder {
     auth: Option<Auth>,
     watchers: Vec<Recipient<ConnectionEvent>>,
     client: Option<awc::Client>,
+    /// A rustls configuration of the user's, for `wss://`.
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     handlers: Registry<RequestHandler>,
     listeners: Vec<RegisterListener>,
     invalid: Option<Error>,
@@ -95,6 +103,8 @@ impl ConnectionBuilder {
             auth: None,
             watchers: Vec::new(),
             client: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
             handlers: Registry::default(),
             listeners: Vec::new(),
             invalid,
@@ -201,8 +211,51 @@ impl ConnectionBuilder {
     /// (Nagle's algorithm delays small frames, and it stops at 100 open
     /// connections): build yours on [`awc_connector()`](crate::awc_connector)
     /// to keep both.
+    ///
+    /// Inside an actix `System` only: an awc client cannot leave the thread
+    /// that made it, so outside one [`connect`](Self::connect) reports
+    /// [`Error::InvalidConfig`] (for TLS settings there, see
+    /// `rustls_config`, feature `rustls`).
     pub fn client(mut self, client: awc::Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://` instead of the default
+    /// one (the webpki roots, no client certificate): a private CA among
+    /// its roots, a client certificate for servers that ask for one
+    /// (mutual TLS), its own verifier. Works inside and outside an actix
+    /// `System`. Cannot be combined with [`client`](Self::client), which
+    /// brings its own TLS setup (reported by [`connect`](Self::connect)).
+    ///
+    /// Its ALPN list is replaced by `http/1.1`: the websocket handshake is
+    /// an HTTP/1.1 request. The crate depends on rustls 0.23 and re-exports
+    /// it as [`jsonrpc_websocket::rustls`](crate::rustls), so the config is
+    /// built with the same version.
+    ///
+    /// A certificate the configuration does not trust fails `connect` with
+    /// [`Error::Transport`], whose message says that the server's
+    /// certificate was not accepted and names the host. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use jsonrpc_websocket::rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
+    /// use jsonrpc_websocket::RpcConnection;
+    ///
+    /// # fn demo(ca_der: CertificateDer<'static>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(ca_der)?; // the private CA's certificate, DER
+    /// let tls = ClientConfig::builder()
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth(); // or .with_client_auth_cert(chain, key)? for mutual TLS
+    /// let builder = RpcConnection::builder("wss://node.internal:8546/").rustls_config(Arc::new(tls));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "rustls")]
+    pub fn rustls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -458,36 +511,144 @@ impl ConnectionBuilder {
         self
     }
 
-    /// Opens the websocket and starts the [`RpcConnection`] actor on the
-    /// current actix arbiter. Returns only once the handshake has succeeded
-    /// (with several endpoints, each is tried once, in turn; the reconnect
-    /// policy applies to connections lost later, not to this first one).
+    /// Opens the websocket and starts the [`RpcConnection`] actor. Returns
+    /// only once the handshake has succeeded (with several endpoints, each
+    /// is tried once, in turn; the reconnect policy applies to connections
+    /// lost later, not to this first one).
     ///
-    /// Must be awaited inside a running actix system (`#[actix::main]`,
-    /// `#[actix_rt::test]`, `actix_rt::System::new().block_on(..)`, or within
-    /// an actix-web server).
+    /// Where the connection runs:
+    ///
+    /// - **Inside an actix `System`** (`#[actix::main]`, `#[actix_rt::test]`,
+    ///   an actix-web handler or actor): on the current arbiter, as a local
+    ///   task of this thread.
+    /// - **Anywhere else** (`#[tokio::main]`, another executor, a plain
+    ///   thread): on the crate's background actix thread, one for the whole
+    ///   process, started by the first such connection and shared by all of
+    ///   them. The [`Client`] that comes back is the same `Send + Sync`
+    ///   handle, usable from any thread and any executor.
+    ///
+    /// The future is `Send`, so it can be awaited in a `tokio::spawn`ed
+    /// task. The dial starts when `connect` is called.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Error, RpcConnection};
+    /// # async fn demo() -> Result<(), Error> {
+    /// // From #[tokio::main], #[actix::main], or any other executor alike:
+    /// let client = RpcConnection::builder("ws://127.0.0.1:9090").connect().await?;
+    /// let sum: i64 = client.call("math.add", params![1, 2]).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a bad URL or header;
+    /// [`Error::InvalidConfig`] for a bad URL or header (or an awc
+    /// [`client`](Self::client) given outside an actix `System`);
     /// [`Error::Handshake`] when the server answers with an HTTP status (its
     /// code is kept, e.g. 401); [`Error::Transport`] when the server cannot be
     /// reached, with the cause as `source()`.
-    pub async fn connect(self) -> Result<Client, Error> {
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives the connection up: a dial in progress is
+    /// abandoned, and a connection that opened in the meantime is closed.
+    pub fn connect(self) -> impl Future<Output = Result<Client, Error>> + Send + 'static {
+        let started = self.start();
+        async move {
+            let opened = started?;
+            opened.await.unwrap_or_else(|_gone| {
+                Err(Error::Transport {
+                    context: "could not connect: the thread that was to run the connection stopped"
+                        .into(),
+                    source: "its actix System is no longer running".into(),
+                })
+            })
+        }
+    }
+
+    /// Starts opening the connection on the thread it will run on: this one
+    /// inside an actix `System`, the background thread otherwise.
+    fn start(self) -> Result<oneshot::Receiver<Result<Client, Error>>, Error> {
+        let (plan, client) = self.into_plan()?;
+        let (tx, rx) = oneshot::channel();
+        if background::inside_actix() {
+            actix::spawn(reply(tx, plan.open(client)));
+        } else if client.is_some() {
+            return Err(Error::InvalidConfig {
+                reason: "an awc client (`client(..)`) can only be used inside an actix System: \
+                         awc clients cannot move to another thread"
+                    .into(),
+            });
+        } else {
+            // `open` holds awc's (thread-bound) types across awaits: it is
+            // made and spawned on the background thread itself.
+            background::run(move || {
+                actix::spawn(reply(tx, plan.open(None)));
+            })?;
+        }
+        Ok(rx)
+    }
+
+    /// Everything but the awc client, which cannot leave this thread.
+    fn into_plan(self) -> Result<(Plan, Option<awc::Client>), Error> {
         if let Some(err) = self.invalid {
             return Err(err);
+        }
+        #[cfg(feature = "rustls")]
+        if self.tls.is_some() && self.client.is_some() {
+            return Err(Error::InvalidConfig {
+                reason: "both an awc client (`client(..)`) and `rustls_config(..)` were given: \
+                         the awc client brings its own TLS setup; give one of them"
+                    .into(),
+            });
         }
         let mut endpoints = vec![Endpoint {
             url: self.url,
             auth: self.url_auth,
         }];
         endpoints.extend(self.more_endpoints);
-        let dialer = Dialer {
+        let plan = Plan {
             endpoints,
+            config: self.config,
             headers: self.headers,
             subprotocols: self.subprotocols,
             auth: self.auth,
-            client: self.client,
+            watchers: self.watchers,
+            #[cfg(feature = "rustls")]
+            tls: self.tls,
+            handlers: self.handlers,
+            listeners: self.listeners,
+        };
+        Ok((plan, self.client))
+    }
+}
+
+/// A connection's settings on their way to the thread it will run on.
+struct Plan {
+    endpoints: Vec<Endpoint>,
+    config: Config,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    subprotocols: Vec<String>,
+    auth: Option<Auth>,
+    watchers: Vec<Recipient<ConnectionEvent>>,
+    #[cfg(feature = "rustls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
+    handlers: Registry<RequestHandler>,
+    listeners: Vec<RegisterListener>,
+}
+
+impl Plan {
+    /// Dials and starts the actor on this thread's arbiter.
+    async fn open(self, client: Option<awc::Client>) -> Result<Client, Error> {
+        #[cfg(feature = "rustls")]
+        let client = client.or_else(|| self.tls.map(crate::connection::rustls_client));
+        let dialer = Dialer {
+            endpoints: self.endpoints,
+            headers: self.headers,
+            subprotocols: self.subprotocols,
+            auth: self.auth,
+            client,
             connect_timeout: self.config.connect_timeout,
             max_message_size: self.config.max_message_size,
         };
@@ -521,6 +682,22 @@ impl ConnectionBuilder {
         });
         Ok(Client::new(addr, shared))
     }
+}
+
+/// Runs `open` and hands its outcome to whoever awaits `connect`, unless
+/// they have gone: then the dial is abandoned.
+async fn reply(
+    mut tx: oneshot::Sender<Result<Client, Error>>,
+    open: impl Future<Output = Result<Client, Error>>,
+) {
+    let open = std::pin::pin!(open);
+    let outcome = match future::select(open, tx.cancellation()).await {
+        future::Either::Left((outcome, _)) => outcome,
+        future::Either::Right(((), _)) => return,
+    };
+    // NOTE: the caller may have gone meanwhile; the `Client` dropped with
+    // the outcome was the connection's only handle, so it closes (1000).
+    let _ = tx.send(outcome);
 }
 
 /// The heartbeat's timeout when none is set.
@@ -559,6 +736,7 @@ impl fmt::Debug for ConnectionBuilder {
                 &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             )
             .field("auth", &self.auth.is_some())
+            .field("client", &self.client.is_some())
             .field("subprotocols", &self.subprotocols)
             .field("invalid", &self.invalid)
             .finish()

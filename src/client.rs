@@ -31,6 +31,23 @@ use crate::subscription::Subscription;
 /// Mailbox failures (the actor has stopped) become [`Error::NotConnected`],
 /// so every method returns this crate's [`Error`] alone.
 ///
+/// # Any thread, any executor
+///
+/// The handle is `Send + Sync`, and so is every future it returns: use it
+/// from `#[tokio::main]` and `tokio::spawn`ed tasks, another executor, or
+/// several threads at once. The connection itself runs on one actix
+/// thread: the one that connected, inside an actix `System`; otherwise the
+/// crate's background thread — **one thread for the whole process**,
+/// started by the first connection made outside a `System` and shared by
+/// every later one (each connection costs a few tasks on it, no thread of
+/// its own; see [`ConnectionBuilder::connect`](crate::ConnectionBuilder::connect)).
+/// Handlers for the server's requests run on that thread too; an actor
+/// handler must live in some actix `System` (any thread), closures
+/// ([`register_fn`](Self::register_fn)) need none. The background thread
+/// never keeps the process from exiting; connections still open then end
+/// without a close frame, so [`close`](Self::close) them first for a clean
+/// close.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -53,11 +70,19 @@ use crate::subscription::Subscription;
 pub struct Client {
     addr: Addr<RpcConnection>,
     shared: Arc<Shared>,
+    /// The runtime of the connection's thread: entered by the few futures
+    /// that need a tokio timer when they are polled where there is none.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Client {
+    /// A handle to the connection just started on this thread.
     pub(crate) fn new(addr: Addr<RpcConnection>, shared: Arc<Shared>) -> Self {
-        Client { addr, shared }
+        Client {
+            addr,
+            shared,
+            runtime: tokio::runtime::Handle::current(),
+        }
     }
 
     /// The connection actor's address, for sending it messages directly.
@@ -141,7 +166,15 @@ impl Client {
         method: impl Into<Cow<'static, str>>,
         params: impl Into<Params>,
     ) -> Result<(), Error> {
-        self.shared.notify(method.into(), &params.into()).await
+        let params = params.into();
+        let notify = self.shared.notify(method.into(), &params);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            notify.await
+        } else {
+            // NOTE: waiting for room takes a tokio timer; a plain thread or
+            // another executor has none, so the connection's runtime lends its own.
+            tokio_util::context::TokioContext::new(notify, self.runtime.clone()).await
+        }
     }
 
     /// Subscribes: calls `method` with `params` and routes the notifications

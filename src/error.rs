@@ -248,6 +248,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// A [`blocking`](crate::blocking) method was called on a thread that
+    /// runs an async runtime, where blocking would stall every task of that
+    /// thread (or deadlock): nothing was done. Use the async
+    /// [`Client`](crate::Client) there, or block on a thread of your own.
+    #[error(
+        "the blocking client refused to {operation}: this thread runs {runtime}, which blocking would stall; use the async Client here"
+    )]
+    BlockingInAsync {
+        /// What was asked: `"call"`, `"notify"`, `"connect"`, …
+        operation: &'static str,
+        /// Which runtime: `"a tokio runtime"` or `"an actix System"`.
+        runtime: &'static str,
+    },
 }
 
 /// Which bound refused a call or a notification (see [`Error::Overloaded`]).
@@ -499,6 +513,13 @@ mod tests {
                 },
                 "invalid close frame: code 1005 may not be sent",
             ),
+            (
+                Error::BlockingInAsync {
+                    operation: "call",
+                    runtime: "a tokio runtime",
+                },
+                "the blocking client refused to call: this thread runs a tokio runtime, which blocking would stall; use the async Client here",
+            ),
         ];
         for (err, text) in table {
             assert_eq!(err.to_string(), text);
@@ -527,5 +548,219 @@ mod tests {
         }
         .for_call(call());
         assert_eq!(lost.call(), Some(&call()));
+    }
+
+    fn decode_error() -> serde_json::Error {
+        serde_json::from_str::<u8>("\"x\"").unwrap_err()
+    }
+
+    #[test]
+    fn every_other_message_names_what_went_wrong() {
+        let table = [
+            (
+                Error::InvalidConfig {
+                    reason: "bad url".into(),
+                },
+                "invalid configuration: bad url".to_owned(),
+            ),
+            (
+                Error::Transport {
+                    context: "could not connect to ws://h/".into(),
+                    source: "refused".into(),
+                },
+                "could not connect to ws://h/".to_owned(),
+            ),
+            (
+                Error::Handshake {
+                    url: "ws://h/".into(),
+                    status: 401,
+                },
+                "websocket handshake with ws://h/ was rejected with HTTP status 401".to_owned(),
+            ),
+            (
+                Error::CloseTimeout {
+                    after: Duration::from_secs(2),
+                },
+                "the server did not answer our close frame within 2s".to_owned(),
+            ),
+            (
+                Error::NotConnected { method: "m".into() },
+                "not connected: the connection has stopped, so 'm' was not sent".to_owned(),
+            ),
+            (
+                Error::InvalidResponse {
+                    call: call(),
+                    reason: "no result".into(),
+                },
+                "invalid response to 'sleep' (id 1): no result".to_owned(),
+            ),
+            (
+                Error::MissingResponse { call: call() },
+                "the server's answer to the batch had no response for 'sleep' (id 1)".to_owned(),
+            ),
+            (
+                Error::MessageTooLarge {
+                    size: 20,
+                    limit: 10,
+                    inbound: false,
+                    call: None,
+                },
+                "request of 20 bytes exceeds the limit of 10 bytes".to_owned(),
+            ),
+            (
+                Error::InvalidParams {
+                    method: "m".into(),
+                    reason: "not an array or object".into(),
+                },
+                "invalid params for 'm': not an array or object".to_owned(),
+            ),
+            (
+                Error::Decode {
+                    call: call(),
+                    target: "u8",
+                    source: decode_error(),
+                },
+                "could not decode the result of 'sleep' (id 1) as u8".to_owned(),
+            ),
+            (
+                Error::ItemDecode {
+                    subscription: Box::new(SubscriptionInfo {
+                        method: "sub".into(),
+                        id: crate::protocol::Id::from(7u64),
+                    }),
+                    target: "u8",
+                    source: decode_error(),
+                },
+                "could not decode an item of subscription 7 of 'sub' as u8".to_owned(),
+            ),
+            (
+                Error::Disconnected {
+                    call: Some(call()),
+                    source: Some("reset".into()),
+                },
+                "connection lost while waiting for 'sleep' (id 1)".to_owned(),
+            ),
+        ];
+        for (err, text) in table {
+            assert_eq!(err.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn accessors_answer_only_for_their_variants() {
+        let rpc = Error::Rpc {
+            call: call(),
+            error: Box::new(ErrorObject::new(-32000, "boom")),
+        };
+        assert_eq!(rpc.rpc_error().map(|e| e.code), Some(-32000));
+        assert_eq!(rpc.close_code(), None);
+        assert_eq!(rpc.status(), None);
+        assert!(!rpc.is_timeout() && !rpc.is_disconnect());
+
+        let handshake = Error::Handshake {
+            url: "ws://h/".into(),
+            status: 403,
+        };
+        assert_eq!(handshake.status(), Some(403));
+        assert_eq!(handshake.call(), None);
+        assert!(handshake.rpc_error().is_none());
+
+        let with_call = [
+            rpc,
+            Error::MissingResponse { call: call() },
+            Error::Timeout {
+                call: call(),
+                after: Duration::from_secs(1),
+            },
+            Error::InvalidResponse {
+                call: call(),
+                reason: "r".into(),
+            },
+            Error::Decode {
+                call: call(),
+                target: "u8",
+                source: decode_error(),
+            },
+            Error::MessageTooLarge {
+                size: 2,
+                limit: 1,
+                inbound: true,
+                call: Some(call()),
+            },
+        ];
+        for err in &with_call {
+            assert_eq!(err.call(), Some(&call()), "{err}");
+        }
+        let not_connected = Error::NotConnected { method: "m".into() };
+        assert!(not_connected.is_disconnect());
+        assert_eq!(not_connected.call(), None);
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn chain_text_joins_causes_without_repeating_a_suffix() {
+        let err = Layer(
+            "connect failed: refused",
+            Some(Box::new(Layer(
+                "refused",
+                Some(Box::new(Layer("os error 111", None))),
+            ))),
+        );
+        assert_eq!(chain_text(&err), "connect failed: refused: os error 111");
+        assert_eq!(
+            Cause::of(&err).to_string(),
+            "connect failed: refused: refused: os error 111"
+        );
+    }
+
+    #[test]
+    fn an_unshareable_failure_becomes_disconnected_with_its_whole_text() {
+        let transport = Error::Transport {
+            context: "read failed".into(),
+            source: Box::new(Layer("reset", None)),
+        };
+        let err = transport.for_call(call());
+        assert!(matches!(err, Error::Disconnected { call: Some(_), .. }));
+        let source = std::error::Error::source(&err).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("read failed: reset"));
+
+        let lost = Error::Disconnected {
+            call: None,
+            source: Some(Box::new(Layer("eof", None))),
+        }
+        .for_call(call());
+        let source = std::error::Error::source(&lost).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("eof"));
+
+        let big = Error::MessageTooLarge {
+            size: 9,
+            limit: 8,
+            inbound: true,
+            call: None,
+        }
+        .for_call(call());
+        assert!(matches!(
+            big,
+            Error::MessageTooLarge {
+                size: 9,
+                limit: 8,
+                call: Some(_),
+                ..
+            }
+        ));
     }
 }

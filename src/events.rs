@@ -325,6 +325,34 @@ mod tests {
     }
 
     #[test]
+    fn events_read_as_sentences() {
+        let table = [
+            (
+                ConnectionEvent::Disconnected {
+                    code: Some(1011),
+                    reason: "overloaded".into(),
+                    cause: None,
+                },
+                "disconnected (code 1011): overloaded",
+            ),
+            (ConnectionEvent::Reconnected, "reconnected"),
+            (ConnectionEvent::Lagged { missed: 3 }, "missed 3 events"),
+        ];
+        for (event, text) in table {
+            assert_eq!(event.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn closing_twice_tells_watchers_once() {
+        let mut watchers = Watchers::new(8, "ws://a".into());
+        let mut stream = watchers.stream();
+        watchers.close("first".into());
+        watchers.close("second".into());
+        assert_eq!(drain(&mut stream), ["connected to ws://a", "closed: first"]);
+    }
+
+    #[test]
     fn a_slow_watcher_is_told_how_many_it_missed() {
         let mut watchers = Watchers::new(2, "ws://a".into());
         let mut stream = watchers.stream();

@@ -18,6 +18,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Outside actix
+//!
+//! The same [`Client`] works from `#[tokio::main]`, `tokio::spawn`ed tasks,
+//! other executors and plain threads: outside an actix `System`,
+//! [`connect`](ConnectionBuilder::connect) runs the connection on the
+//! crate's background actix thread (one for the whole process, shared by
+//! every such connection). Synchronous code uses [`blocking::Client`].
+//!
 //! # Calling methods
 //!
 //! Positional params with [`params!`], named params with a JSON object, no
@@ -75,11 +83,23 @@
 //! Every call ends: with its result, an [`Error::Rpc`] carrying the server's
 //! error object, [`Error::Timeout`], or [`Error::Closed`] /
 //! [`Error::Disconnected`] when the socket goes away first. See [`Error`].
+//!
+//! # Proxying from actix-web
+//!
+//! With the `proxy` feature, the `proxy` module makes an actix-web service
+//! a JSON-RPC proxy in front of upstream websocket servers: `Forward` (ids
+//! rewritten so that every downstream shares the upstream connections),
+//! HTTP and websocket front ends, subscriptions fanned out, failover, a
+//! hook, metrics. See the module's docs and `docs/proxy.md`.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+// docs.rs builds on nightly with `--cfg docsrs`: label feature-gated items
+// (`doc_auto_cfg` was folded into `doc_cfg` in Rust 1.92).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod background;
 mod batch;
+pub mod blocking;
 mod builder;
 mod client;
 mod config;
@@ -117,6 +137,10 @@ pub use subscription::{Subscription, SubscriptionEnd, SubscriptionItem, Unsubscr
 /// Re-exported so that users and this crate name the same `actix` (its
 /// `Addr`, `Recipient` and `System` appear in this crate's API).
 pub use actix;
+/// Re-exported (feature `rustls`) so that a configuration given to
+/// [`ConnectionBuilder::rustls_config`] is built with the same rustls.
+#[cfg(feature = "rustls")]
+pub use rustls;
 /// Re-exported so that users and macros name the same `serde_json`.
 pub use serde_json;
 
@@ -132,3 +156,9 @@ pub mod __bench {
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// docs/proxy.md's examples, compiled as doc tests (with the `proxy`
+/// feature) so they cannot rot.
+#[doc = include_str!("../docs/proxy.md")]
+#[cfg(all(doctest, feature = "proxy"))]
+pub struct ProxyGuideDoctests;

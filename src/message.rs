@@ -819,3 +819,124 @@ impl std::fmt::Display for Disconnect {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, serde::Deserialize, PartialEq)]
+    struct Point {
+        x: i32,
+        y: i32,
+    }
+
+    #[test]
+    fn a_server_request_decodes_its_params_or_gives_a_32602_to_return() {
+        let req = ServerRequest::new("geo.move", json!({"x": 1, "y": 2}), 7u64);
+        assert_eq!(req.method, "geo.move");
+        assert_eq!(req.id, Id::from(7u64));
+        assert_eq!(req.params_as::<Point>().unwrap(), Point { x: 1, y: 2 });
+        let err = ServerRequest::new("geo.move", json!(["x"]), "a")
+            .params_as::<Point>()
+            .unwrap_err();
+        assert_eq!(err.code, -32602);
+        assert_eq!(
+            err.message,
+            r#"invalid params: invalid type: string "x", expected i32"#
+        );
+    }
+
+    #[test]
+    fn a_server_notification_decodes_its_params() {
+        let n = ServerNotification::new("geo.moved", json!({"x": 3, "y": 4}));
+        assert_eq!(n.missed, 0);
+        assert_eq!(n.params_as::<Point>().unwrap(), Point { x: 3, y: 4 });
+        assert!(ServerNotification::new("geo.moved", json!(null))
+            .params_as::<Point>()
+            .is_err());
+    }
+
+    #[test]
+    fn a_closure_result_that_is_not_json_becomes_a_32603() {
+        use futures_util::FutureExt;
+        let handler = RequestHandler::func(|_req: ServerRequest| async {
+            // Maps with non-string keys cannot be written as JSON objects.
+            Ok(std::collections::HashMap::from([((1, 2), 3)]))
+        });
+        let RequestHandler::Func(f) = handler else {
+            panic!("a closure handler");
+        };
+        let err = f(ServerRequest::new("m", json!([]), 1u64))
+            .now_or_never()
+            .expect("nothing to wait for")
+            .unwrap_err();
+        assert_eq!(err.code, -32603);
+        assert!(
+            err.message
+                .starts_with("internal error: the handler's result is not JSON: "),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_123_bytes_on_a_char_boundary() {
+        assert_eq!(fit_close_reason("short"), "short");
+        // 122 ASCII bytes then a two-byte char: byte 123 is inside it.
+        let reason = format!("{}é", "a".repeat(122));
+        assert_eq!(fit_close_reason(&reason), "a".repeat(122));
+        let reason = "é".repeat(100);
+        assert_eq!(fit_close_reason(&reason), "é".repeat(61));
+    }
+
+    #[test]
+    fn the_default_close_is_a_normal_close() {
+        let close = Close::default();
+        assert_eq!(close.code(), 1000);
+        assert_eq!(close.reason(), "");
+    }
+
+    #[test]
+    fn a_disconnect_says_who_closed_and_with_what() {
+        let lost = Disconnect {
+            initiator: Initiator::Transport,
+            code: None,
+            reason: String::new(),
+            clean: false,
+        };
+        assert_eq!(lost.to_string(), "connection lost");
+        let table = [
+            (
+                Initiator::Server,
+                Some(1001),
+                "",
+                true,
+                "closed by the server (code 1001)",
+            ),
+            (
+                Initiator::Server,
+                Some(4000),
+                "bye",
+                false,
+                "closed by the server (code 4000: bye), closing handshake incomplete",
+            ),
+            (
+                Initiator::Client,
+                None,
+                "stopped",
+                false,
+                "closed by the client: stopped",
+            ),
+        ];
+        for (initiator, code, reason, clean, text) in table {
+            let d = Disconnect {
+                initiator,
+                code,
+                reason: reason.into(),
+                clean,
+            };
+            assert_eq!(d.to_string(), text);
+        }
+    }
+}

@@ -262,4 +262,26 @@ mod tests {
         r.entry(Route::from("b"), String::new).push('!');
         assert_eq!(r.resolve("b").unwrap().1, "b!");
     }
+
+    #[test]
+    fn removing_the_catch_all_leaves_unknown_methods_unrouted() {
+        let mut r = registry(&["b", "*"]);
+        assert_eq!(r.remove(&Route::Any), Some("*".into()));
+        assert!(r.resolve("anything").is_none());
+        assert_eq!(
+            r.resolve("b").map(|(route, _)| route),
+            Some(Route::exact("b"))
+        );
+        assert_eq!(r.remove(&Route::Any), None);
+    }
+
+    #[test]
+    fn a_route_matches_what_it_names() {
+        let name = String::from("a.b");
+        let exact = Route::from(&name);
+        assert!(exact.matches("a.b"));
+        assert!(!exact.matches("a.bc") && !exact.matches("a.b.c"));
+        assert!(Route::Any.matches(""));
+        assert!(Route::from(&String::from("a.")).matches("a.b"));
+    }
 }

@@ -63,7 +63,10 @@ pub enum SubscriptionItem<T = Value> {
         missed: u64,
     },
     /// A notification whose result could not be decoded as `T`
-    /// ([`Error::ItemDecode`]); the subscription goes on.
+    /// ([`Error::ItemDecode`]); the subscription goes on. (Also what a
+    /// [`blocking::Subscription`](crate::blocking::Subscription) yields,
+    /// once, when iterated inside an async runtime:
+    /// [`Error::BlockingInAsync`].)
     Invalid(Error),
     /// The connection was lost and came back (see
     /// [`ReconnectPolicy`](crate::ReconnectPolicy)), and the subscription was
@@ -155,11 +158,11 @@ impl Message for Unsubscribe {
 /// What travels through a subscription's queue.
 #[derive(Debug)]
 pub(crate) enum Notice {
-    Item(RawResult),
+    /// One notification's result, and the method the notification came
+    /// with (see [`Subscription::notification_method`]).
+    Item { result: RawResult, method: Arc<str> },
     /// Made again after a reconnect; see [`SubscriptionItem::Resubscribed`].
-    Resubscribed {
-        down_for: Duration,
-    },
+    Resubscribed { down_for: Duration },
 }
 
 /// Keys of subscriptions whose handle was dropped, queued from any thread
@@ -264,7 +267,22 @@ pub struct Subscription<T = Value> {
     /// Whether the end of the queue has been seen (and its last `Lagged`
     /// told).
     ended: bool,
+    /// The method of the notification the last item yielded came in.
+    last_method: Option<Arc<str>>,
     item_type: PhantomData<fn() -> T>,
+}
+
+/// What a subscription's queue yields, before decoding: for whoever
+/// passes items on as they came (the proxy's fan-out).
+#[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) enum RawItem {
+    /// One notification: its raw `result` and its method.
+    Item { result: RawResult, method: Arc<str> },
+    /// This many items were dropped just before the next one (or at the end).
+    Lagged { missed: u64 },
+    /// Made again after a reconnect.
+    Resubscribed { down_for: Duration },
 }
 
 impl Subscription<Value> {
@@ -288,6 +306,7 @@ impl Subscription<Value> {
             items,
             held: None,
             ended: false,
+            last_method: None,
             item_type: PhantomData,
         }
     }
@@ -320,6 +339,27 @@ impl<T> Subscription<T> {
             .unwrap_or_else(|| self.handle.info.id.clone())
     }
 
+    /// The method of the notification that carried the last
+    /// [`Item`](SubscriptionItem::Item) (or [`Invalid`](SubscriptionItem::Invalid))
+    /// this handle yielded, exactly as the server wrote it: `eth_subscription`
+    /// for an Ethereum node, the server's own name for jsonrpsee. `None`
+    /// until the first item. Items are routed by their subscription id
+    /// whatever their method, so this is how to learn it (to pass
+    /// notifications on unchanged, as a proxy does).
+    ///
+    /// ```
+    /// # use jsonrpc_websocket::{params, Client, Error, SubscriptionItem};
+    /// # async fn demo(client: Client) -> Result<(), Error> {
+    /// let mut heads = client.subscribe::<serde_json::Value>("eth_subscribe", params!["newHeads"], "eth_unsubscribe").await?;
+    /// if let Some(SubscriptionItem::Item(_)) = heads.next().await {
+    ///     assert_eq!(heads.notification_method(), Some("eth_subscription"));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn notification_method(&self) -> Option<&str> {
+        self.last_method.as_deref()
+    }
+
     /// Why the subscription ended, once it has.
     pub fn close_reason(&self) -> Option<SubscriptionEnd> {
         self.handle.shared.end.get().cloned()
@@ -332,6 +372,7 @@ impl<T> Subscription<T> {
             items: self.items,
             held: self.held,
             ended: self.ended,
+            last_method: self.last_method,
             item_type: PhantomData,
         }
     }
@@ -363,18 +404,76 @@ impl<T: DeserializeOwned> Subscription<T> {
         futures_util::StreamExt::next(self).await
     }
 
-    fn item(&self, notice: Notice) -> SubscriptionItem<T> {
+    fn item(&mut self, notice: Notice) -> SubscriptionItem<T> {
         match notice {
-            Notice::Item(raw) => match raw.decode::<T>() {
-                Ok(item) => SubscriptionItem::Item(item),
-                Err(source) => SubscriptionItem::Invalid(Error::ItemDecode {
-                    subscription: Box::new(self.handle.info.clone()),
-                    target: std::any::type_name::<T>(),
-                    source,
-                }),
-            },
+            Notice::Item { result, method } => {
+                self.last_method = Some(method);
+                match result.decode::<T>() {
+                    Ok(item) => SubscriptionItem::Item(item),
+                    Err(source) => SubscriptionItem::Invalid(Error::ItemDecode {
+                        subscription: Box::new(self.handle.info.clone()),
+                        target: std::any::type_name::<T>(),
+                        source,
+                    }),
+                }
+            }
             Notice::Resubscribed { down_for } => SubscriptionItem::Resubscribed { down_for },
         }
+    }
+}
+
+/// One step of a subscription's queue: a notice, or how many were dropped
+/// before the next (or at the end).
+enum Step {
+    Notice(Notice),
+    Lagged(u64),
+}
+
+impl<T> Subscription<T> {
+    /// The queue's next step; `None` once it has ended. A notice preceded by
+    /// drops is held back while the `Lagged` before it is told.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Step>> {
+        if let Some(notice) = self.held.take() {
+            return Poll::Ready(Some(Step::Notice(notice)));
+        }
+        let Some(items) = self.items.as_mut().filter(|_| !self.ended) else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(&mut *items).poll_next(cx)) {
+            Some(Delivered { item, missed: 0 }) => Poll::Ready(Some(Step::Notice(item))),
+            Some(Delivered { item, missed }) => {
+                self.held = Some(item);
+                Poll::Ready(Some(Step::Lagged(missed)))
+            }
+            None => {
+                self.ended = true;
+                // Items dropped after the last one delivered are told too.
+                match items.missed_at_end() {
+                    0 => Poll::Ready(None),
+                    missed => Poll::Ready(Some(Step::Lagged(missed))),
+                }
+            }
+        }
+    }
+
+    /// The next item as it came, undecoded; `None` once the subscription
+    /// has ended.
+    #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+    pub(crate) fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<RawItem>> {
+        Poll::Ready(ready!(self.poll_step(cx)).map(|step| match step {
+            Step::Lagged(missed) => RawItem::Lagged { missed },
+            Step::Notice(Notice::Item { result, method }) => {
+                self.last_method = Some(Arc::clone(&method));
+                RawItem::Item { result, method }
+            }
+            Step::Notice(Notice::Resubscribed { down_for }) => RawItem::Resubscribed { down_for },
+        }))
+    }
+
+    /// [`poll_raw`](Self::poll_raw) as a future.
+    #[cfg_attr(not(feature = "proxy"), allow(dead_code))]
+    pub(crate) async fn next_raw(&mut self) -> Option<RawItem> {
+        std::future::poll_fn(|cx| self.poll_raw(cx)).await
     }
 }
 
@@ -383,27 +482,10 @@ impl<T: DeserializeOwned> Stream for Subscription<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(notice) = this.held.take() {
-            return Poll::Ready(Some(this.item(notice)));
-        }
-        let Some(items) = this.items.as_mut().filter(|_| !this.ended) else {
-            return Poll::Ready(None);
-        };
-        match ready!(Pin::new(&mut *items).poll_next(cx)) {
-            Some(Delivered { item, missed: 0 }) => Poll::Ready(Some(this.item(item))),
-            Some(Delivered { item, missed }) => {
-                this.held = Some(item);
-                Poll::Ready(Some(SubscriptionItem::Lagged { missed }))
-            }
-            None => {
-                this.ended = true;
-                // Items dropped after the last one delivered are told too.
-                match items.missed_at_end() {
-                    0 => Poll::Ready(None),
-                    missed => Poll::Ready(Some(SubscriptionItem::Lagged { missed })),
-                }
-            }
-        }
+        Poll::Ready(ready!(this.poll_step(cx)).map(|step| match step {
+            Step::Notice(notice) => this.item(notice),
+            Step::Lagged(missed) => SubscriptionItem::Lagged { missed },
+        }))
     }
 }
 
@@ -414,5 +496,42 @@ impl<T> fmt::Debug for Subscription<T> {
             .field("method", &self.handle.info.method)
             .field("ended", &self.handle.shared.end.get())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_end_says_why_the_subscription_ended() {
+        let table = [
+            (SubscriptionEnd::Unsubscribed, "unsubscribed"),
+            (
+                SubscriptionEnd::ServerClosed {
+                    error: r#"{"code":-32000,"message":"gone"}"#.into(),
+                },
+                r#"closed by the server: {"code":-32000,"message":"gone"}"#,
+            ),
+            (
+                SubscriptionEnd::Lagged { missed: 5 },
+                "closed after the subscriber fell behind (5 missed)",
+            ),
+            (
+                SubscriptionEnd::Disconnected {
+                    reason: "closed by the client".into(),
+                },
+                "disconnected: closed by the client",
+            ),
+            (
+                SubscriptionEnd::ResubscribeFailed {
+                    error: "timed out".into(),
+                },
+                "could not subscribe again after reconnecting: timed out",
+            ),
+        ];
+        for (end, text) in table {
+            assert_eq!(end.to_string(), text);
+        }
     }
 }

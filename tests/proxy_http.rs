@@ -26,12 +26,12 @@ use test_support::{
 
 // ---- the proxy under test -----------------------------------------------------
 
-/// The routes a proxy serves. Websocket sessions join at the same path
-/// once the front end exists: one more `.route(..)` on the resource.
+/// The routes a proxy serves: HTTP and websocket sessions at one path
+/// (what `proxy::resource("/")` is), and the metrics.
 fn routes(config: &mut web::ServiceConfig) {
-    let rpc = web::resource("/").route(web::post().to(proxy::http));
-    // enable when proxy::websocket lands (or use proxy::resource("/")):
-    // let rpc = rpc.route(web::get().to(proxy::websocket));
+    let rpc = web::resource("/")
+        .route(web::post().to(proxy::http))
+        .route(web::get().to(proxy::websocket));
     config
         .service(rpc)
         .route("/metrics", web::get().to(proxy::metrics));
@@ -392,10 +392,8 @@ async fn a_batch_is_answered_in_order_with_one_failing_and_one_timing_out_alone(
 #[actix_rt::test]
 async fn notifications_only_are_answered_204_and_reach_the_upstream() {
     let server = TestServer::start(standard);
-    let served = Served::start(Forward::new(Upstreams::new(
-        [upstream(&server.url()).await],
-    )))
-    .await;
+    let up = upstream(&server.url()).await;
+    let served = Served::start(Forward::new(Upstreams::new([up.clone()]))).await;
     let http = http_client();
 
     let reply = post(&http, &served.url, notification("log.write", r#"["one"]"#)).await;
@@ -418,6 +416,7 @@ async fn notifications_only_are_answered_204_and_reach_the_upstream() {
         assert!(received.contains(&notification), "{received:?}");
     }
     assert_eq!(served.forward.stats().notifications, 3);
+    assert_no_pending(&up);
     served.stop().await;
 }
 
@@ -531,10 +530,8 @@ async fn a_body_cut_short_leaves_the_proxy_serving() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let server = TestServer::start(standard);
-    let served = Served::start(Forward::new(Upstreams::new(
-        [upstream(&server.url()).await],
-    )))
-    .await;
+    let up = upstream(&server.url()).await;
+    let served = Served::start(Forward::new(Upstreams::new([up.clone()]))).await;
     // Promises 1,000 bytes, sends 10 and stops writing.
     let mut socket = within("connect", tokio::net::TcpStream::connect(served.addr))
         .await
@@ -554,6 +551,7 @@ async fn a_body_cut_short_leaves_the_proxy_serving() {
 
     let reply = post(&http_client(), &served.url, request("1", "add", "[1,2]")).await;
     assert_eq!(reply.body, result("1", "3"));
+    assert_no_pending(&up);
     served.stop().await;
 }
 
@@ -658,6 +656,9 @@ async fn requests_fail_over_to_a_second_upstream_when_the_first_is_dropped() {
         assert_eq!(reply.body, result(&n.to_string(), "2"));
     }
     assert_eq!(count(&a, "add"), 5);
+    for up in &upstreams {
+        assert_no_pending(up);
+    }
     served.stop().await;
 }
 
@@ -718,7 +719,8 @@ async fn post_with_key(http: &awc::Client, url: &str, key: &str, body: String) -
 #[actix_rt::test]
 async fn the_hook_refuses_answers_and_rewrites_before_anything_goes_upstream() {
     let server = TestServer::start(standard);
-    let forward = Forward::new(Upstreams::new([upstream(&server.url()).await])).hook(gatekeeper);
+    let up = upstream(&server.url()).await;
+    let forward = Forward::new(Upstreams::new([up.clone()])).hook(gatekeeper);
     let served = Served::start(forward).await;
     let (http, url) = (http_client(), served.url.as_str());
 
@@ -782,6 +784,7 @@ async fn the_hook_refuses_answers_and_rewrites_before_anything_goes_upstream() {
     );
     let stats = served.forward.stats();
     assert_eq!((stats.answered_locally, stats.refused), (1, 5), "{stats:?}");
+    assert_no_pending(&up);
     served.stop().await;
 }
 
@@ -791,7 +794,7 @@ async fn the_hook_refuses_answers_and_rewrites_before_anything_goes_upstream() {
 async fn get_metrics_shows_the_counters_and_each_upstreams_latency() {
     let (a, b) = (TestServer::start(standard), TestServer::start(standard));
     let upstreams = [upstream(&a.url()).await, upstream(&b.url()).await];
-    let served = Served::start(Forward::new(Upstreams::new(upstreams))).await;
+    let served = Served::start(Forward::new(Upstreams::new(upstreams.clone()))).await;
     let http = http_client();
 
     let batch = format!(
@@ -842,19 +845,19 @@ async fn get_metrics_shows_the_counters_and_each_upstreams_latency() {
         );
         assert!(metrics.lines().any(|l| l == inf), "{inf:?} in:\n{metrics}");
     }
+    for up in &upstreams {
+        assert_no_pending(up);
+    }
     served.stop().await;
 }
 
 // ---- websocket at the same path ------------------------------------------------------------
 
 #[actix_rt::test]
-#[ignore = "enable when proxy::websocket lands (and its route in `routes`)"]
 async fn http_and_websocket_downstreams_share_one_path_and_the_upstream() {
     let server = TestServer::start(standard);
-    let served = Served::start(Forward::new(Upstreams::new(
-        [upstream(&server.url()).await],
-    )))
-    .await;
+    let up = upstream(&server.url()).await;
+    let served = Served::start(Forward::new(Upstreams::new([up.clone()]))).await;
     let ws_url = format!("ws://{}/", served.addr);
     let downstream = connect_with(RpcConnection::builder(&ws_url)).await;
     let sum: i64 = within(
@@ -868,6 +871,7 @@ async fn http_and_websocket_downstreams_share_one_path_and_the_upstream() {
     assert_eq!(reply.body, result("1", "2"));
     assert_eq!(count(&server, "add"), 2);
     let _ = within("closing", downstream.close()).await;
+    assert_no_pending(&up);
     served.stop().await;
 }
 

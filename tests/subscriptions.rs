@@ -150,6 +150,37 @@ async fn the_ethereum_shape_works_end_to_end() {
     assert_no_pending(&client);
 }
 
+/// The proxy passes notifications on with the method they came with: the
+/// handle says which method carried each item, exactly, including items
+/// held before the subscribe answer and a server that changes its method.
+#[actix_rt::test]
+async fn notification_method_is_the_method_of_the_last_item_yielded() {
+    let server = server();
+    let client = connect(&server.url()).await;
+    let mut sub = within(
+        "subscribe",
+        client.subscribe::<String>("subscribe_early", params!["m"], "unsubscribe"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sub.notification_method(), None, "before any item");
+    assert_eq!(value(next(&mut sub).await), "early");
+    assert_eq!(sub.notification_method(), Some("tick"), "a held item");
+    assert_eq!(value(next(&mut sub).await), "late");
+    server.push_text(
+        r#"{"jsonrpc":"2.0","method":"tock\"\u00e9","params":{"subscription":"sub-m","result":"third"}}"#,
+    );
+    barrier(&client).await;
+    assert_eq!(value(next(&mut sub).await), "third");
+    assert_eq!(
+        sub.notification_method(),
+        Some("tock\"é"),
+        "as the server wrote it, unescaped"
+    );
+    drop(sub);
+    assert_no_pending(&client);
+}
+
 #[actix_rt::test]
 async fn a_notification_sent_before_the_answer_is_held_and_delivered_first() {
     let server = server();

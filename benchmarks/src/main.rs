@@ -1,12 +1,14 @@
 //! Side-by-side benchmarks of `jsonrpc-websocket` against jsonrpsee's
 //! WebSocket client and two raw floors (tokio-tungstenite, and awc as the
-//! library uses it), all talking to one jsonrpsee server. See
+//! library uses it), all talking to one jsonrpsee server; and of the
+//! library's proxy against a jsonrpsee-based one (`proxy/`). See
 //! `benchmarks/README.md`.
 
 mod alloc;
 mod clients;
 mod cpu;
 mod idle;
+mod proxy;
 mod report;
 mod scenarios;
 mod server;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use proxy::{ProxyArgs, ProxyScenario, Side};
 use report::Outcome;
 use scenarios::{ClientKind, Env, Plan, Scenario, BATCH};
 
@@ -29,6 +32,10 @@ const DEFAULT_CALLS: u64 = 40_000;
 const SMOKE_CALLS: u64 = 50;
 const DEFAULT_IDLE: u64 = 1_000;
 const SMOKE_IDLE: u64 = 50;
+const DEFAULT_SUBSCRIBERS: u64 = 1_000;
+const SMOKE_SUBSCRIBERS: u64 = 20;
+const DEFAULT_FEED: u64 = 1_000;
+const SMOKE_FEED: u64 = 20;
 
 const USAGE: &str = "\
 usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
@@ -36,6 +43,8 @@ usage: cargo run -p benchmarks --release -- [SCENARIO...] [OPTIONS]
 scenarios (default: all):
   seq inflight16 inflight256 blob1m upload1m notify connect server_request memory idle
   sub_ticks sub_ticks_lean batch100 batch100_lean
+  proxy_http_seq proxy_http_inflight16 proxy_http_inflight256
+  proxy_ws_seq proxy_ws_inflight16 proxy_ws_inflight256 proxy_fanout
 
 options:
   --repeat N        runs per client and scenario; the median is reported (default 5, smoke 1)
@@ -49,6 +58,10 @@ options:
   --time-limit S    wall-time bound of each measured run in seconds (default 10, smoke 5)
   --clients LIST    comma-separated subset of:
                     ours-client,ours-addr,jsonrpsee,raw-tungstenite (or raw),raw-awc
+  --sides LIST      the proxy scenarios' sides, a comma-separated subset of:
+                    ours-proxy,jsonrpsee-proxy,direct
+  --subscribers N   downstream clients in proxy_fanout (default 1000, smoke 20)
+  --feed N          items the feed sends each of them (default 1000, smoke 20)
   --smoke           tiny counts and 1 repeat, for CI (seconds)
   --json PATH       JSON-lines output (default: $CARGO_TARGET_DIR or the
                     workspace target/, then benchmarks.jsonl)
@@ -65,11 +78,15 @@ struct Args {
     limit: Duration,
     smoke: bool,
     json: PathBuf,
+    proxy: ProxyArgs,
 }
 
 fn parse_args() -> Result<Option<Args>> {
     let mut scenarios = Vec::new();
+    let mut proxy_scenarios = Vec::new();
     let mut clients = ClientKind::ALL.to_vec();
+    let mut sides = Side::ALL.to_vec();
+    let (mut subscribers, mut feed) = (None, None);
     let (mut repeat, mut calls, mut pending, mut idle, mut limit, mut json) =
         (None, None, None, None, None, None);
     let mut smoke = false;
@@ -99,7 +116,16 @@ fn parse_args() -> Result<Option<Args>> {
                     })
                     .collect::<Result<_>>()?;
             }
+            "--sides" => sides = Side::parse_list(&value("--sides")?)?,
+            "--subscribers" => subscribers = Some(value("--subscribers")?.parse::<u64>()?.max(1)),
+            "--feed" => feed = Some(value("--feed")?.parse::<u64>()?.max(1)),
             name if !name.starts_with('-') => {
+                if let Some(p) = ProxyScenario::from_name(name) {
+                    if !proxy_scenarios.contains(&p) {
+                        proxy_scenarios.push(p);
+                    }
+                    continue;
+                }
                 let s = Scenario::from_name(name)
                     .with_context(|| format!("unknown scenario {name:?}\n\n{USAGE}"))?;
                 if !scenarios.contains(&s) {
@@ -109,8 +135,9 @@ fn parse_args() -> Result<Option<Args>> {
             other => bail!("unknown option {other:?}\n\n{USAGE}"),
         }
     }
-    if scenarios.is_empty() {
+    if scenarios.is_empty() && proxy_scenarios.is_empty() {
         scenarios = Scenario::ALL.to_vec();
+        proxy_scenarios = ProxyScenario::ALL.to_vec();
     }
     let json = json.unwrap_or_else(|| {
         std::env::var_os("CARGO_TARGET_DIR")
@@ -118,16 +145,34 @@ fn parse_args() -> Result<Option<Args>> {
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
             .join("benchmarks.jsonl")
     });
+    let repeat = repeat.unwrap_or(if smoke { 1 } else { 5 });
+    let calls = calls.unwrap_or(if smoke { SMOKE_CALLS } else { DEFAULT_CALLS });
+    let limit = limit.unwrap_or(Duration::from_secs(if smoke { 5 } else { 10 }));
+    let proxy = ProxyArgs {
+        scenarios: proxy_scenarios,
+        sides,
+        calls,
+        subscribers: subscribers.unwrap_or(if smoke {
+            SMOKE_SUBSCRIBERS
+        } else {
+            DEFAULT_SUBSCRIBERS
+        }),
+        feed: feed.unwrap_or(if smoke { SMOKE_FEED } else { DEFAULT_FEED }),
+        repeat,
+        limit,
+        smoke,
+    };
     Ok(Some(Args {
         scenarios,
         clients,
-        repeat: repeat.unwrap_or(if smoke { 1 } else { 5 }),
-        calls: calls.unwrap_or(if smoke { SMOKE_CALLS } else { DEFAULT_CALLS }),
+        repeat,
+        calls,
         pending: pending.unwrap_or(if smoke { 500 } else { 10_000 }),
         idle: idle.unwrap_or(if smoke { SMOKE_IDLE } else { DEFAULT_IDLE }),
-        limit: limit.unwrap_or(Duration::from_secs(if smoke { 5 } else { 10 })),
+        limit,
         smoke,
         json,
+        proxy,
     }))
 }
 
@@ -308,9 +353,17 @@ fn real_main() -> Result<bool> {
         ));
         all.insert(scenario, outcomes);
     }
+    let proxied = proxy::run(&args.proxy, &env.rpc_url);
+    failures += proxied.failures;
+    json_lines.extend(proxied.json_lines);
     drop(servers);
 
-    println!("\n{}", summary(&all));
+    if !all.is_empty() {
+        println!("\n{}", summary(&all));
+    }
+    if !args.proxy.scenarios.is_empty() {
+        println!("\n{}", proxied.summary);
+    }
     if let Some(dir) = args.json.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;

@@ -56,7 +56,7 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 #[command(
     name = "jsonrpc-ws",
     version,
-    about = "Call methods, send notifications, follow subscriptions and send batches on a JSON-RPC 2.0 websocket server, or proxy JSON-RPC over HTTP to such servers",
+    about = "Call methods, send notifications, follow subscriptions and send batches on a JSON-RPC 2.0 websocket server, or proxy JSON-RPC over HTTP and websocket to such servers",
     after_help = "\
 PARAMS is JSON: an array for positional params, an object for named params;
 leave it out to send no params. PARAMS and --reply results are sent exactly
@@ -138,8 +138,8 @@ Exit status: 0 every call succeeded; 1 some call got an error object; 2 some
 call got no answer (with one `error: ...` line on stderr), or the batch could
 not be sent; 64 JSON that is not such an array.")]
     Batch(BatchArgs),
-    /// Serve JSON-RPC over HTTP on one port and forward it to upstream
-    /// websocket servers, until Ctrl-C or SIGTERM.
+    /// Serve JSON-RPC over HTTP and websocket on one port and forward it to
+    /// upstream websocket servers, until Ctrl-C or SIGTERM.
     #[command(after_help = proxy::AFTER_HELP)]
     Proxy(proxy::ProxyArgs),
 }

@@ -1,6 +1,7 @@
 //! `jsonrpc-ws proxy`: a JSON-RPC proxy on one port, in front of one or
 //! more upstream websocket servers, built from the library's `proxy`
-//! pieces (`Forward`, `Upstreams`, `proxy::http`, `proxy::metrics`).
+//! pieces (`Forward`, `Upstreams`, `proxy::resource` for HTTP and
+//! websocket at `/`, `proxy::metrics`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -30,8 +31,9 @@ pub(crate) struct ProxyArgs {
     #[arg(long = "upstream", value_name = "URL", required = true)]
     upstreams: Vec<String>,
 
-    /// The largest HTTP body a client may send, in bytes; a larger one is
-    /// answered 413 [default: 5 MiB]
+    /// The largest HTTP body or websocket message a client may send, in
+    /// bytes; a larger body is answered 413, a larger message closes the
+    /// session with 1009 [default: 5 MiB]
     #[arg(
         long,
         value_name = "BYTES",
@@ -67,15 +69,26 @@ pub(crate) struct ProxyArgs {
 pub(crate) const AFTER_HELP: &str = "\
 JSON-RPC over HTTP: a POST to / carries a request, a notification or a
 batch; the answer is the response body (a message of notifications only is
-answered 204 No Content). Every request goes to one upstream connection,
-which gives it an id of its own, and comes back with the client's id
-exactly as the client wrote it; each batch entry goes on its own, with its
-own --timeout, and the answers keep the batch's order.
+answered 204 No Content). JSON-RPC over websocket: a GET upgrading at /
+opens a session, whose messages are forwarded side by side and answered as
+each answer comes. Every request goes to one upstream connection, which
+gives it an id of its own, and comes back with the client's id exactly as
+the client wrote it; each batch entry goes on its own, with its own
+--timeout, and the answers keep the batch's order.
+
+Subscriptions (websocket only; eth_subscribe/eth_unsubscribe): identical
+subscribe calls (the same method and params) share one upstream
+subscription, made on the first and ended with the last subscriber; each
+client gets its own subscription id. When the upstream is lost, the
+subscription is made again (on another upstream if one is healthy) and
+each subscriber is sent {\"subscription\":<ID>,\"gap\":{\"down_for_ms\":<N>}}
+before its items go on.
 
 Errors the proxy answers with itself: -32700 not JSON, -32600 not a
 request, -32001 the upstream did not answer within --timeout, -32002 no
 upstream could take it (or it was lost before answering), -32005 a limit
-(--max-batch; a body over --max-body is answered HTTP 413).
+(--max-batch, --per-client-in-flight; a body over --max-body is answered
+HTTP 413, a websocket message over it closes the session with 1009).
 
 Upstreams: each is one websocket connection, opened before `listening on`
 is printed (an upstream that cannot be reached then exits 2). --header,
@@ -90,7 +103,8 @@ none is left.
 
 Prints `listening on <ADDR>` on stdout once it accepts connections. Ctrl-C
 or SIGTERM stops it: no new connections, requests in flight are answered
-(for up to --timeout), then it exits 0; a second signal exits 130 at
+(for up to --timeout), websocket clients get -32002 for new requests and
+are then closed with 1001, and it exits 0; a second signal exits 130 at
 once.";
 
 /// Runs the proxy until Ctrl-C or SIGTERM.
@@ -102,13 +116,13 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     };
     let forward =
         Forward::new(Upstreams::new(clients.iter().cloned())).config(config(&args, timeout));
-    let data = web::Data::new(forward);
+    let data = web::Data::new(forward.clone());
     let metrics = args.metrics;
     let server = HttpServer::new(move || {
-        let rpc = web::resource("/").route(web::post().to(proxy::http));
-        // enable when proxy::websocket lands: an upgrade at the same path.
-        // let rpc = rpc.route(web::get().to(proxy::websocket));
-        let app = App::new().app_data(data.clone()).service(rpc);
+        // A POST is JSON-RPC over HTTP, an upgrade a websocket session.
+        let app = App::new()
+            .app_data(data.clone())
+            .service(proxy::resource("/"));
         if metrics {
             app.route("/metrics", web::get().to(proxy::metrics))
         } else {
@@ -118,8 +132,12 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     // NOTE: actix-web's own handlers stop at once on Ctrl-C; ours finish
     // what is in flight first (see `shutdown_on_signals`).
     .disable_signals()
+    // Answers go out at once, not held back by Nagle's algorithm waiting
+    // for the client's ACK (tens of ms on a small answer).
+    .tcp_nodelay(true)
     // Every request is answered within --timeout (batch entries run side
-    // by side); a second more for the answer to be written.
+    // by side); a second more for the answer (and a websocket's close) to
+    // be written.
     .shutdown_timeout(timeout.as_secs().saturating_add(1));
     let server = match server.bind(&args.listen) {
         Ok(server) => server,
@@ -141,7 +159,7 @@ pub(crate) async fn run(args: ProxyArgs, options: Options) -> ExitCode {
     };
     let addrs = server.addrs();
     let server = server.run();
-    let stopper = actix_web::rt::spawn(shutdown_on_signals(signals, server.handle()));
+    let stopper = actix_web::rt::spawn(shutdown_on_signals(signals, server.handle(), forward));
     print_listening(&addrs);
     let served = server.await;
     stopper.abort();
@@ -266,13 +284,14 @@ impl Signals {
     }
 }
 
-/// On the first signal: stop accepting, let requests in flight finish (the
+/// On the first signal: stop accepting, let requests in flight finish, and
+/// close each websocket session with 1001 once its own are answered (the
 /// server's future then ends). On a second: exit at once.
-async fn shutdown_on_signals(mut signals: Signals, server: ServerHandle) {
+async fn shutdown_on_signals(mut signals: Signals, server: ServerHandle, forward: Forward) {
     signals.next().await;
-    // TODO(proxy::websocket): close the downstream websockets with 1001
-    // here; until then only HTTP is served, and actix-web closes idle
-    // keep-alive connections itself.
+    // Sessions first: the server's graceful stop waits for their
+    // connections, which end only when the sessions close.
+    forward.close_websockets(1001, "the proxy is shutting down");
     // Not awaited here: the server's own future ends when it has stopped,
     // and a second signal must still be heard meanwhile.
     actix_web::rt::spawn(async move { server.stop(true).await });

@@ -1575,6 +1575,7 @@ fn http(method: &str, url: &str, body: &str) -> HttpReply {
         let client = awc::Client::builder().timeout(RUN_LIMIT).finish();
         let request = match method.as_str() {
             "GET" => client.get(&url),
+            "PUT" => client.put(&url),
             _ => client
                 .post(&url)
                 .insert_header(("content-type", "application/json")),
@@ -1697,8 +1698,10 @@ fn proxy_without_metrics_does_not_serve_them_and_answers_only_posts() {
         http("GET", &format!("http://{}/metrics", proxy.addr), "").status,
         404
     );
-    // A GET without an upgrade is no JSON-RPC.
-    assert_eq!(http("GET", &proxy.url(), "").status, 405);
+    // A GET without an upgrade is no websocket handshake, and a PUT no
+    // JSON-RPC at all.
+    assert_eq!(http("GET", &proxy.url(), "").status, 400);
+    assert_eq!(http("PUT", &proxy.url(), "").status, 405);
     let out = proxy.stop("TERM");
     assert_eq!(out.code, 0, "{out:#?}");
 }
@@ -1851,7 +1854,6 @@ fn proxy_startup_failures() {
 }
 
 #[test]
-#[ignore = "enable when proxy::websocket lands (and its route in cli/src/proxy.rs)"]
 fn proxy_serves_websocket_clients_at_the_same_path() {
     let server = TestServer::start(standard);
     let proxy = Proxy::start(&["--upstream", &server.url()]);
@@ -1859,6 +1861,13 @@ fn proxy_serves_websocket_clients_at_the_same_path() {
     let ws = format!("ws://{}/", proxy.addr);
     let out = run(&["call", &ws, "add", "[2,3]"]);
     assert_eq!((out.code, out.stdout.as_str()), (0, "5\n"), "{out:#?}");
+    // HTTP at the same path, to the same upstream connection.
+    let reply = post(
+        &proxy,
+        r#"{"jsonrpc":"2.0","id":"h","method":"add","params":[1,1]}"#,
+    );
+    assert_eq!(reply.body, r#"{"jsonrpc":"2.0","id":"h","result":2}"#);
+    assert_eq!(server.connections(), 1, "one upstream connection for both");
     let out = run(&[
         "batch",
         &ws,
@@ -1875,33 +1884,148 @@ fn proxy_serves_websocket_clients_at_the_same_path() {
 }
 
 #[test]
-#[ignore = "enable when proxy::websocket lands (and its route in cli/src/proxy.rs)"]
-fn proxy_closes_websocket_clients_with_1001_on_sigterm() {
+fn proxy_closes_websocket_clients_with_1001_on_sigterm_after_answering_what_is_in_flight() {
     let server = TestServer::start(standard);
     let proxy = Proxy::start(&["--upstream", &server.url()]);
     let ws = format!("ws://{}/", proxy.addr);
     let pid = proxy.live.child.id();
-    let closed = jsonrpc_websocket::actix::System::new().block_on(async move {
-        let client = jsonrpc_websocket::RpcConnection::builder(&ws)
-            .connect()
-            .await
-            .unwrap_or_else(|err| panic!("connecting to the proxy: {err}"));
-        let sum: i64 = client
-            .call("add", jsonrpc_websocket::params![1, 2])
+    let upstream = &server;
+    let (slow, refused, closed) = jsonrpc_websocket::actix::System::new().block_on(async move {
+        use jsonrpc_websocket::params;
+        let connect = || async {
+            jsonrpc_websocket::RpcConnection::builder(&ws)
+                .connect()
+                .await
+                .unwrap_or_else(|err| panic!("connecting to the proxy: {err}"))
+        };
+        let (busy, idle) = (connect().await, connect().await);
+        let sum: i64 = busy
+            .call("add", params![1, 2])
             .await
             .unwrap_or_else(|err| panic!("a call through the proxy: {err}"));
         assert_eq!(sum, 3);
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("could not run kill");
-        assert!(status.success());
-        tokio::time::timeout(RUN_LIMIT, client.closed())
+        // A call in flight (upstream) when the signal comes.
+        let slow = busy.call::<String>("sleep", params![500]);
+        let signalled = async {
+            upstream.wait_received_async(2, RUN_LIMIT).await;
+            let status = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .expect("could not run kill");
+            assert!(status.success());
+            // The idle one is closed at once; a new call of the busy one
+            // is refused.
+            let idle_closed = tokio::time::timeout(RUN_LIMIT, idle.closed())
+                .await
+                .unwrap_or_else(|_| panic!("the proxy did not close the idle websocket"));
+            assert_eq!(idle_closed.code, Some(1001), "{idle_closed:?}");
+            busy.call::<i64>("add", params![1, 1]).await
+        };
+        let (slow, refused) =
+            tokio::time::timeout(RUN_LIMIT, async { tokio::join!(slow, signalled) })
+                .await
+                .unwrap_or_else(|_| panic!("the call in flight got no answer"));
+        let closed = tokio::time::timeout(RUN_LIMIT, busy.closed())
             .await
-            .unwrap_or_else(|_| panic!("the proxy did not close the websocket"))
+            .unwrap_or_else(|_| panic!("the proxy did not close the websocket"));
+        (slow, refused, closed)
     });
+    assert_eq!(slow.as_deref().ok(), Some("slept"), "{slow:?}");
+    match refused {
+        Err(jsonrpc_websocket::Error::Rpc { error, .. }) => assert_eq!(error.code, -32002),
+        other => panic!("expected -32002, got {other:?}"),
+    }
     assert_eq!(closed.code, Some(1001), "{closed:?}");
     let out = proxy.live.finish();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(out.stderr, "", "{out:#?}");
+    assert_eq!(count(&server, "sleep"), 1);
+}
+
+/// `standard`, plus `eth_subscribe` (answers `"0xup"`) and `eth_unsubscribe`
+/// (`true`).
+fn with_subscriptions(msg: &Value) -> Action {
+    match msg["method"].as_str() {
+        Some("eth_subscribe") => Action::Reply(response(&msg["id"], json!("0xup"))),
+        Some("eth_unsubscribe") => Action::Reply(response(&msg["id"], json!(true))),
+        _ => standard(msg),
+    }
+}
+
+fn count(server: &TestServer, method: &str) -> usize {
+    server
+        .received()
+        .iter()
+        .filter(|m| m["method"] == method)
+        .count()
+}
+
+#[test]
+fn proxy_fans_one_upstream_subscription_out_to_websocket_subscribers() {
+    let server = TestServer::start(with_subscriptions);
+    let proxy = Proxy::start(&["--upstream", &server.url(), "--metrics"]);
+    let ws = format!("ws://{}/", proxy.addr);
+    // Two of this very binary subscribe through the proxy, the same params
+    // written two ways.
+    let subscribers: Vec<_> = [
+        r#"["newHeads",{"a":1,"b":2}]"#,
+        r#"[ "newHeads", {"b":2, "a":1} ]"#,
+    ]
+    .into_iter()
+    .map(|params| {
+        let ws = ws.clone();
+        std::thread::spawn(move || {
+            run(&[
+                "subscribe",
+                &ws,
+                "eth_subscribe",
+                params,
+                "--unsubscribe",
+                "eth_unsubscribe",
+                "--count",
+                "2",
+            ])
+        })
+    })
+    .collect();
+    let metrics_url = format!("http://{}/metrics", proxy.addr);
+    let started = Instant::now();
+    while !http("GET", &metrics_url, "")
+        .body
+        .contains("jsonrpc_proxy_downstream_subscriptions 2")
+    {
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "the subscribers never both subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        count(&server, "eth_subscribe"),
+        1,
+        "one upstream subscription"
+    );
+    for n in [1, 2] {
+        server.push(json!({"jsonrpc": "2.0", "method": "eth_subscription",
+                           "params": {"subscription": "0xup", "result": {"number": n}}}));
+    }
+    for subscriber in subscribers {
+        let out = subscriber.join().expect("a subscriber's thread");
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (0, "{\"number\":1}\n{\"number\":2}\n"),
+            "{out:#?}"
+        );
+    }
+    // Both unsubscribed: the last one ended the upstream subscription.
+    let received = server.wait_received(2, RUN_LIMIT);
+    let unsubscribes: Vec<&Value> = received
+        .iter()
+        .filter(|m| m["method"] == "eth_unsubscribe")
+        .collect();
+    assert_eq!(unsubscribes.len(), 1, "{received:?}");
+    assert_eq!(unsubscribes[0]["params"], json!(["0xup"]));
+    let out = proxy.stop("TERM");
     assert_eq!(out.code, 0, "{out:#?}");
 }
 

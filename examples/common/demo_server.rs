@@ -22,8 +22,9 @@
 //! for each call, in reverse order (JSON-RPC allows any order; the client
 //! puts them back in place); notifications in a batch get none.
 //!
-//! [`start`] is enough for most examples; [`DemoServer`] can also be stopped
-//! and started again on the same address (the reconnect example).
+//! [`start`] is enough for most examples ([`start_in_background`] for those
+//! without an actix system); [`DemoServer`] can also be stopped and started
+//! again on the same address (the reconnect example).
 
 // NOTE: every example includes this file and uses a different part of it;
 // the rest would be dead code there.
@@ -49,6 +50,23 @@ const REBIND_FOR: Duration = Duration::from_secs(5);
 /// Starts the server on the current actix system; returns its address.
 pub fn start() -> std::io::Result<SocketAddr> {
     DemoServer::start().map(|server| server.addr())
+}
+
+/// Starts the server on a thread of its own, with an actix system of its
+/// own, for examples that have none (`#[tokio::main]`, plain `fn main`);
+/// returns its address. It runs until the process exits.
+pub fn start_in_background() -> std::io::Result<SocketAddr> {
+    let (started, address) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-server".into())
+        .spawn(move || {
+            let system = actix_web::rt::System::new();
+            let _ = started.send(system.block_on(async { start() }));
+            let _ = system.run();
+        })?;
+    address
+        .recv()
+        .map_err(|_| std::io::Error::other("the demo server's thread ended before it started"))?
 }
 
 /// The demo server, running on the current actix system until stopped

@@ -92,10 +92,17 @@ impl Dialer {
                 url: endpoint.url.clone(),
                 status: status.as_u16(),
             }),
-            Ok(Err(err)) => Err(Error::Transport {
-                context: context(),
-                source: source_of(err),
-            }),
+            Ok(Err(err)) => {
+                let host = host_of(&endpoint.url);
+                let (context, source) = match tls_problem(&err) {
+                    Some(problem) => (
+                        format!("{}: {}", context(), problem.describe(&host)),
+                        tls_source(err, &host),
+                    ),
+                    None => (context(), source_of(err)),
+                };
+                Err(Error::Transport { context, source })
+            }
             Err(_elapsed) => Err(Error::Transport {
                 context: context(),
                 source: Box::new(io::Error::new(
@@ -160,6 +167,117 @@ thread_local! {
 /// [`awc_connector`] (`TCP_NODELAY`, no connection cap).
 pub fn awc_client() -> awc::Client {
     SHARED_CLIENT.with(awc::Client::clone)
+}
+
+/// An awc client whose connector uses the user's rustls configuration
+/// (with ALPN `http/1.1`: the websocket handshake is an HTTP/1.1 request),
+/// with the settings of [`awc_connector`].
+#[cfg(feature = "rustls")]
+pub(crate) fn rustls_client(config: std::sync::Arc<rustls::ClientConfig>) -> awc::Client {
+    let mut config = rustls::ClientConfig::clone(&config);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    awc::Client::builder()
+        .connector(awc_connector().rustls_0_23(std::sync::Arc::new(config)))
+        .disable_timeout()
+        .finish()
+}
+
+/// What went wrong in a TLS handshake, when that is what failed (told
+/// apart with the `rustls` feature only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+enum TlsProblem {
+    /// We did not accept the server's certificate.
+    ServerCertificate,
+    /// The server did not accept ours (or wanted one and got none).
+    ClientCertificate,
+    /// Anything else the TLS layer refused.
+    Handshake,
+}
+
+impl TlsProblem {
+    fn describe(self, host: &str) -> String {
+        match self {
+            TlsProblem::ServerCertificate => format!(
+                "the server's TLS certificate for {host} was not accepted (not trusted, \
+                 expired, or for another name)"
+            ),
+            TlsProblem::ClientCertificate => format!(
+                "the server at {host} did not accept our TLS client certificate (none was \
+                 configured, or it is not trusted there)"
+            ),
+            TlsProblem::Handshake => format!("the TLS handshake with {host} failed"),
+        }
+    }
+}
+
+/// The TLS failure behind an awc error, if it is one: the rustls error is
+/// the I/O error's inner error, found where awc keeps I/O errors (the
+/// handshake, or the first read when TLS 1.3 reports a refused client
+/// certificate after the handshake).
+fn tls_problem(err: &WsClientError) -> Option<TlsProblem> {
+    #[cfg(feature = "rustls")]
+    {
+        let io = io_of(err)?;
+        let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(match tls {
+            rustls::Error::InvalidCertificate(_) => TlsProblem::ServerCertificate,
+            rustls::Error::AlertReceived(
+                rustls::AlertDescription::CertificateRequired
+                | rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::CertificateUnknown
+                | rustls::AlertDescription::CertificateExpired
+                | rustls::AlertDescription::CertificateRevoked
+                | rustls::AlertDescription::UnsupportedCertificate
+                | rustls::AlertDescription::AccessDenied,
+            ) => TlsProblem::ClientCertificate,
+            _ => TlsProblem::Handshake,
+        })
+    }
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = err;
+        None
+    }
+}
+
+/// The I/O error inside an awc error, where there is one.
+#[cfg(feature = "rustls")]
+fn io_of(err: &WsClientError) -> Option<&io::Error> {
+    match err {
+        WsClientError::SendRequest(
+            SendRequestError::Connect(awc::error::ConnectError::Io(io))
+            | SendRequestError::Send(io)
+            | SendRequestError::Response(actix_http::error::ParseError::Io(io)),
+        ) => Some(io),
+        _ => None,
+    }
+}
+
+/// A TLS failure as the `source()`: what was being done (with the host),
+/// then the I/O error whose text is rustls's.
+fn tls_source(err: WsClientError, host: &str) -> BoxError {
+    let io = match err {
+        WsClientError::SendRequest(
+            SendRequestError::Connect(awc::error::ConnectError::Io(io))
+            | SendRequestError::Send(io)
+            | SendRequestError::Response(actix_http::error::ParseError::Io(io)),
+        ) => Some(io),
+        _ => None,
+    };
+    Box::new(AwcError {
+        message: format!("TLS handshake with {host} failed"),
+        io,
+    })
+}
+
+/// The host of a URL, for messages (the URL itself when it has none).
+fn host_of(url: &str) -> String {
+    Uri::try_from(url)
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_owned))
+        .unwrap_or_else(|| url.to_owned())
 }
 
 /// awc's error as the `source()`, as the Python library kept aiohttp's

@@ -28,6 +28,8 @@ use serde::de::DeserializeOwned;
 
 pub use dialer::{awc_client, awc_connector};
 
+#[cfg(feature = "rustls")]
+pub(crate) use dialer::rustls_client;
 pub(crate) use dialer::{split_userinfo, Auth, Dialer, Endpoint, Socket};
 use dispatch::{Answer, AnswerText, Limits, ServerRequests};
 use frames::{Frame, FrameError};
@@ -1696,6 +1698,7 @@ impl SubscribeRequest {
                 params: self.params,
                 timeout: self.timeout,
                 link: Link::Live(id.clone()),
+                notification_method: None,
             },
         );
         let Some(key) = registered else {
@@ -1746,13 +1749,15 @@ fn deliver_to_actor(
                 }
             }
             let item = match delivered.item {
-                subscription::Notice::Item(raw) => match raw.decode::<serde_json::Value>() {
-                    Ok(value) => SubscriptionItem::Item(value),
-                    Err(err) => {
-                        log::warn!("a subscription item is not JSON a Value can hold: {err}");
-                        continue;
+                subscription::Notice::Item { result, .. } => {
+                    match result.decode::<serde_json::Value>() {
+                        Ok(value) => SubscriptionItem::Item(value),
+                        Err(err) => {
+                            log::warn!("a subscription item is not JSON a Value can hold: {err}");
+                            continue;
+                        }
                     }
-                },
+                }
                 subscription::Notice::Resubscribed { down_for } => {
                     SubscriptionItem::Resubscribed { down_for }
                 }

@@ -42,6 +42,10 @@ pub(crate) struct Route {
     pub params: Params,
     pub timeout: Option<std::time::Duration>,
     pub link: Link,
+    /// The method of its last notification, shared with each item: nearly
+    /// every server uses one method for all of them, so this is one
+    /// allocation per subscription, not per item.
+    pub notification_method: Option<Arc<str>>,
 }
 
 /// Where a subscription stands with the server.
@@ -110,8 +114,14 @@ impl Table {
 
     /// Delivers the result (or the end) carried by a notification's params
     /// to the live subscription `key`.
-    fn deliver(&mut self, key: u64, params: scan::SubscriptionParams<'_>, text: &ByteString) {
-        let Some(route) = self.routes.get(&key) else {
+    fn deliver(
+        &mut self,
+        key: u64,
+        method: &str,
+        params: scan::SubscriptionParams<'_>,
+        text: &ByteString,
+    ) {
+        let Some(route) = self.routes.get_mut(&key) else {
             return;
         };
         if let Some(error) = params.error.filter(|_| params.result.is_none()) {
@@ -131,7 +141,18 @@ impl Table {
             },
             unescaped: params.result_unescaped,
         };
-        match route.queue.push(Notice::Item(raw)) {
+        let method = match &route.notification_method {
+            Some(known) if **known == *method => Arc::clone(known),
+            _ => {
+                let method: Arc<str> = Arc::from(method);
+                route.notification_method = Some(Arc::clone(&method));
+                method
+            }
+        };
+        match route.queue.push(Notice::Item {
+            result: raw,
+            method,
+        }) {
             Pushed::Queued => {}
             Pushed::Dropped => stats::add(&self.metrics.subscription_items_dropped, 1),
             Pushed::Overflowed => {
@@ -181,7 +202,7 @@ impl Table {
         self.held.extend(others);
         for held in mine {
             if let Some(params) = scan::subscription_params(&held.params) {
-                self.deliver(key, params, &held.params);
+                self.deliver(key, &held.method, params, &held.params);
             }
         }
     }
@@ -281,7 +302,7 @@ impl Subscriptions {
         };
         let mut table = self.inner.borrow_mut();
         if let Some(&key) = table.keys.get(&id) {
-            table.deliver(key, params, text);
+            table.deliver(key, method, params, text);
             return Routed::Delivered;
         }
         if table.pending > 0 && table.held.len() < HOLD {
@@ -504,6 +525,7 @@ mod tests {
             link: Link::Down {
                 since: Instant::now(),
             },
+            notification_method: None,
         };
         (route, rx, shared)
     }
@@ -519,7 +541,7 @@ mod tests {
             futures_util::Stream::poll_next(std::pin::Pin::new(&mut *rx), &mut cx)
         {
             let text = match d.item {
-                Notice::Item(raw) => raw.text.to_string(),
+                Notice::Item { result, .. } => result.text.to_string(),
                 Notice::Resubscribed { .. } => "resubscribed".to_owned(),
             };
             out.push((text, d.missed));
@@ -667,7 +689,7 @@ mod tests {
                 Notice::Resubscribed { down_for } => {
                     assert_eq!(down_for, Duration::from_millis(1500))
                 }
-                Notice::Item(raw) => panic!("an item first: {}", raw.text),
+                Notice::Item { result, .. } => panic!("an item first: {}", result.text),
             },
             _ => panic!("nothing told"),
         }
@@ -716,6 +738,107 @@ mod tests {
         }
         let again = subs.take_resubscribes();
         assert_eq!(again.iter().map(|c| c.key).collect::<Vec<_>>(), [key_a]);
+    }
+
+    /// Every notice waiting in `rx`, gaps with how long they were.
+    fn notices(rx: &mut Receiver<Notice>) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while let std::task::Poll::Ready(Some(d)) =
+            futures_util::Stream::poll_next(std::pin::Pin::new(&mut *rx), &mut cx)
+        {
+            out.push(match d.item {
+                Notice::Item { result, .. } => result.text.to_string(),
+                Notice::Resubscribed { down_for } => format!("gap {down_for:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn two_reconnects_with_no_item_between_are_one_gap_as_long_as_both() {
+        let (subs, _) = table();
+        let (r, mut rx, _) = route(8, Overflow::DropOldest);
+        let key = subs.register(Id::from(1), r).unwrap();
+        let t0 = Instant::now();
+        subs.disconnected(t0);
+        assert_eq!(subs.take_resubscribes().len(), 1);
+        subs.resubscribed(
+            key,
+            Id::from(2),
+            "unsub".into(),
+            t0 + Duration::from_secs(1),
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        subs.disconnected(t1);
+        assert_eq!(subs.take_resubscribes().len(), 1);
+        subs.resubscribed(
+            key,
+            Id::from(3),
+            "unsub".into(),
+            t1 + Duration::from_secs(2),
+        );
+        assert_eq!(route_text(&subs, &params("3", "30")), Routed::Delivered);
+        assert_eq!(notices(&mut rx), ["gap 3s", "30"]);
+    }
+
+    #[test]
+    fn a_resubscribe_answered_with_an_id_in_use_ends_that_subscription() {
+        let (subs, _) = table();
+        let (a, _rx_a, shared_a) = route(8, Overflow::DropOldest);
+        let (b, _rx_b, shared_b) = route(8, Overflow::DropOldest);
+        let key_a = subs.register(Id::from(1), a).unwrap();
+        let key_b = subs.register(Id::from(2), b).unwrap();
+        let now = Instant::now();
+        subs.disconnected(now);
+        assert_eq!(subs.take_resubscribes().len(), 2);
+        subs.resubscribed(key_a, Id::from(5), "unsub".into(), now);
+        subs.resubscribed(key_b, Id::from(5), "unsub".into(), now);
+        assert!(shared_a.end.get().is_none(), "the first keeps the id");
+        assert_eq!(
+            shared_b.end.get(),
+            Some(&SubscriptionEnd::ResubscribeFailed {
+                error: "the server answered with subscription id 5, which another subscription has"
+                    .into()
+            })
+        );
+        assert_eq!(route_text(&subs, &params("5", "50")), Routed::Delivered);
+    }
+
+    #[test]
+    fn a_gap_reaches_a_subscriber_whose_queue_is_full_whatever_its_policy() {
+        for overflow in [Overflow::DropNewest, Overflow::Close, Overflow::DropOldest] {
+            let (subs, metrics) = table();
+            let (r, mut rx, shared) = route(1, overflow);
+            let key = subs.register(Id::from(1), r).unwrap();
+            assert_eq!(route_text(&subs, &params("1", "10")), Routed::Delivered);
+            let now = Instant::now();
+            subs.disconnected(now);
+            subs.take_resubscribes();
+            subs.resubscribed(
+                key,
+                Id::from(2),
+                "unsub".into(),
+                now + Duration::from_secs(1),
+            );
+            assert!(shared.end.get().is_none(), "{overflow:?}");
+            assert_eq!(metrics.snapshot().subscription_items_dropped, 0);
+            assert_eq!(notices(&mut rx), ["10", "gap 1s"], "{overflow:?}");
+        }
+    }
+
+    #[test]
+    fn a_subscriber_gone_while_down_has_its_new_id_unsubscribed_at_once() {
+        let (subs, _) = table();
+        let (r, rx, _shared) = route(4, Overflow::DropOldest);
+        let key = subs.register(Id::from(1), r).unwrap();
+        let now = Instant::now();
+        subs.disconnected(now);
+        subs.take_resubscribes();
+        drop(rx);
+        subs.resubscribed(key, Id::from(2), "unsub".into(), now);
+        assert_eq!(subs.take_unsubscribes(), [("unsub".into(), Id::from(2))]);
+        assert_eq!(route_text(&subs, &params("2", "20")), Routed::NotOurs);
     }
 
     #[test]

@@ -348,6 +348,13 @@ mod tests {
         assert_eq!(Id::from("a\"b").to_string(), r#""a\"b""#);
         assert_eq!(Id::from(3).as_string(), None);
     }
+
+    #[test]
+    fn debug_shows_the_exact_text() {
+        assert_eq!(format!("{:?}", Id::from(7u64)), "Id(7)");
+        assert_eq!(format!("{:?}", Id::from("a")), r#"Id("a")"#);
+        assert_eq!(format!("{:?}", Id::from_json("1e2").unwrap()), "Id(1e2)");
+    }
 }
 
 #[cfg(test)]

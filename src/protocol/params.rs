@@ -493,5 +493,50 @@ mod tests {
     fn preview_cuts_on_char_boundaries() {
         let long = "é".repeat(100);
         assert!(preview(&long).len() <= 64);
+        // Byte 64 falls inside an "é": the cut moves back to the char before it.
+        let odd = format!("a{}", "é".repeat(100));
+        assert_eq!(preview(&odd), format!("a{}", "é".repeat(31)));
+    }
+
+    #[test]
+    fn json_text_is_trimmed_and_must_be_an_array_or_object() {
+        let padded = Params::from_json(" \n[1, 2]\t");
+        assert_eq!(padded.to_json(), Some("[1, 2]"));
+        let scalar = Params::from_json("\"just a string\"");
+        assert_eq!(
+            scalar.wire().unwrap_err(),
+            "params must be a JSON array or object, got `\"just a string\"`"
+        );
+        let long = format!("\"{}\"", "x".repeat(100));
+        let err = Params::from_json(long).wire().unwrap_err().to_owned();
+        assert!(
+            err.ends_with(&format!("got `\"{}`", "x".repeat(63))),
+            "only the start of a long text is quoted: {err}"
+        );
+    }
+
+    #[test]
+    fn conversions_keep_the_shape_they_are_given() {
+        let raw = serde_json::value::RawValue::from_string(r#"{"b": 1, "a": 2}"#.into()).unwrap();
+        assert_eq!(Params::from(raw).to_json(), Some(r#"{"b": 1, "a": 2}"#));
+        assert_eq!(
+            Params::from(vec![json!(1), json!("two")]).to_json(),
+            Some(r#"[1,"two"]"#)
+        );
+        let mut map = serde_json::Map::new();
+        map.insert("k".into(), json!(true));
+        assert_eq!(Params::from(map).to_json(), Some(r#"{"k":true}"#));
+        assert_eq!(Params::from(()).to_json(), None);
+        assert_eq!(Params::default().to_json(), None);
+    }
+
+    #[test]
+    fn debug_shows_the_text_or_the_reason() {
+        assert_eq!(format!("{:?}", Params::none()), "Params::none()");
+        assert_eq!(format!("{:?}", params![1]), "Params([1])");
+        assert_eq!(
+            format!("{:?}", Params::from_json("5")),
+            r#"Params::invalid("params must be a JSON array or object, got `5`")"#
+        );
     }
 }

@@ -14,21 +14,31 @@ pub struct SubscriptionMethods {
 }
 
 /// What downstream subscriptions go through when their upstream connection
-/// is lost.
+/// is lost and no other upstream of the pool can take them over. (When
+/// another is healthy, a shared subscription moves to it whatever the
+/// policy, and each subscriber is sent the gap notification of
+/// [`Resubscribe`](Self::Resubscribe).)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum UpstreamLoss {
-    /// The upstream subscription is made again after the reconnect (or on
-    /// another upstream); each downstream subscriber is sent a notification
-    /// saying how long it was down (see
-    /// [`ProxyConfig::gap_notification`]). The default.
+    /// The library makes the upstream subscription again after the
+    /// reconnect (see [`ReconnectPolicy`](crate::ReconnectPolicy)); each
+    /// downstream subscriber is sent
+    /// `{"subscription": <id>, "gap": {"down_for_ms": <n>}}` (see
+    /// [`ProxyConfig::gap_notification`]) and its items go on under the same
+    /// id. Should the upstream refuse the new subscribe call, or the
+    /// connection end for good, each subscriber is sent an `error`
+    /// notification instead and the subscription ends. The default.
     #[default]
     Resubscribe,
-    /// Each downstream subscriber is sent a notification whose `error`
-    /// ends the subscription.
+    /// Each downstream subscriber is sent
+    /// `{"subscription": <id>, "error": {"code": -32002, ..}}` at once, and
+    /// the subscription ends (unsubscribing it then answers `false`); a
+    /// client subscribes again when it sees fit.
     ErrorNotification,
-    /// Each downstream websocket with a subscription is closed with this
-    /// code (1012 "service restart" or 1013 "try again later").
+    /// Each downstream websocket holding a subscription on that upstream is
+    /// closed with this code (1012 "service restart" or 1013 "try again
+    /// later"; a code a server may not send becomes 1011).
     Close(u16),
 }
 
@@ -60,6 +70,11 @@ pub struct ProxyConfig {
     pub(crate) gap_method: Option<String>,
     pub(crate) subscription_capacity: usize,
     pub(crate) subscription_overflow: Overflow,
+    pub(crate) subscriptions_per_client: usize,
+    pub(crate) outbound: usize,
+    pub(crate) outbound_stall: Duration,
+    /// Ping interval and how long past it silence is tolerated.
+    pub(crate) heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Default for ProxyConfig {
@@ -79,6 +94,10 @@ impl Default for ProxyConfig {
             gap_method: None,
             subscription_capacity: 1_024,
             subscription_overflow: Overflow::DropOldest,
+            subscriptions_per_client: 1_024,
+            outbound: 1_024,
+            outbound_stall: Duration::from_secs(30),
+            heartbeat: Some((Duration::from_secs(15), Duration::from_secs(10))),
         }
     }
 }
@@ -87,7 +106,10 @@ impl ProxyConfig {
     /// The defaults: 5 MiB bodies and messages, batches of 1,000, 256
     /// requests in flight per downstream client, 10,000 downstream
     /// websockets, 30 s per request, `eth_subscribe`/`eth_unsubscribe` as
-    /// the subscription methods.
+    /// the subscription methods, 1,024 subscriptions per websocket and
+    /// 1,024 notifications queued for each (the oldest dropped), 1,024
+    /// messages waiting for a websocket that may stall 30 s, a ping every
+    /// 15 s with 10 s more to answer.
     pub fn new() -> Self {
         ProxyConfig::default()
     }
@@ -167,16 +189,24 @@ impl ProxyConfig {
     }
 
     /// The method of the notification telling a downstream subscriber of a
-    /// gap (policy [`UpstreamLoss::Resubscribe`]): its params are
+    /// gap (policy [`UpstreamLoss::Resubscribe`], and a move to another
+    /// upstream): its params are
     /// `{"subscription": <id>, "gap": {"down_for_ms": <n>}}`. Default: the
-    /// method of the subscription's own notifications.
+    /// method of the subscription's own notifications (the last one's), or
+    /// the subscribe method itself when none has come yet; set it to be
+    /// sure of the name.
     pub fn gap_notification(mut self, method: impl Into<String>) -> Self {
         self.gap_method = Some(method.into());
         self
     }
 
     /// How many notifications may wait for each downstream subscriber, and
-    /// what a full queue does with one more. Default: 1,024, drop the
+    /// what a full queue does with one more. Each subscriber has its own
+    /// queue: one that falls behind loses items alone, and the next
+    /// notification it gets is
+    /// `{"subscription": <id>, "lagged": {"missed": <n>}}` (with the items'
+    /// method); under [`Overflow::Close`] its last is one with an `error`
+    /// (-32005), and the subscription is ended. Default: 1,024, drop the
     /// oldest.
     pub fn subscriber_queue(mut self, capacity: usize, overflow: Overflow) -> Self {
         self.subscription_capacity = capacity.max(1);
@@ -184,14 +214,45 @@ impl ProxyConfig {
         self
     }
 
+    /// The most subscriptions one downstream websocket may hold at once;
+    /// one more subscribe call is answered with -32005. Default: 1,024.
+    pub fn subscriptions_per_client(mut self, subscriptions: usize) -> Self {
+        self.subscriptions_per_client = subscriptions.max(1);
+        self
+    }
+
+    /// Bounds what waits to be written to one downstream websocket:
+    /// at most `messages` answers (and passed-through server requests)
+    /// queued for the socket, and at most `stall` for a message to be taken
+    /// by it. A downstream that does not read its socket fills both; the
+    /// session is then closed with 1008 (policy violation) and everything
+    /// it held is freed, while other downstreams go on. Subscription
+    /// notifications wait in each subscriber's own queue instead (see
+    /// [`subscriber_queue`](Self::subscriber_queue)). Default: 1,024
+    /// messages, 30 s.
+    pub fn session_outbound(mut self, messages: usize, stall: Duration) -> Self {
+        self.outbound = messages.max(1);
+        self.outbound_stall = stall;
+        self
+    }
+
+    /// Pings each downstream websocket every `interval`; one from which
+    /// nothing at all (a pong, a message) has come for `interval` +
+    /// `timeout` is closed (1001) at the next ping, and everything it held
+    /// freed: a client gone without a word does not hold its place (and
+    /// its subscriptions) forever. `Duration::ZERO` as the interval turns
+    /// it off. Default: 15 s, 10 s (as the library's own heartbeat).
+    pub fn session_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = (!interval.is_zero()).then_some((interval, timeout));
+        self
+    }
+
     /// The subscription pair `method` subscribes with, if it is one.
-    #[allow(dead_code)] // for the websocket front end, next
     pub(crate) fn subscribe_pair(&self, method: &str) -> Option<&SubscriptionMethods> {
         self.subscriptions.iter().find(|p| p.subscribe == method)
     }
 
     /// The subscription pair `method` unsubscribes with, if it is one.
-    #[allow(dead_code)] // for the websocket front end, next
     pub(crate) fn unsubscribe_pair(&self, method: &str) -> Option<&SubscriptionMethods> {
         self.subscriptions.iter().find(|p| p.unsubscribe == method)
     }

@@ -10,16 +10,22 @@ use futures_util::future::join_all;
 
 use super::codes;
 use super::config::ProxyConfig;
+use super::fanout::Fanout;
 use super::hook::{Decision, Hook, Origin, ProxyRequest};
 use super::metrics::{bump, Metrics, ProxyStats};
 use super::upstream::Upstreams;
+use crate::builder::ConnectionBuilder;
+use crate::client::Client;
 use crate::error::Error;
 use crate::message::RawCall;
 use crate::protocol::{self, ErrorObject, Id, Inbound, Message, Params};
 
 /// Forwards downstream JSON-RPC messages to a pool of upstream connections
 /// and builds the answers. Cheap to clone; share one among every worker and
-/// front end of a service.
+/// front end of a service (as actix-web app data for [`http`](super::http),
+/// [`websocket`](super::websocket), [`resource`](super::resource) and
+/// [`metrics`](super::metrics)); its clones share the websocket
+/// subscriptions it fans out and its counters.
 ///
 /// - A request goes upstream; its answer comes back with the downstream's
 ///   id, byte for byte, and the upstream's result exactly as sent.
@@ -31,6 +37,10 @@ use crate::protocol::{self, ErrorObject, Id, Inbound, Message, Params};
 /// - What is not a request gets the JSON-RPC error the specification names
 ///   (-32700 parse error, -32600 invalid request), id `null` when none could
 ///   be read.
+/// - The subscription methods ([`ProxyConfig::subscription`]) are refused
+///   here with -32601, as Ethereum nodes refuse them over HTTP: forwarded
+///   as calls they would leave upstream subscriptions nobody reads. A
+///   websocket session ([`websocket`](super::websocket)) fans them out.
 ///
 /// Upstream failures are errors in the server range: -32001 no answer in
 /// time, -32002 no upstream (lost, or none connected), -32005 a limit.
@@ -61,7 +71,20 @@ struct Inner {
     config: ProxyConfig,
     hook: Option<Arc<dyn Hook>>,
     metrics: Arc<Metrics>,
+    /// The websocket subscriptions shared through these upstreams.
+    fanout: Arc<Fanout>,
+    per_session: Option<Arc<SessionConnect>>,
+    /// Whether this is one session's own (per-session mode): its upstream
+    /// closes with the session.
+    session_own: bool,
+    /// Set once every websocket session is to close (see
+    /// [`Forward::close_websockets`]); shared by every clone.
+    closing: Arc<tokio::sync::watch::Sender<Option<(u16, String)>>>,
 }
+
+/// Makes a websocket session's own upstream connection (see
+/// [`Forward::per_session`]).
+pub(crate) type SessionConnect = dyn Fn(&Origin) -> ConnectionBuilder + Send + Sync;
 
 impl Forward {
     /// Forwards to `upstreams` with the default [`ProxyConfig`] and no hook.
@@ -72,6 +95,10 @@ impl Forward {
                 config: ProxyConfig::default(),
                 hook: None,
                 metrics: Arc::default(),
+                fanout: Arc::default(),
+                per_session: None,
+                session_own: false,
+                closing: Arc::new(tokio::sync::watch::Sender::new(None)),
             }),
         }
     }
@@ -84,6 +111,144 @@ impl Forward {
     /// Lets `hook` inspect, rewrite, answer or refuse each request first.
     pub fn hook(self, hook: impl Hook) -> Forward {
         self.with(|inner| inner.hook = Some(Arc::new(hook)))
+    }
+
+    /// Gives each downstream websocket session an upstream connection of
+    /// its own, made by `connect` from the session's [`Origin`] (its
+    /// handshake headers, its address) when the session opens, and closed
+    /// when it ends. HTTP requests still go to the pool given to
+    /// [`new`](Self::new) (which may be empty: they are then answered with
+    /// -32002).
+    ///
+    /// What this mode adds: requests the upstream server sends on that
+    /// connection pass through to the downstream client, under an id the
+    /// proxy gives them (1, 2, … per session), and the client's answer goes
+    /// back to the upstream under the upstream's own id; an answer that
+    /// does not come within [`ProxyConfig::timeout`] is answered upstream
+    /// with -32001, a session gone with -32002. Only requests that no
+    /// handler of the builder takes pass through: the proxy registers
+    /// itself at the route `"*"` (replacing one the builder has), so exact
+    /// names and namespaces registered on the builder are still answered by
+    /// their handlers. Notifications from the upstream go to the builder's
+    /// listeners, as on any connection; subscriptions are fanned out as in
+    /// the shared mode, among the subscribers of the one session.
+    ///
+    /// The handshake waits for the upstream connection; when it cannot be
+    /// made, the downstream's handshake is answered `502 Bad Gateway`.
+    ///
+    /// # Examples
+    ///
+    /// Each session's upstream gets the downstream's `Authorization` header:
+    ///
+    /// ```no_run
+    /// use actix_web::{web, App, HttpServer};
+    /// use jsonrpc_websocket::proxy::{self, Forward, Origin, Upstreams};
+    /// use jsonrpc_websocket::RpcConnection;
+    ///
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let forward = Forward::new(Upstreams::new([])).per_session(|origin: &Origin| {
+    ///     let mut builder = RpcConnection::builder("ws://127.0.0.1:8546");
+    ///     if let Some(auth) = origin.headers.get("authorization") {
+    ///         builder = builder.header("authorization", auth.clone());
+    ///     }
+    ///     builder
+    /// });
+    /// HttpServer::new(move || {
+    ///     App::new()
+    ///         .app_data(web::Data::new(forward.clone()))
+    ///         .service(proxy::resource("/"))
+    /// })
+    /// .bind("127.0.0.1:8545")?
+    /// .run()
+    /// .await
+    /// # }
+    /// ```
+    pub fn per_session<F>(self, connect: F) -> Forward
+    where
+        F: Fn(&Origin) -> ConnectionBuilder + Send + Sync + 'static,
+    {
+        self.with(|inner| inner.per_session = Some(Arc::new(connect)))
+    }
+
+    /// The per-session connection maker, if any.
+    pub(crate) fn session_connect(&self) -> Option<&Arc<SessionConnect>> {
+        self.inner.per_session.as_ref()
+    }
+
+    /// The forward of one session with its own upstream connection: the
+    /// same limits, hook and counters, its own subscriptions.
+    pub(crate) fn for_session(&self, client: Client) -> Forward {
+        Forward {
+            inner: Arc::new(Inner {
+                upstreams: Upstreams::new([client]),
+                config: self.inner.config.clone(),
+                hook: self.inner.hook.clone(),
+                metrics: Arc::clone(&self.inner.metrics),
+                fanout: Arc::default(),
+                per_session: None,
+                session_own: true,
+                closing: Arc::clone(&self.inner.closing),
+            }),
+        }
+    }
+
+    /// Closes every downstream websocket session gracefully, as a service
+    /// does when it stops. Each session answers the requests it has in
+    /// flight (each within [`ProxyConfig::timeout`]) and then closes with
+    /// `code` and `reason` (1001 "going away" is the code for a service
+    /// going down; a code a server may not send becomes 1001). Meanwhile
+    /// it answers each new request with -32002 at once and drops new
+    /// notifications, still takes the client's answers to passed-through
+    /// server requests (per-session mode) and answers new ones -32002
+    /// upstream. Subscriptions end with their sessions (the upstream ones
+    /// are unsubscribed). New websocket handshakes are refused with `503`.
+    /// HTTP requests are not affected: stop the `HttpServer` for those
+    /// (its graceful stop also waits for the sessions' connections to
+    /// end). Calling it again changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// On Ctrl-C, websockets first, then the server:
+    ///
+    /// ```no_run
+    /// # async fn demo(forward: jsonrpc_websocket::proxy::Forward, server: actix_web::dev::ServerHandle) {
+    /// forward.close_websockets(1001, "the proxy is shutting down");
+    /// server.stop(true).await;
+    /// # }
+    /// ```
+    pub fn close_websockets(&self, code: u16, reason: impl Into<String>) {
+        let code = if crate::message::may_send_close_code(code) {
+            code
+        } else {
+            1001
+        };
+        let reason = crate::message::fit_close_reason(&reason.into());
+        self.inner.closing.send_if_modified(|closing| {
+            if closing.is_some() {
+                return false;
+            }
+            *closing = Some((code, reason));
+            true
+        });
+    }
+
+    /// Whether [`close_websockets`](Self::close_websockets) was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.closing.borrow().is_some()
+    }
+
+    /// Learns when [`close_websockets`](Self::close_websockets) is called.
+    pub(crate) fn closing_signal(&self) -> tokio::sync::watch::Receiver<Option<(u16, String)>> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Whether this is one session's own forward (see [`for_session`](Self::for_session)).
+    pub(crate) fn is_session_forward(&self) -> bool {
+        self.inner.session_own
+    }
+
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.inner.fanout
     }
 
     fn with(self, change: impl FnOnce(&mut Inner)) -> Forward {
@@ -125,7 +290,14 @@ impl Forward {
 
     /// Forwards one downstream message (a request, a notification or a
     /// batch) and returns the text to answer with; `None` when nothing is
-    /// owed (notifications).
+    /// owed (notifications). This is what the HTTP front end does with a
+    /// body; the subscription methods are refused here (-32601), as over
+    /// HTTP. Never fails: every failure is a JSON-RPC error in the answer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future gives up the requests it forwarded: nothing is
+    /// left pending upstream, and their answers are dropped.
     pub async fn message(&self, text: &str, origin: &Origin) -> Option<String> {
         bump(&self.metrics().messages);
         match protocol::parse(text) {
@@ -188,13 +360,30 @@ impl Forward {
 
     /// Forwards a request (after the hook) and returns its answer.
     pub(crate) async fn request(&self, mut request: ProxyRequest, origin: &Origin) -> String {
-        let id = request.id.clone().unwrap_or_else(Id::null);
         if let Some(answer) = self.decide(&mut request, origin) {
-            return match answer {
-                Ok(result) => result_text(&id, result.get()),
-                Err(error) => error_text(&id, &error),
-            };
+            let id = request.id.unwrap_or_else(Id::null);
+            return decided_text(&id, answer);
         }
+        if self.is_subscription_method(&request.method) {
+            // NOTE: forwarded as a call, a subscribe would leave an upstream
+            // subscription that nobody reads and nobody ends.
+            bump(&self.metrics().refused);
+            let id = request.id.unwrap_or_else(Id::null);
+            return error_text(&id, &no_subscriptions_here(&request.method));
+        }
+        self.upstream_request(request).await
+    }
+
+    /// Whether `method` subscribes or unsubscribes (see
+    /// [`ProxyConfig::subscription`]): only a websocket session can.
+    fn is_subscription_method(&self, method: &str) -> bool {
+        let config = &self.inner.config;
+        config.subscribe_pair(method).is_some() || config.unsubscribe_pair(method).is_some()
+    }
+
+    /// Sends a request the hook has passed upstream and returns its answer.
+    pub(crate) async fn upstream_request(&self, request: ProxyRequest) -> String {
+        let id = request.id.unwrap_or_else(Id::null);
         let params = match params(request.params, self.inner.config.max_depth) {
             Ok(params) => params,
             Err(error) => {
@@ -247,6 +436,15 @@ impl Forward {
             // Answered or refused here: a notification gets no answer.
             return;
         }
+        if self.is_subscription_method(&request.method) {
+            bump(&self.metrics().refused);
+            return;
+        }
+        self.upstream_notification(request).await;
+    }
+
+    /// Sends a notification the hook has passed upstream.
+    pub(crate) async fn upstream_notification(&self, request: ProxyRequest) {
         let Ok(params) = params(request.params, self.inner.config.max_depth) else {
             bump(&self.metrics().invalid);
             return;
@@ -262,7 +460,7 @@ impl Forward {
     }
 
     /// The hook's decision: `None` to forward, or the answer to give here.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         request: &mut ProxyRequest,
         origin: &Origin,
@@ -282,7 +480,7 @@ impl Forward {
     }
 
     /// The error a downstream gets when the upstream gave no answer.
-    fn upstream_failure(&self, err: &Error) -> ErrorObject {
+    pub(crate) fn upstream_failure(&self, err: &Error) -> ErrorObject {
         match err {
             Error::Timeout { after, .. } => {
                 bump(&self.metrics().timeouts);
@@ -319,13 +517,14 @@ impl std::fmt::Debug for Forward {
             .field("upstreams", &self.inner.upstreams)
             .field("config", &self.inner.config)
             .field("hook", &self.inner.hook.is_some())
+            .field("per_session", &self.inner.per_session.is_some())
             .finish()
     }
 }
 
 /// A downstream's params as upstream params: checked to be JSON (a hook may
 /// have written them) nested at most `max_depth` levels.
-fn params(text: Option<String>, max_depth: usize) -> Result<Params, ErrorObject> {
+pub(crate) fn params(text: Option<String>, max_depth: usize) -> Result<Params, ErrorObject> {
     let Some(text) = text else {
         return Ok(Params::none());
     };
@@ -341,6 +540,15 @@ fn params(text: Option<String>, max_depth: usize) -> Result<Params, ErrorObject>
         ));
     }
     Ok(params)
+}
+
+/// The error for a subscription method outside a websocket session (the
+/// code and message Ethereum nodes answer over HTTP).
+pub(crate) fn no_subscriptions_here(method: &str) -> ErrorObject {
+    ErrorObject::new(
+        protocol::codes::METHOD_NOT_FOUND,
+        format!("notifications not supported: {method} needs a websocket session"),
+    )
 }
 
 /// How deeply `json` nests arrays and objects (brackets inside strings do
@@ -372,7 +580,7 @@ fn depth(json: &str) -> usize {
 }
 
 /// -32700 for text that is not JSON, -32600 for JSON that is no request.
-fn garbage(text: &str, reason: &str) -> ErrorObject {
+pub(crate) fn garbage(text: &str, reason: &str) -> ErrorObject {
     if serde_json::from_str::<&serde_json::value::RawValue>(text).is_err() {
         ErrorObject::new(
             protocol::codes::PARSE_ERROR,
@@ -380,6 +588,17 @@ fn garbage(text: &str, reason: &str) -> ErrorObject {
         )
     } else {
         ErrorObject::invalid_request(reason)
+    }
+}
+
+/// The answer a hook gave instead of the upstream.
+pub(crate) fn decided_text(
+    id: &Id,
+    answer: Result<Box<serde_json::value::RawValue>, ErrorObject>,
+) -> String {
+    match answer {
+        Ok(result) => result_text(id, result.get()),
+        Err(error) => error_text(id, &error),
     }
 }
 
@@ -401,7 +620,7 @@ fn text(bytes: Vec<u8>) -> String {
 }
 
 /// `[a,b,…]`, or `None` for no answers at all.
-fn join_batch(answers: impl Iterator<Item = String>) -> Option<String> {
+pub(crate) fn join_batch(answers: impl Iterator<Item = String>) -> Option<String> {
     let mut out = String::new();
     for answer in answers {
         out.push(if out.is_empty() { '[' } else { ',' });

@@ -25,13 +25,27 @@ pub struct ProxyStats {
     /// Requests that got no answer in time (-32001).
     pub timeouts: u64,
     /// Requests that could not reach an upstream, or lost it before the
-    /// answer (-32002).
+    /// answer, or came while the websockets close (see
+    /// [`Forward::close_websockets`](super::Forward::close_websockets))
+    /// (-32002).
     pub unavailable: u64,
     /// Messages or requests refused at a limit (body, batch, in flight,
     /// connections).
     pub limited: u64,
     /// Messages that were not JSON-RPC requests (-32700, -32600).
     pub invalid: u64,
+    /// Subscription notifications sent to downstream subscribers (items,
+    /// gaps, lags and ends; one per subscriber).
+    pub subscription_notifications: u64,
+    /// Items dropped for a downstream subscriber that fell behind (its
+    /// queue's overflow policy).
+    pub subscription_items_dropped: u64,
+    /// Server requests passed through to a downstream client (per-session
+    /// mode).
+    pub server_requests: u64,
+    /// Downstream websockets closed because they did not read what was
+    /// sent to them (see [`ProxyConfig::session_outbound`](super::ProxyConfig::session_outbound)).
+    pub slow_sessions: u64,
     /// Gauge: downstream websocket sessions open.
     pub sessions: u64,
     /// Gauge: upstream subscriptions shared by downstream subscribers.
@@ -53,6 +67,10 @@ pub(crate) struct Metrics {
     pub unavailable: AtomicU64,
     pub limited: AtomicU64,
     pub invalid: AtomicU64,
+    pub subscription_notifications: AtomicU64,
+    pub subscription_items_dropped: AtomicU64,
+    pub server_requests: AtomicU64,
+    pub slow_sessions: AtomicU64,
     pub sessions: AtomicU64,
     pub upstream_subscriptions: AtomicU64,
     pub downstream_subscriptions: AtomicU64,
@@ -77,6 +95,10 @@ impl Metrics {
             unavailable: get(&self.unavailable),
             limited: get(&self.limited),
             invalid: get(&self.invalid),
+            subscription_notifications: get(&self.subscription_notifications),
+            subscription_items_dropped: get(&self.subscription_items_dropped),
+            server_requests: get(&self.server_requests),
+            slow_sessions: get(&self.slow_sessions),
             sessions: get(&self.sessions),
             upstream_subscriptions: get(&self.upstream_subscriptions),
             downstream_subscriptions: get(&self.downstream_subscriptions),
@@ -88,7 +110,7 @@ impl Metrics {
     pub fn prometheus(&self, upstreams: &Upstreams) -> String {
         let stats = self.snapshot();
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 14] = [
             ("messages", "downstream messages handled", stats.messages),
             ("forwarded", "requests forwarded upstream", stats.forwarded),
             (
@@ -126,6 +148,26 @@ impl Metrics {
                 "invalid",
                 "messages that were not JSON-RPC requests",
                 stats.invalid,
+            ),
+            (
+                "subscription_notifications",
+                "subscription notifications sent downstream",
+                stats.subscription_notifications,
+            ),
+            (
+                "subscription_items_dropped",
+                "items dropped for downstream subscribers that fell behind",
+                stats.subscription_items_dropped,
+            ),
+            (
+                "server_requests",
+                "server requests passed through to downstream clients",
+                stats.server_requests,
+            ),
+            (
+                "slow_sessions",
+                "downstream websockets closed for not reading",
+                stats.slow_sessions,
             ),
         ];
         for (name, help, value) in counters {

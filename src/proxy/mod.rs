@@ -7,17 +7,60 @@
 //!   the downstream's own ids byte for byte; batch entries each on their own.
 //! - [`Upstreams`]: the upstream pool, with failover.
 //! - [`http`] and [`metrics`]: the HTTP front end and `GET /metrics`.
+//! - [`websocket`]: the websocket front end, with subscriptions fanned out
+//!   (identical subscriptions share one upstream subscription) and, with
+//!   [`Forward::per_session`], an upstream connection per session whose
+//!   server requests pass through to the downstream client.
+//! - [`resource`]: both front ends at one path, as Ethereum nodes serve.
+//! - [`UpstreamLoss`]: what subscriptions go through when their upstream
+//!   is lost (made again with a gap notification, ended with an error, or
+//!   the socket closed).
 //! - [`Hook`]: inspect, rewrite, answer or refuse each request.
 //! - [`ProxyConfig`]: every limit a downstream meets.
+//! - [`Forward::close_websockets`]: a graceful end for every websocket
+//!   session, for a service that stops.
+//!
+//! `docs/proxy.md` puts them together, with each policy and limit in
+//! full; `jsonrpc-ws proxy` is a ready proxy built from them.
+//!
+//! # Examples
+//!
+//! HTTP and websocket on one port:
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use jsonrpc_websocket::proxy::{self, Forward, Upstreams};
+//! use jsonrpc_websocket::{ReconnectPolicy, RpcConnection};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream = RpcConnection::builder("ws://127.0.0.1:8546")
+//!     .reconnect(ReconnectPolicy::new())
+//!     .connect()
+//!     .await?;
+//! let forward = web::Data::new(Forward::new(Upstreams::new([upstream])));
+//! HttpServer::new(move || {
+//!     App::new()
+//!         .app_data(forward.clone())
+//!         .service(proxy::resource("/"))
+//!         .route("/metrics", web::get().to(proxy::metrics))
+//! })
+//! .bind("127.0.0.1:8545")?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
 //!
 //! [`RpcConnection`]: crate::RpcConnection
 
 mod config;
+mod fanout;
 mod forward;
+mod gate;
 mod hook;
 mod http;
 mod metrics;
 mod upstream;
+mod ws;
 
 pub use config::{ProxyConfig, SubscriptionMethods, UpstreamLoss};
 pub use forward::Forward;
@@ -25,6 +68,7 @@ pub use hook::{Decision, Hook, Origin, ProxyRequest, Transport};
 pub use http::{http, metrics};
 pub use metrics::ProxyStats;
 pub use upstream::Upstreams;
+pub use ws::{resource, websocket};
 
 /// The error codes a proxy answers with itself (besides the standard ones
 /// in [`crate::codes`]).
