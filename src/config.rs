@@ -160,6 +160,8 @@ pub(crate) struct Config {
     pub while_reconnecting: WhileReconnecting,
     pub heartbeat: Option<Heartbeat>,
     pub events_capacity: usize,
+    /// How often a notification flood is read (`None`: as it comes).
+    pub read_pacing: Option<Duration>,
 }
 
 impl Default for Config {
@@ -184,6 +186,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(10),
             }),
             events_capacity: 64,
+            read_pacing: Some(Duration::from_micros(100)),
         }
     }
 }

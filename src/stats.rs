@@ -86,6 +86,10 @@ pub struct Stats {
     /// Times the server showed no sign of life within the heartbeat's
     /// timeout of a ping (each gave the socket up).
     pub heartbeat_failures: u64,
+    /// Socket reads put off during a notification flood (see
+    /// [`ConnectionBuilder::read_pacing`](crate::ConnectionBuilder::read_pacing)):
+    /// each delayed the notifications behind it by at most the interval.
+    pub paced_reads: u64,
 }
 
 /// The live counters behind [`Stats`]. Relaxed atomics: readable from any
@@ -117,6 +121,7 @@ pub(crate) struct Metrics {
     pub bytes_sent: AtomicU64,
     pub reconnects: AtomicU64,
     pub heartbeat_failures: AtomicU64,
+    pub paced_reads: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -158,6 +163,7 @@ impl Metrics {
             bytes_sent: get(&self.bytes_sent),
             reconnects: get(&self.reconnects),
             heartbeat_failures: get(&self.heartbeat_failures),
+            paced_reads: get(&self.paced_reads),
         }
     }
 }

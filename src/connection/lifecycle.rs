@@ -222,6 +222,7 @@ impl RpcConnection {
             socket.early,
             Arc::clone(&self.shared.outbox),
             self.config.max_message_size,
+            self.pacing.clone(),
             ctx,
         );
         self.session = Some(session);

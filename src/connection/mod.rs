@@ -7,6 +7,7 @@ mod frames;
 mod lifecycle;
 mod listeners;
 mod outbox;
+mod pacing;
 mod pending;
 mod reconnect;
 mod session;
@@ -35,6 +36,7 @@ use dispatch::{Answer, AnswerText, Limits, ServerRequests};
 use frames::{Frame, FrameError};
 use listeners::Listeners;
 use outbox::{Outbox, Refused};
+use pacing::PacingLink;
 use pending::{BatchResponder, PendingCalls, Responder};
 use reconnect::Backoff;
 use session::{Session, WriterEnd, WriterEnded};
@@ -275,6 +277,8 @@ pub struct RpcConnection {
     shared: Arc<Shared>,
     session: Option<Session>,
     pending: PendingCalls,
+    /// What the reader needs to know to pace a notification flood.
+    pacing: PacingLink,
     /// Where the ids of calls whose callers went away are queued.
     cancellations: Arc<pending::Cancellations>,
     next_id: u64,
@@ -384,11 +388,13 @@ impl RpcConnection {
                 listener_table.add(listener);
             }
             let pending = PendingCalls::new(Arc::clone(&metrics));
+            let pacing = PacingLink::new(config.read_pacing, pending.clone(), Arc::clone(&metrics));
             let session = Session::start(
                 socket.io,
                 socket.early,
                 Arc::clone(&actor_shared.outbox),
                 config.max_message_size,
+                pacing.clone(),
                 ctx,
             );
             ctx.spawn(Housekeeping);
@@ -420,6 +426,7 @@ impl RpcConnection {
                 shared: actor_shared,
                 session: Some(session),
                 pending,
+                pacing,
                 next_id: 1,
                 state: State::Open,
                 timer: None,
@@ -630,7 +637,12 @@ impl RpcConnection {
             self.skip("message is not valid UTF-8");
             return;
         };
-        match protocol::parse(&text) {
+        let parsed = protocol::parse(&text);
+        self.pacing.saw(matches!(
+            parsed,
+            Inbound::Single(RpcMessage::Notification(_))
+        ));
+        match parsed {
             Inbound::Single(message) => {
                 if let Some(message) = self.refused_batch(message) {
                     if let Some(answer) = self.on_rpc_message(message, &text, &mut Vec::new()) {

@@ -7,6 +7,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context as TaskContext, Poll};
+use std::time::Instant;
 
 use actix::prelude::*;
 use awc::BoxedSocket;
@@ -17,6 +18,7 @@ use tokio_util::codec::Decoder;
 
 use super::frames::{Frame, FrameAssembler, FrameError};
 use super::outbox::{Outbox, Queued, Take};
+use super::pacing::{PacingLink, ReadPacer};
 use super::RpcConnection;
 
 /// The smallest read: enough for many small frames per system call.
@@ -63,6 +65,7 @@ impl Session {
         early: BytesMut,
         outbox: Arc<Outbox>,
         max_message_size: usize,
+        pacing: PacingLink,
         ctx: &mut Context<RpcConnection>,
     ) -> Session {
         let (read, write) = tokio::io::split(io);
@@ -72,6 +75,9 @@ impl Session {
             decoder: FrameAssembler::new(max_message_size),
             outbox: Arc::clone(&outbox),
             eof: false,
+            pacer: pacing.pacer(),
+            pacing,
+            putting_off: false,
         });
         let addr = ctx.address().downgrade();
         let generation = outbox.generation();
@@ -132,6 +138,10 @@ struct SocketReader {
     decoder: FrameAssembler,
     outbox: Arc<Outbox>,
     eof: bool,
+    pacer: ReadPacer,
+    pacing: PacingLink,
+    /// Whether the read due now was put off (counted once per read).
+    putting_off: bool,
 }
 
 impl Stream for SocketReader {
@@ -143,6 +153,7 @@ impl Stream for SocketReader {
             ready!(this.outbox.poll_read_allowed(cx));
             match this.decoder.decode(&mut this.buf) {
                 Ok(Some(frame)) => {
+                    this.pacer.frame();
                     if this.buf.is_empty() {
                         this.buf = BytesMut::new();
                     }
@@ -157,13 +168,28 @@ impl Stream for SocketReader {
             if this.eof {
                 return Poll::Ready(None);
             }
+            if let Some(due) = this.pacer.next_read(this.pacing.quiet()) {
+                if Instant::now() < due {
+                    if !this.putting_off {
+                        this.putting_off = true;
+                        this.pacing.count_paced_read();
+                    }
+                    // A yield, not a sleep: see `pacing` for why.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            this.putting_off = false;
             let wanted = this.decoder.wanted(&this.buf).max(READ_CHUNK);
             this.buf.reserve(wanted);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.io),
-                cx,
-                &mut this.buf
-            ));
+            let room = this.buf.capacity() - this.buf.len();
+            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
+                Poll::Ready(n) => n,
+                Poll::Pending => {
+                    this.pacer.empty(Instant::now());
+                    return Poll::Pending;
+                }
+            };
             match n {
                 Ok(0) => {
                     this.eof = true;
@@ -175,7 +201,7 @@ impl Stream for SocketReader {
                         return Poll::Ready(Some(Err(FrameError::Io(cut))));
                     }
                 }
-                Ok(_) => {}
+                Ok(n) => this.pacer.read(Instant::now(), n == room),
                 Err(err) => {
                     this.eof = true;
                     return Poll::Ready(Some(Err(FrameError::Io(err))));
