@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jsonrpc_websocket::{params, Backpressure, Batch, Bound, Error, RpcConnection};
 use test_support::{
-    assert_no_pending, connect, connect_with, json, standard, within, RawConn, RawServer,
+    assert_no_pending, connect, connect_with, json, standard, within, Action, RawConn, RawServer,
     TestServer, Value,
 };
 
@@ -286,5 +286,126 @@ async fn a_batch_waits_for_room_then_goes() {
     proxy.heal();
     let (mut results, a) = within("the batch", sending).await.unwrap().unwrap();
     assert_eq!(results.take(a).unwrap(), json!(["a"]));
+    assert_no_pending(&client);
+}
+
+/// Fills the outbound queue of a client whose server has stopped reading
+/// (`proxy.black_hole()`) to within a few bytes, then starts a batch of one
+/// call (1 KiB of params, too big for what is left) that never gets an
+/// answer; returns the task waiting for it once the batch waits for room.
+async fn batch_waiting_for_room(
+    client: &jsonrpc_websocket::Client,
+) -> tokio::task::JoinHandle<Result<jsonrpc_websocket::BatchResults, Error>> {
+    for size in [8 * 1024, 64] {
+        let filler = "f".repeat(size);
+        loop {
+            let notify = client.notify("fill", params![filler]);
+            match tokio::time::timeout(Duration::from_millis(50), notify).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => panic!("{err}"),
+                Err(_waiting) => break,
+            }
+        }
+    }
+    let waits = client.stats().backpressure_waits;
+    let sending = {
+        let client = client.clone();
+        tokio::task::spawn_local(async move {
+            let mut batch = client.batch();
+            let _ = batch.call::<Value>("silent", params!["p".repeat(1024)]);
+            batch.send().await
+        })
+    };
+    within("the batch waiting for room", async {
+        while client.stats().backpressure_waits == waits {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(!sending.is_finished());
+    assert_eq!(client.stats().pending, 1);
+    sending
+}
+
+/// A server that answers everything but batches.
+fn batches_unanswered() -> TestServer {
+    TestServer::start(|msg: &Value| {
+        if msg.is_array() {
+            Action::Nothing
+        } else {
+            standard(msg)
+        }
+    })
+}
+
+async fn until_nothing_pending(client: &jsonrpc_websocket::Client) {
+    within("entries freed", async {
+        while client.stats().pending > 0 {
+            let _ = client.addr().send(jsonrpc_websocket::GetStats).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Regression: the batch's wait for room took the caller's only waker slot
+/// from the watcher that frees a batch whose caller goes, so a batch that
+/// had waited for room and then gone out kept its calls until the answer
+/// or the timeout (an hour here) once its caller went.
+#[actix_rt::test]
+async fn a_batch_that_waited_for_room_is_freed_when_its_caller_goes_after_it_went_out() {
+    let server = batches_unanswered();
+    let proxy = test_support::FaultProxy::start(server.addr());
+    let client = connect_with(
+        RpcConnection::builder(proxy.url())
+            .max_queued_bytes(32 * 1024)
+            .request_timeout(Duration::from_secs(3600)),
+    )
+    .await;
+    proxy.black_hole();
+    let sending = batch_waiting_for_room(&client).await;
+    proxy.heal();
+    within("the batch written", async {
+        while client.stats().queued_bytes > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(client.stats().pending, 1, "sent, no answer yet");
+    sending.abort();
+    until_nothing_pending(&client).await;
+    let stats = client.stats();
+    assert_eq!((stats.cancelled, stats.overloaded), (1, 0), "{stats:?}");
+    assert_no_pending(&client);
+}
+
+/// A caller that goes while its batch still waits for room: the batch is
+/// withdrawn at once and never sent, and that is counted as a cancellation,
+/// not as the queue refusing it.
+#[actix_rt::test]
+async fn a_batch_whose_caller_goes_while_it_waits_for_room_is_withdrawn() {
+    let server = batches_unanswered();
+    let proxy = test_support::FaultProxy::start(server.addr());
+    let client = connect_with(
+        RpcConnection::builder(proxy.url())
+            .max_queued_bytes(32 * 1024)
+            .request_timeout(Duration::from_secs(3600)),
+    )
+    .await;
+    proxy.black_hole();
+    let sending = batch_waiting_for_room(&client).await;
+    sending.abort();
+    until_nothing_pending(&client).await;
+    let stats = client.stats();
+    assert_eq!((stats.cancelled, stats.overloaded), (1, 0), "{stats:?}");
+    proxy.heal();
+    // The queue drains (the fill notifications) and the batch is not in it.
+    let _: Value = within("a call after", client.call("echo", params![1]))
+        .await
+        .unwrap();
+    assert!(
+        server.received().iter().all(|m| !m.is_array()),
+        "the withdrawn batch was sent"
+    );
     assert_no_pending(&client);
 }

@@ -1510,6 +1510,11 @@ struct Collector {
     tx: Option<OneshotSender<Result<BatchResults, Error>>>,
     outcomes: Vec<Option<Result<Reply, Error>>>,
     left: usize,
+    /// Whether the caller went and the calls were freed (see
+    /// [`wait_for_room`], which must not send the batch then).
+    abandoned: bool,
+    /// Woken when `abandoned` becomes true.
+    waiting: Option<std::task::Waker>,
 }
 
 /// One collector answers for all of its batch's calls (no allocation per
@@ -1535,6 +1540,13 @@ impl BatchResponder for RefCell<Collector> {
             None => Poll::Ready(()),
         }
     }
+    fn abandoned(&self) {
+        let mut collector = self.borrow_mut();
+        collector.abandoned = true;
+        if let Some(waker) = collector.waiting.take() {
+            waker.wake();
+        }
+    }
 }
 
 impl MessageResponse<RpcConnection, Batch> for BatchReply {
@@ -1556,9 +1568,15 @@ impl MessageResponse<RpcConnection, Batch> for BatchReply {
             tx,
             outcomes: ids.clone().map(|_| None).collect(),
             left: ids.clone().count(),
+            abandoned: false,
+            waiting: None,
         }));
-        pending.attach_batch(ids.clone(), Rc::clone(&collector) as Rc<dyn BatchResponder>);
+        let attached =
+            pending.attach_batch(ids.clone(), Rc::clone(&collector) as Rc<dyn BatchResponder>);
         match waiting {
+            // The caller went before the batch was queued: its calls are
+            // freed, and its frame goes with them.
+            Some(_) if !attached => {}
             Some(waiting) => wait_for_room(waiting, pending, ids, collector),
             None if ids.is_empty() => {
                 // Notifications only: done once queued.
@@ -1589,15 +1607,31 @@ fn wait_for_room(
         metrics,
     } = waiting;
     actix::spawn(async move {
-        let gone = std::future::poll_fn(|cx| match collector.borrow_mut().tx.as_mut() {
-            Some(tx) => tx.poll_closed(cx),
-            None => Poll::Ready(()),
+        let gone = std::future::poll_fn(|cx| {
+            let mut collector = collector.borrow_mut();
+            if ids.is_empty() {
+                // Notifications only: no calls, so nobody else watches the
+                // caller.
+                return match collector.tx.as_mut() {
+                    Some(tx) => tx.poll_closed(cx),
+                    None => Poll::Ready(()),
+                };
+            }
+            // The pending table's watcher holds the caller's only waker slot
+            // and tells the collector when the caller has gone.
+            if collector.abandoned {
+                return Poll::Ready(());
+            }
+            collector.waiting = Some(cx.waker().clone());
+            Poll::Pending
         });
         let queued = tokio::select! {
             queued = tokio::time::timeout(timeout, outbox.push(frame)) => {
                 matches!(queued, Ok(Ok(())))
             }
-            () = gone => false,
+            // The calls are freed (and counted as cancelled) already; the
+            // frame is dropped unsent.
+            () = gone => return,
         };
         if queued {
             if ids.is_empty() {

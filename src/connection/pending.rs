@@ -55,6 +55,9 @@ pub(crate) trait BatchResponder {
     /// Ready once the batch's caller has stopped waiting; otherwise `cx`'s
     /// waker is woken when it does.
     fn poll_gone(&self, cx: &mut Context<'_>) -> Poll<()>;
+    /// The caller stopped waiting and the batch's calls are gone from the
+    /// table (told once per call).
+    fn abandoned(&self) {}
 }
 
 /// Who waits for one call.
@@ -83,10 +86,11 @@ impl Waiter {
         }
     }
 
-    /// See [`Responder::abandoned`]; a batch's calls have nothing to act on.
+    /// See [`Responder::abandoned`] and [`BatchResponder::abandoned`].
     fn abandoned(self, id: u64) {
-        if let Waiter::One(responder) = self {
-            responder.abandoned(id);
+        match self {
+            Waiter::One(responder) => responder.abandoned(id),
+            Waiter::InBatch { batch, .. } => batch.abandoned(),
         }
     }
 }
@@ -553,11 +557,14 @@ impl PendingCalls {
     /// `ids`). One watcher serves the whole batch: it queues the batch's
     /// id, and [`cancel`](Self::cancel) frees every call of a batch whose
     /// caller has gone. A caller that is already gone frees every entry at
-    /// once.
-    pub fn attach_batch(&self, ids: Range<u64>, batch: Rc<dyn BatchResponder>) {
+    /// once, and `false` is returned: nobody waits for the batch. The
+    /// watcher is the only one polling the caller's channel (it holds one
+    /// waker); others learn of the caller going through
+    /// [`BatchResponder::abandoned`].
+    pub fn attach_batch(&self, ids: Range<u64>, batch: Rc<dyn BatchResponder>) -> bool {
         let group = ids.start;
         if ids.is_empty() {
-            return;
+            return true;
         }
         let queue = self.cancellations();
         let waker = Waker::from(Arc::new(CancelWaker { id: group, queue }));
@@ -566,7 +573,7 @@ impl PendingCalls {
         if gone {
             let freed = ids.filter(|&id| inner.remove(id).is_some()).count();
             stats::add(&inner.metrics.cancelled, freed as u64);
-            return;
+            return false;
         }
         for (index, id) in ids.enumerate() {
             if let Some(entry) = inner.entries.get_mut(&id) {
@@ -576,6 +583,7 @@ impl PendingCalls {
                 });
             }
         }
+        true
     }
 
     /// Frees the entry of call `id` if its caller has stopped waiting; for
