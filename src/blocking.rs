@@ -524,10 +524,10 @@ mod tests {
     #[test]
     fn block_on_gives_up_at_its_deadline() {
         let (_tx, rx) = futures_channel::oneshot::channel::<()>();
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(30);
+        let deadline = Instant::now() + Duration::from_millis(30);
         assert_eq!(block_on(rx, Some(deadline)), None);
-        assert!(started.elapsed() >= Duration::from_millis(30));
+        // Not before it (a spurious unpark only costs another poll).
+        assert!(Instant::now() >= deadline);
     }
 
     #[actix_rt::test]
