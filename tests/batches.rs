@@ -262,40 +262,34 @@ async fn a_batch_waits_for_room_then_goes() {
     )
     .await;
     proxy.black_hole();
-    let filler = "f".repeat(8 * 1024);
-    // Notifications until one has to wait: the queue is full.
-    loop {
-        let notify = client.notify("fill", params![filler]);
-        match tokio::time::timeout(Duration::from_millis(50), notify).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => panic!("{err}"),
-            Err(_waiting) => break,
-        }
-    }
+    fill_queue(&client).await;
+    let waits = client.stats().backpressure_waits;
     let sending = {
         let client = client.clone();
         actix_rt::spawn(async move {
             let mut batch = client.batch();
-            let a = batch.call::<Value>("echo", params!["a"]);
+            let a = batch.call::<Value>("echo", params!["a".repeat(1024)]);
             batch.notify("note", params![]);
             batch.send().await.map(|results| (results, a))
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    within("the batch waiting for room", async {
+        while client.stats().backpressure_waits == waits {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert!(!sending.is_finished(), "the batch waits for room");
     proxy.heal();
     let (mut results, a) = within("the batch", sending).await.unwrap().unwrap();
-    assert_eq!(results.take(a).unwrap(), json!(["a"]));
+    assert_eq!(results.take(a).unwrap(), json!(["a".repeat(1024)]));
     assert_no_pending(&client);
 }
 
 /// Fills the outbound queue of a client whose server has stopped reading
-/// (`proxy.black_hole()`) to within a few bytes, then starts a batch of one
-/// call (1 KiB of params, too big for what is left) that never gets an
-/// answer; returns the task waiting for it once the batch waits for room.
-async fn batch_waiting_for_room(
-    client: &jsonrpc_websocket::Client,
-) -> tokio::task::JoinHandle<Result<jsonrpc_websocket::BatchResults, Error>> {
+/// (`proxy.black_hole()`) to within a few bytes: notifications of 8 KiB,
+/// then of 64 bytes, each until one has to wait.
+async fn fill_queue(client: &jsonrpc_websocket::Client) {
     for size in [8 * 1024, 64] {
         let filler = "f".repeat(size);
         loop {
@@ -307,6 +301,15 @@ async fn batch_waiting_for_room(
             }
         }
     }
+}
+
+/// Fills the outbound queue (see [`fill_queue`]), then starts a batch of one
+/// call (1 KiB of params, too big for what is left) that never gets an
+/// answer; returns the task waiting for it once the batch waits for room.
+async fn batch_waiting_for_room(
+    client: &jsonrpc_websocket::Client,
+) -> tokio::task::JoinHandle<Result<jsonrpc_websocket::BatchResults, Error>> {
+    fill_queue(client).await;
     let waits = client.stats().backpressure_waits;
     let sending = {
         let client = client.clone();
