@@ -297,7 +297,7 @@ impl ConnectionBuilder {
     /// answer, the socket is read at most once per `interval` (the actor stays
     /// runnable in between rather than sleeping): the server's writes gather
     /// into large segments instead of each one waking us, which on a
-    /// loopback or same-host server makes the server itself send about
+    /// loopback or same-host server makes the server itself send nearly
     /// twice as fast. The cost is at most `interval` of added latency per
     /// notification during such a flood, and the core the reader stays on.
     /// Slower streams, answers to calls and the server's requests are read
