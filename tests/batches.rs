@@ -330,6 +330,29 @@ async fn batch_waiting_for_room(
     sending
 }
 
+/// A client (1 h timeout, 32 KiB outbound budget) of a server that
+/// answers everything but batches, through a proxy that has stopped
+/// forwarding, with a batch waiting for room (see
+/// [`batch_waiting_for_room`]).
+async fn stalled_batch() -> (
+    TestServer,
+    test_support::FaultProxy,
+    jsonrpc_websocket::Client,
+    tokio::task::JoinHandle<Result<jsonrpc_websocket::BatchResults, Error>>,
+) {
+    let server = batches_unanswered();
+    let proxy = test_support::FaultProxy::start(server.addr());
+    let client = connect_with(
+        RpcConnection::builder(proxy.url())
+            .max_queued_bytes(32 * 1024)
+            .request_timeout(Duration::from_secs(3600)),
+    )
+    .await;
+    proxy.black_hole();
+    let sending = batch_waiting_for_room(&client).await;
+    (server, proxy, client, sending)
+}
+
 /// A server that answers everything but batches.
 fn batches_unanswered() -> TestServer {
     TestServer::start(|msg: &Value| {
@@ -357,16 +380,7 @@ async fn until_nothing_pending(client: &jsonrpc_websocket::Client) {
 /// or the timeout (an hour here) once its caller went.
 #[actix_rt::test]
 async fn a_batch_that_waited_for_room_is_freed_when_its_caller_goes_after_it_went_out() {
-    let server = batches_unanswered();
-    let proxy = test_support::FaultProxy::start(server.addr());
-    let client = connect_with(
-        RpcConnection::builder(proxy.url())
-            .max_queued_bytes(32 * 1024)
-            .request_timeout(Duration::from_secs(3600)),
-    )
-    .await;
-    proxy.black_hole();
-    let sending = batch_waiting_for_room(&client).await;
+    let (_server, proxy, client, sending) = stalled_batch().await;
     proxy.heal();
     within("the batch written", async {
         while client.stats().queued_bytes > 0 {
@@ -387,16 +401,7 @@ async fn a_batch_that_waited_for_room_is_freed_when_its_caller_goes_after_it_wen
 /// not as the queue refusing it.
 #[actix_rt::test]
 async fn a_batch_whose_caller_goes_while_it_waits_for_room_is_withdrawn() {
-    let server = batches_unanswered();
-    let proxy = test_support::FaultProxy::start(server.addr());
-    let client = connect_with(
-        RpcConnection::builder(proxy.url())
-            .max_queued_bytes(32 * 1024)
-            .request_timeout(Duration::from_secs(3600)),
-    )
-    .await;
-    proxy.black_hole();
-    let sending = batch_waiting_for_room(&client).await;
+    let (server, proxy, client, sending) = stalled_batch().await;
     sending.abort();
     until_nothing_pending(&client).await;
     let stats = client.stats();
