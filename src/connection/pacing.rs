@@ -62,6 +62,13 @@ impl ReadPacer {
         }
     }
 
+    /// Whether a flood is under way: when not, reads happen at once and the
+    /// reader need not ask [`next_read`](Self::next_read) nor report empty
+    /// reads (no clock read, no look at the actor's state).
+    pub fn flooding(&self) -> bool {
+        self.flooding
+    }
+
     /// A whole frame was decoded.
     pub fn frame(&mut self) {
         self.window_frames = self.window_frames.saturating_add(1);

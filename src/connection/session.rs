@@ -168,7 +168,11 @@ impl Stream for SocketReader {
             if this.eof {
                 return Poll::Ready(None);
             }
-            if let Some(due) = this.pacer.next_read(this.pacing.quiet()) {
+            let due = match this.pacer.flooding() {
+                true => this.pacer.next_read(this.pacing.quiet()),
+                false => None,
+            };
+            if let Some(due) = due {
                 if Instant::now() < due {
                     if !this.putting_off {
                         this.putting_off = true;
@@ -186,7 +190,9 @@ impl Stream for SocketReader {
             let n = match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
                 Poll::Ready(n) => n,
                 Poll::Pending => {
-                    this.pacer.empty(Instant::now());
+                    if this.pacer.flooding() {
+                        this.pacer.empty(Instant::now());
+                    }
                     return Poll::Pending;
                 }
             };
