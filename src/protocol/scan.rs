@@ -44,8 +44,58 @@ const SUBSCRIPTION_KEYS: [&str; 3] = ["subscription", "result", "error"];
 pub(crate) fn object(text: &str) -> Option<Fields<'_>> {
     let bytes = text.as_bytes();
     let start = skip_ws(bytes, 0);
-    let scanned = members(text, start, KEYS, Some(PARAMS))?;
+    let scanned = envelope(text, start)?;
     (skip_ws(bytes, scanned.end) == bytes.len()).then(|| fields(scanned))
+}
+
+/// The [`KEYS`] members of the object starting at `start`: [`members`],
+/// after a look for the shape nearly every answer has.
+fn envelope(text: &str, start: usize) -> Option<Scanned<'_, 6>> {
+    plain_answer(text, start).or_else(|| members(text, start, KEYS, Some(PARAMS)))
+}
+
+/// What [`members`] finds in `{"jsonrpc":"2.0","id":<digits>,"result":<value>}`
+/// written without spaces, the shape of nearly every answer to our calls,
+/// found by comparing its fixed parts instead of reading and matching each
+/// key. Anything else (spaces, other members or order, an id that is not
+/// digits) is `None`, and [`members`] reads it.
+fn plain_answer(text: &str, start: usize) -> Option<Scanned<'_, 6>> {
+    const HEAD: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
+    const RESULT: &[u8] = br#","result":"#;
+    let bytes = text.as_bytes();
+    let id_start = start + HEAD.len();
+    if bytes.get(start..id_start)? != HEAD {
+        return None;
+    }
+    let digits = bytes[id_start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let id_end = id_start + digits;
+    let result_start = id_end + RESULT.len();
+    if digits == 0 || bytes.get(id_end..result_start)? != RESULT {
+        return None;
+    }
+    let (result_end, unescaped) = match bytes.get(result_start)? {
+        b'"' => string_escaped(bytes, result_start).map(|(end, escaped)| (end, !escaped))?,
+        _ => (value(bytes, result_start)?, false),
+    };
+    if bytes.get(result_end) != Some(&b'}') {
+        return None;
+    }
+    let member = |range: std::ops::Range<usize>, unescaped| Member {
+        text: &text[range],
+        unescaped,
+    };
+    let mut found = [None; 6];
+    found[0] = Some(member(start + 11..start + 16, false));
+    found[1] = Some(member(id_start..id_end, false));
+    found[4] = Some(member(result_start..result_end, unescaped));
+    Some(Scanned {
+        found,
+        inner: None,
+        end: result_end + 1,
+    })
 }
 
 fn fields(scanned: Scanned<'_, 6>) -> Fields<'_> {
@@ -139,7 +189,7 @@ pub(crate) fn array<'a, T>(
         i += 1;
     } else {
         loop {
-            let (end, found) = match members(text, i, KEYS, Some(PARAMS)) {
+            let (end, found) = match envelope(text, i) {
                 Some(scanned) => (scanned.end, Some(fields(scanned))),
                 // Not an object, or one the scan leaves to serde_json.
                 None => (value(bytes, i)?, None),
@@ -583,11 +633,111 @@ mod tests {
         }
     }
 
+    /// What [`members`] alone finds at `start`, for comparing the fast path.
+    fn by_members(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
+        members(text, start, KEYS, Some(PARAMS)).map(read)
+    }
+
+    fn by_fast_path(text: &str, start: usize) -> Option<(Fields<'_>, usize)> {
+        plain_answer(text, start).map(read)
+    }
+
+    fn read(scanned: Scanned<'_, 6>) -> (Fields<'_>, usize) {
+        let end = scanned.end;
+        (fields(scanned), end)
+    }
+
+    #[test]
+    fn the_plain_answer_shape_is_read_as_members_reads_it() {
+        let taken = [
+            r#"{"jsonrpc":"2.0","id":1,"result":["bench",42]}"#,
+            r#"{"jsonrpc":"2.0","id":18446744073709551615,"result":"plain"}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":"a\"b"}"#,
+            r#"{"jsonrpc":"2.0","id":007,"result":null}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"a":[1,"]}"]}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":-1.5e3}"#,
+        ];
+        for text in taken {
+            let fast = by_fast_path(text, 0).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(Some(fast), by_members(text, 0), "{text}");
+            assert_eq!(fast.1, text.len(), "{text}");
+        }
+        // Left to `members`, which reads them (or refuses them) itself.
+        let declined = [
+            r#"{"jsonrpc":"2.0","id":1,"result":1,"error":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":1 }"#,
+            r#"{"jsonrpc":"2.0", "id":1,"result":1}"#,
+            r#"{"jsonrpc":"2.0","id":"1","result":1}"#,
+            r#"{"jsonrpc":"2.0","id":-1,"result":1}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":"open}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":[1}"#,
+            r#"{"jsonrpc":"2.0","id":,"result":1}"#,
+            r#"{"jsonrpc":"2.0","id":1"#,
+            r#"{"jsonrpc":"2.0","id":"#,
+            r#"{"jsonrpc":"1.0","id":1,"result":1}"#,
+        ];
+        for text in declined {
+            assert_eq!(by_fast_path(text, 0), None, "{text}");
+        }
+        // In a batch, each element is read where it starts.
+        let batch =
+            r#"[{"jsonrpc":"2.0","id":1,"result":1},{"jsonrpc":"2.0","id":2,"result":[2]}]"#;
+        let read = array(batch, |item, fields| (item, fields.and_then(|f| f.id))).unwrap();
+        assert_eq!(
+            read,
+            [
+                (r#"{"jsonrpc":"2.0","id":1,"result":1}"#, Some("1")),
+                (r#"{"jsonrpc":"2.0","id":2,"result":[2]}"#, Some("2")),
+            ]
+        );
+    }
+
     #[test]
     fn deep_nesting_does_not_recurse() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let text = format!(r#"{{"id":1,"result":{deep}}}"#);
         assert_eq!(object(&text).unwrap().result.unwrap().len(), 200_000);
+    }
+}
+
+#[cfg(test)]
+mod plain_answers_agree_with_members {
+    use super::{fields, members, plain_answer, KEYS, PARAMS};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Answers of the plain shape, whole or cut short or with one byte
+        /// changed: whenever the fast path reads one, `members` reads the
+        /// same members and the same end.
+        #[test]
+        fn the_fast_path_reads_what_members_reads(
+            id in prop_oneof![any::<u64>().prop_map(|n| n.to_string()), "[0-9a-z\\-\"]{0,4}"],
+            result in prop_oneof![
+                Just("[\"bench\",42]".to_owned()),
+                "\"[a-z\\\\\"]{0,6}\"",
+                "[\\[\\]{}\",:0-9 ]{0,8}",
+                Just(String::new()),
+            ],
+            cut in any::<prop::sample::Index>(),
+            change in any::<Option<(prop::sample::Index, u8)>>(),
+        ) {
+            let mut text = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#).into_bytes();
+            if let Some((at, byte)) = change {
+                let at = at.index(text.len());
+                text[at] = byte & 0x7f;
+            }
+            text.truncate(text.len() - cut.index(text.len() / 4 + 1).min(text.len()));
+            let text = String::from_utf8(text).unwrap();
+            if let Some(fast) = plain_answer(&text, 0) {
+                let slow = members(&text, 0, KEYS, Some(PARAMS));
+                prop_assert!(slow.is_some(), "{}", text);
+                let slow = slow.unwrap();
+                prop_assert_eq!(fast.end, slow.end, "{}", text);
+                prop_assert_eq!(fields(fast), fields(slow), "{}", text);
+            }
+        }
     }
 }
 
