@@ -171,7 +171,7 @@ fn encode_notification(
         reason: reason.to_owned(),
     })?;
     let mut buf =
-        frames::frame_buffer(protocol::REQUEST_ROOM + method.len() + params.map_or(0, str::len));
+        frames::frame_buffer(protocol::REQUEST_ROOM + method.len() + params.map_or(0, <[u8]>::len));
     protocol::write_request(&mut buf, None, method, params);
     let size = buf.len() - frames::HEADER_ROOM;
     if size > limit {
@@ -469,7 +469,7 @@ impl RpcConnection {
         })?;
         let limit = self.config.max_message_size;
         let mut buf = frames::frame_buffer(
-            protocol::REQUEST_ROOM + method.len() + params.map_or(0, str::len),
+            protocol::REQUEST_ROOM + method.len() + params.map_or(0, <[u8]>::len),
         );
         let id = self.next_id;
         protocol::write_request(&mut buf, Some(id), &method, params);
@@ -1390,9 +1390,7 @@ impl RpcConnection {
         let size: usize = batch
             .entries
             .iter()
-            .map(|e| {
-                protocol::REQUEST_ROOM + e.method.len() + e.params.to_json().map_or(0, str::len)
-            })
+            .map(|e| protocol::REQUEST_ROOM + e.method.len() + e.params.wire_len())
             .sum();
         let mut buf = frames::frame_buffer(size + 2);
         let mut calls = Vec::with_capacity(batch.calls);

@@ -11,8 +11,9 @@ pub const REQUEST_ROOM: usize = 66;
 
 /// `{"jsonrpc":"2.0","id":1,"method":"m","params":[..]}`; without `id` it is
 /// a notification.
-pub fn write_request(out: &mut Vec<u8>, id: Option<u64>, method: &str, params: Option<&str>) {
-    out.reserve(REQUEST_ROOM + method.len() + params.map_or(0, str::len));
+/// `params` is JSON text (see [`Params::wire`](super::Params)).
+pub fn write_request(out: &mut Vec<u8>, id: Option<u64>, method: &str, params: Option<&[u8]>) {
+    out.reserve(REQUEST_ROOM + method.len() + params.map_or(0, <[u8]>::len));
     out.extend_from_slice(br#"{"jsonrpc":"2.0","#);
     if let Some(id) = id {
         out.extend_from_slice(br#""id":"#);
@@ -23,7 +24,7 @@ pub fn write_request(out: &mut Vec<u8>, id: Option<u64>, method: &str, params: O
     push_json_string(out, method);
     if let Some(params) = params {
         out.extend_from_slice(br#","params":"#);
-        out.extend_from_slice(params.as_bytes());
+        out.extend_from_slice(params);
     }
     out.push(b'}');
 }
@@ -54,7 +55,7 @@ pub fn write_error_response(out: &mut Vec<u8>, id: &Id, error: &ErrorObject) {
 /// [`write_request`] into a new `String`.
 #[cfg(any(test, feature = "bench-internals"))]
 pub fn encode_request(id: Option<u64>, method: &str, params: Option<&str>) -> String {
-    text(|out| write_request(out, id, method, params))
+    text(|out| write_request(out, id, method, params.map(str::as_bytes)))
 }
 
 /// [`write_result_response`] into a new `String`.
@@ -132,12 +133,12 @@ mod tests {
         ] {
             let room = REQUEST_ROOM + method.len() + params.map_or(0, str::len);
             let mut out = Vec::with_capacity(room);
-            write_request(&mut out, id, method, params);
+            write_request(&mut out, id, method, params.map(str::as_bytes));
             assert_eq!(out.capacity(), room, "{method}: regrown");
             // Back to back, as in a batch: no regrowth either.
             let mut batch = Vec::with_capacity(3 * room);
             for _ in 0..3 {
-                write_request(&mut batch, id, method, params);
+                write_request(&mut batch, id, method, params.map(str::as_bytes));
                 batch.push(b',');
             }
             assert_eq!(batch.capacity(), 3 * room, "{method}: batch regrown");

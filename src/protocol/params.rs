@@ -60,6 +60,11 @@ struct Short {
 }
 
 impl Short {
+    /// The text's bytes, unchecked: what the encoder copies into a frame.
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
     fn as_str(&self) -> &str {
         // Always a whole `str` copied in (see `Repr::json`): the check
         // cannot fail, and costs a few ns for 22 bytes at most.
@@ -199,13 +204,25 @@ impl Params {
         matches!(self.0, Repr::Invalid(_))
     }
 
-    /// The params to send (`None` when left out), or why they cannot be sent.
-    pub(crate) fn wire(&self) -> Result<Option<&str>, &str> {
+    /// The params to send as JSON bytes (`None` when left out), or why they
+    /// cannot be sent. Bytes, not `&str`: the encoder copies them into a
+    /// frame, and a short text would otherwise be checked for UTF-8 again
+    /// on every send.
+    pub(crate) fn wire(&self) -> Result<Option<&[u8]>, &str> {
         match &self.0 {
             Repr::None => Ok(None),
-            Repr::Short(text) => Ok(Some(text.as_str())),
-            Repr::Json(text) => Ok(Some(text)),
+            Repr::Short(text) => Ok(Some(text.as_bytes())),
+            Repr::Json(text) => Ok(Some(text.as_bytes())),
             Repr::Invalid(reason) => Err(reason),
+        }
+    }
+
+    /// How long [`wire`](Self::wire)'s text is (0 when there is none).
+    pub(crate) fn wire_len(&self) -> usize {
+        match &self.0 {
+            Repr::Short(text) => usize::from(text.len),
+            Repr::Json(text) => text.len(),
+            Repr::None | Repr::Invalid(_) => 0,
         }
     }
 }
@@ -482,7 +499,8 @@ mod tests {
             }
             for params in &built {
                 assert_eq!(params.to_json(), Some(text), "{params:?}");
-                assert_eq!(params.wire(), Ok(Some(text)));
+                assert_eq!(params.wire(), Ok(Some(text.as_bytes())));
+                assert_eq!(params.wire_len(), text.len());
                 assert_eq!(params, &built[0], "one text, one value");
             }
         }

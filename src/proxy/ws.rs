@@ -692,7 +692,7 @@ impl ServerCalls {
             &mut out,
             Some(self.last),
             &call.request.method,
-            params.as_deref(),
+            params.as_deref().map(str::as_bytes),
         );
         self.waiting.insert(self.last, call.reply);
         // The writer only ever puts in valid UTF-8 (from `&str`s).
