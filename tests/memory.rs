@@ -445,3 +445,44 @@ async fn reconnecting_again_and_again_is_bounded() {
         grown / 1024
     );
 }
+
+/// An idle connection holds no read buffer: the room reserved for a read
+/// that finds nothing goes back at once. Counted on the test's thread only
+/// (the client's). Before the fix every idle connection kept an 8 KiB read
+/// buffer, about 15 KiB of heap in all; it now takes about 7.
+#[actix_rt::test]
+async fn an_idle_connection_holds_no_read_buffer() {
+    use support::{standard, TestServer, Value};
+
+    const CONNECTIONS: isize = 100;
+    let _turn = TURN.lock().await;
+    let server = TestServer::start(standard);
+    let here = || LIVE_HERE.load(Ordering::Relaxed);
+    // One connection first, so one-time costs (the shared awc client, lazy
+    // statics, the runtime's first allocations) are not counted.
+    let warm = support::connect(&server.url()).await;
+    let _: Value = within("echo", warm.call("echo", params![1])).await.unwrap();
+    TRACKED.with(|t| t.set(true));
+    let before = here();
+    let mut idle = Vec::new();
+    for n in 0..CONNECTIONS {
+        let client = support::connect(&server.url()).await;
+        let _: Value = within("echo", client.call("echo", params![n]))
+            .await
+            .unwrap();
+        idle.push(client);
+    }
+    // Let each reader come back to waiting for a frame that does not come.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let per_connection = (here() - before) / CONNECTIONS;
+    eprintln!("the client's heap per idle connection: {per_connection} bytes");
+    TRACKED.with(|t| t.set(false));
+    for client in &idle {
+        assert_no_pending(client);
+    }
+    assert!(
+        per_connection < 12 * 1024,
+        "an idle connection holds {} bytes of the client's heap (bound 12 KiB)",
+        per_connection
+    );
+}

@@ -193,6 +193,11 @@ impl Stream for SocketReader {
                     if this.pacer.flooding() {
                         this.pacer.empty(Instant::now());
                     }
+                    // The room reserved for this read goes back while there
+                    // is nothing to read: an idle connection holds no buffer.
+                    if this.buf.is_empty() {
+                        this.buf = BytesMut::new();
+                    }
                     return Poll::Pending;
                 }
             };
