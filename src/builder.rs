@@ -292,8 +292,8 @@ impl ConnectionBuilder {
     }
 
     /// How often the connection reads while the server floods it with
-    /// notifications. While messages arrive faster than about 8 per
-    /// `interval`, all of them notifications, and no call of ours awaits an
+    /// notifications. While messages arrive faster than about 16 per
+    /// `interval` (80,000 a second at the default), all of them notifications, and no call of ours awaits an
     /// answer, the socket is read at most once per `interval` (the actor stays
     /// runnable in between rather than sleeping): the server's writes gather
     /// into large segments instead of each one waking us, which on a
@@ -302,7 +302,7 @@ impl ConnectionBuilder {
     /// notification during such a flood, and the core the reader stays on.
     /// Slower streams, answers to calls and the server's requests are read
     /// as they come. `Duration::ZERO` reads everything as it comes. Default:
-    /// 100 µs.
+    /// 200 µs.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -186,7 +186,7 @@ impl Default for Config {
                 timeout: Duration::from_secs(10),
             }),
             events_capacity: 64,
-            read_pacing: Some(Duration::from_micros(100)),
+            read_pacing: Some(Duration::from_micros(200)),
         }
     }
 }

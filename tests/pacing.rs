@@ -81,7 +81,7 @@ async fn a_flood_arrives_whole_and_calls_in_its_middle_are_answered() {
     // The default pacing, one far longer than the gaps between the items,
     // and none.
     for pacing in [
-        Duration::from_micros(100),
+        Duration::from_micros(200),
         Duration::from_millis(1),
         Duration::ZERO,
     ] {

@@ -27,9 +27,9 @@ use super::pending::PendingCalls;
 use crate::stats::{self, Metrics};
 
 /// Frames per interval that make a flood: fewer than this and every read
-/// happens at once. With the default interval of 100 µs, a flood is
+/// happens at once. With the default interval of 200 µs, a flood is
 /// 80,000 messages a second or more; slower streams are read as they come.
-pub(crate) const FLOOD_FRAMES: u32 = 8;
+pub(crate) const FLOOD_FRAMES: u32 = 16;
 
 /// Tracks the inbound rate and decides when to read.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ impl PacingLink {
 mod tests {
     use super::*;
 
-    const I: Duration = Duration::from_micros(100);
+    const I: Duration = Duration::from_micros(200);
 
     /// Reads every `gap`, each bringing `frames` frames, `n` times from `t`.
     fn feed(p: &mut ReadPacer, t: &mut Instant, gap: Duration, frames: u32, n: u32) {
@@ -190,8 +190,8 @@ mod tests {
     fn a_slow_stream_is_read_at_once() {
         let mut p = ReadPacer::new(Some(I));
         let mut t = Instant::now();
-        // 7 frames per 100 µs: under the flood rate.
-        feed(&mut p, &mut t, Duration::from_micros(100), 7, 50);
+        // One frame fewer per interval than a flood has.
+        feed(&mut p, &mut t, I, FLOOD_FRAMES - 1, 50);
         assert_eq!(p.next_read(true), None);
     }
 
