@@ -293,9 +293,10 @@ impl ConnectionBuilder {
 
     /// How often the connection reads while the server floods it with
     /// notifications. While messages arrive faster than about 16 per
-    /// `interval` (80,000 a second at the default), all of them notifications, and no call of ours awaits an
-    /// answer, the socket is read at most once per `interval` (the actor stays
-    /// runnable in between rather than sleeping): the server's writes gather
+    /// `interval` (80,000 a second at the default), all of them
+    /// notifications, and no call of ours awaits an answer, the socket is
+    /// read at most once per `interval` (the actor stays runnable in between
+    /// rather than sleeping): the server's writes gather
     /// into large segments instead of each one waking us, which on a
     /// loopback or same-host server makes the server itself send nearly
     /// twice as fast. The cost is at most `interval` of added latency per

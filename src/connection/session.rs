@@ -130,8 +130,9 @@ impl Session {
 
 /// Reads frames. It holds no buffer while idle: the read buffer is released
 /// whenever every byte in it has been decoded, and when a read finds nothing
-/// while it is empty, so an idle connection costs no read memory. It pauses (reads nothing) while the frames the connection
-/// owes the server exceed the outbound budget.
+/// while it is empty, so an idle connection costs no read memory. It pauses
+/// (reads nothing) while the frames the connection owes the server exceed
+/// the outbound budget.
 struct SocketReader {
     io: ReadHalf<BoxedSocket>,
     buf: BytesMut,

@@ -219,11 +219,7 @@ impl Params {
 
     /// How long [`wire`](Self::wire)'s text is (0 when there is none).
     pub(crate) fn wire_len(&self) -> usize {
-        match &self.0 {
-            Repr::Short(text) => usize::from(text.len),
-            Repr::Json(text) => text.len(),
-            Repr::None | Repr::Invalid(_) => 0,
-        }
+        self.wire().ok().flatten().map_or(0, <[u8]>::len)
     }
 }
 
