@@ -296,10 +296,9 @@ impl ConnectionBuilder {
     /// `interval` (80,000 a second at the default), all of them
     /// notifications, and no call of ours awaits an answer, the socket is
     /// read at most once per `interval` (the actor stays runnable in between
-    /// rather than sleeping): the server's writes gather
-    /// into large segments instead of each one waking us, which on a
-    /// loopback or same-host server makes the server itself send nearly
-    /// twice as fast. The cost is at most `interval` of added latency per
+    /// rather than sleeping): the server's writes gather into large
+    /// segments instead of each one waking us, which on a loopback or
+    /// same-host server makes the server itself send nearly twice as fast. The cost is at most `interval` of added latency per
     /// notification during such a flood, and the core the reader stays on.
     /// Slower streams, answers to calls and the server's requests are read
     /// as they come. `Duration::ZERO` reads everything as it comes. Default:
