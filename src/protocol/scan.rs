@@ -87,8 +87,10 @@ fn plain_answer(text: &str, start: usize) -> Option<Scanned<'_, 6>> {
         text: &text[range],
         unescaped,
     };
+    // `"2.0"` where HEAD has it; the slots are those of KEYS.
+    let version = start + br#"{"jsonrpc":"#.len();
     let mut found = [None; 6];
-    found[0] = Some(member(start + 11..start + 16, false));
+    found[0] = Some(member(version..version + br#""2.0""#.len(), false));
     found[1] = Some(member(id_start..id_end, false));
     found[4] = Some(member(result_start..result_end, unescaped));
     Some(Scanned {
